@@ -1,0 +1,143 @@
+r"""TransPix2Pix at the reference configuration (256x256, batch 4, 400k steps).
+
+Run:
+  python run_train.py --config=experiments/transpix2pix.py --workdir=runs/transpix2pix
+Inspect (prints the resolved config and the parameter counts, trains nothing):
+  python run_train.py --config=experiments/transpix2pix.py --workdir=/tmp/tp2p --dry_run
+
+Variants (`--config=experiments/transpix2pix.py:VARIANT`):
+  tiny: seconds-scale model and data for tests.
+
+Every other experiment starts from `base_config()` here and overrides what it
+changes, so each field is documented once.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+STYLE_NAMES = ("black", "black-white", "gray", "siberian", "siamese", "ginger",
+               "ginger-white", "white", "other")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The reference TransPix2Pix configuration, unlocked for variants to edit."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, dropout and the data order.
+  c.image_size = 256  # Height and width of sketches and photos.
+  c.batch_size = 4  # Global batch (split over all devices and hosts).
+  c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
+
+  # --- data -----------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "toycats"  # "toycats": the procedural cats generated on the fly.
+  c.data.num_train = 20000  # toycats: number of distinct training examples.
+  c.data.num_eval = 200  # toycats: held-out examples (a disjoint seed range).
+  c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
+  c.data.augment = True  # p=0.5 flip or random sized crop (230..256 of 256).
+  c.data.worker_count = 0  # grain worker processes (0: load in the main process).
+  c.data.style_names = STYLE_NAMES  # Coat classes, in label order.
+
+  # --- generator (netG) -----------------------------------------------------
+  c.generator = "transpix2pix"  # Registry name in tp2p_jax.models.GENERATORS.
+  c.generator_kwargs = ml_collections.ConfigDict()
+  c.generator_kwargs.features = (64, 128, 256, 512, 512, 512, 512, 512)  # Encoder channels.
+  c.generator_kwargs.transformer_blocks = (4, 5, 6)  # Encoder blocks followed by a transformer.
+  c.generator_kwargs.attention_stages = (1, 2, 3)  # Decoder stages followed by self-attention.
+  c.generator_kwargs.dropout_stages = (0, 1, 2)  # Decoder stages with dropout 0.3.
+  c.generator_kwargs.conv_bottlenecks = ((4, 1.6), (5, 1.33))  # (stage, k) of UpConvBlock*.
+  c.generator_kwargs.style_part_channels = 32  # Style-Pre-Net slice per decoder stage.
+  c.generator_kwargs.style_hidden = 1024  # Style-Pre-Net hidden width.
+  c.generator_kwargs.transformer_layers = 6  # Encoder layers per TransformerBlock.
+  c.generator_kwargs.transformer_heads = 8  # Attention heads.
+  c.generator_kwargs.attention_dropout = 0.1  # On attention weights (0: fused kernels in training too).
+
+  # --- discriminator (netD) -------------------------------------------------
+  c.discriminator = "patchgan"  # Registry name in tp2p_jax.models.DISCRIMINATORS.
+  c.discriminator_kwargs = ml_collections.ConfigDict()
+  c.discriminator_kwargs.base_features = 64  # ndf.
+  c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
+  c.discriminator_kwargs.norm = "batch"  # "batch" | "instance" | "none".
+  c.discriminator_kwargs.padding_mode = "reflect"  # The release pads by reflection.
+
+  # --- style encoder (stage 1) ----------------------------------------------
+  c.style = ml_collections.ConfigDict()
+  c.style.image_size = 64  # Photos are resized to this for the encoder.
+  c.style.block_features = (32, 64, 128, 256)  # Channels of its four conv blocks.
+  c.style.hidden = 1024  # Dense layer before the embedding.
+  c.style.embedding_dim = 256  # Style embedding size (the generator's input).
+  c.style.scale = 5.0  # CosFace s.
+  c.style.margin = 0.35  # CosFace m.
+  c.style.batch_size = 64  # Stage-1 batch.
+  c.style.total_steps = 20000  # Stage-1 steps (0 skips stage 1: random frozen encoder).
+  c.style.lr = 1e-3  # Adam (0.9, 0.999) learning rate ...
+  c.style.lr_decay = 0.9  # ... multiplied by this ...
+  c.style.lr_decay_every = 1000  # ... every this many steps.
+  c.style.weight_decay = 1e-4  # L2 on conv/dense kernels (not biases, norms).
+  c.style.checkpoint_every = 2000  # Stage-1 checkpoint interval (steps).
+
+  # --- objective ------------------------------------------------------------
+  c.gan_mode = "vanilla"  # "vanilla" (BCE) | "lsgan" | "hinge".
+  c.lambda_l1 = 100.0  # Weight of L1(G(x), y).
+  c.lambda_perceptual = 1.0  # Weight of the VGG16 feature MSE.
+  c.perceptual_layer = "relu2_2"  # VGG16 activation compared.
+
+  # --- optimisation (stage 2) -----------------------------------------------
+  c.lr = 2e-4  # Adam learning rate for netG and netD.
+  c.b1 = 0.5  # Adam beta1.
+  c.b2 = 0.999  # Adam beta2.
+  c.lr_milestones = (100_000, 200_000, 300_000)  # Steps where lr is multiplied ...
+  c.lr_decay_factor = 0.5  # ... by this.
+  c.weight_decay = 1e-6  # L2 on conv/dense kernels (not biases, norms, SE, transformer).
+  c.g_clip_norm = 1.0  # netG gradient clipped to this global norm (0: off).
+  c.ema_decay = 0.98  # Per-step EMA of G and D (half-life ln 0.5 / ln 0.98 = 34.3 steps).
+  c.total_steps = 400_000  # Stage-2 steps.
+
+  # --- bookkeeping ----------------------------------------------------------
+  c.log_every = 100  # Steps between metrics.jsonl / TensorBoard rows (and NaN checks).
+  c.checkpoint_every = 5000  # Steps between checkpoints (and always at the end).
+  c.keep_checkpoints = 3  # Checkpoints kept per stage.
+  c.sample_every = 5000  # Steps between sample grids (and at the end).
+  c.num_samples = 8  # Held-out examples in each sample grid.
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any TransPix2Pix config to a seconds-scale test model."""
+  c.image_size = 32
+  c.batch_size = 4
+  c.data.num_train = 64
+  c.data.num_eval = 8
+  c.generator_kwargs.features = (8, 16, 32, 32, 32)
+  c.generator_kwargs.transformer_blocks = (3, 4)
+  c.generator_kwargs.attention_stages = (1, 2)
+  c.generator_kwargs.dropout_stages = (0, 1)
+  c.generator_kwargs.conv_bottlenecks = ((3, 1.6),)
+  c.generator_kwargs.style_part_channels = 4
+  c.generator_kwargs.style_hidden = 32
+  c.generator_kwargs.transformer_layers = 1
+  c.generator_kwargs.transformer_heads = 2
+  c.discriminator_kwargs.base_features = 8
+  c.style.image_size = 32
+  c.style.block_features = (4, 8, 8, 16)
+  c.style.hidden = 32
+  c.style.embedding_dim = 16
+  c.style.batch_size = 16
+  c.style.total_steps = 10
+  c.style.checkpoint_every = 5
+  c.lr = 1e-3
+  c.total_steps = 20
+  c.log_every = 5
+  c.checkpoint_every = 10
+  c.sample_every = 10
+  c.num_samples = 4
+  return c
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  if variant == "tiny":
+    c = tiny(c)
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r}; expected 'tiny'")
+  c.lock()
+  return c

@@ -1,0 +1,124 @@
+"""Losses as pure functions.
+
+Images are NHWC in [-1, 1]; discriminator outputs are raw logits. Every loss
+reduces in float32 whatever the compute dtype of its inputs.
+"""
+from __future__ import annotations
+
+from typing import Literal, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tp2p_jax.models import vgg
+
+GanMode = Literal["vanilla", "lsgan", "hinge"]
+GAN_MODES: tuple[str, ...] = ("vanilla", "lsgan", "hinge")
+
+
+def _check_mode(gan_mode: str) -> None:
+  if gan_mode not in GAN_MODES:
+    raise ValueError(f"unknown gan_mode {gan_mode!r}; expected one of {GAN_MODES}")
+
+
+def gan_loss(logits: jax.Array, target_is_real: bool, gan_mode: GanMode) -> jax.Array:
+  """Mean GAN loss of logits against an all-real or all-fake target.
+
+  vanilla: BCE with logits (pix2pix's default); lsgan: mean squared error to
+  1/0 (CycleGAN, pix2pixHD); hinge: for the discriminator mean(relu(1 - x))
+  on real and mean(relu(1 + x)) on fake. The generator's hinge loss is
+  -mean(x) and is given by `generator_gan_loss`.
+  """
+  _check_mode(gan_mode)
+  logits = logits.astype(jnp.float32)
+  if gan_mode == "vanilla":
+    target = jnp.ones_like(logits) if target_is_real else jnp.zeros_like(logits)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
+  if gan_mode == "lsgan":
+    return jnp.mean(jnp.square(logits - (1.0 if target_is_real else 0.0)))
+  return jnp.mean(jax.nn.relu(1.0 - logits if target_is_real else 1.0 + logits))
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array,
+                       gan_mode: GanMode) -> jax.Array:
+  """(loss(D(x, y), real) + loss(D(x, G(x)), fake)) / 2, as pix2pix halves D."""
+  return 0.5 * (gan_loss(real_logits, True, gan_mode) + gan_loss(fake_logits, False, gan_mode))
+
+
+def generator_gan_loss(fake_logits: jax.Array, gan_mode: GanMode) -> jax.Array:
+  """The generator's adversarial loss on D(x, G(x)) (non-saturating for vanilla)."""
+  _check_mode(gan_mode)
+  if gan_mode == "hinge":
+    return -jnp.mean(fake_logits.astype(jnp.float32))
+  return gan_loss(fake_logits, True, gan_mode)
+
+
+def l1_loss(fake: jax.Array, real: jax.Array) -> jax.Array:
+  """Mean absolute error over all elements."""
+  return jnp.mean(jnp.abs(fake.astype(jnp.float32) - real.astype(jnp.float32)))
+
+
+def to_vgg_input(images: jax.Array) -> jax.Array:
+  """[-1, 1] images -> [0, 1] -> ImageNet mean/std normalisation (fixes the
+  release, which fed VGG16 [-1, 1] images unnormalised)."""
+  return vgg.imagenet_normalize((images.astype(jnp.float32) + 1.0) * 0.5)
+
+
+def vgg_variables_up_to(variables: Mapping, layer: str) -> dict:
+  """The subset of VGG16 variables needed to compute `layer` (e.g. the four
+  convs up to relu2_2 of the thirteen): what a jitted loss should close over,
+  so the unused 14M parameters never enter the compiled program."""
+  conv = vgg.VGG16_CONVS[vgg.VGG16_LAYERS.index(layer)]
+  names = vgg.VGG16_CONVS[:vgg.VGG16_CONVS.index(conv) + 1]
+  return {"params": {n: variables["params"][n] for n in names}}
+
+
+def perceptual_loss(fake: jax.Array, real: jax.Array,
+                    vgg_variables: Mapping | None = None, layer: str = "relu2_2",
+                    dtype: jnp.dtype = jnp.float32) -> jax.Array:
+  """MSE between ImageNet-VGG16 features of `fake` and `real`.
+
+  Args:
+    fake: generated images (B, H, W, 3) in [-1, 1]; the gradient flows through
+      the frozen VGG16 into them (the release computed this term without
+      gradient, so it never trained its generator).
+    real: target images (B, H, W, 3) in [-1, 1]; treated as constants.
+    vgg_variables: VGG16 variables; default: the pretrained ImageNet weights.
+      Only the convolutions up to `layer` are evaluated.
+    layer: VGG16 activation to compare (reference: relu2_2).
+    dtype: VGG16 compute dtype.
+
+  Returns:
+    Scalar float32 loss.
+  """
+  if vgg_variables is None:
+    vgg_variables = vgg_variables_up_to(vgg.load_pretrained_vgg16(), layer)
+  vgg_variables = jax.lax.stop_gradient(vgg_variables)
+  net = vgg.VGG16(layers=(layer,), dtype=dtype)
+  # One VGG pass over [fake; real] instead of two: same result, one dispatch.
+  both = jnp.concatenate([to_vgg_input(fake), jax.lax.stop_gradient(to_vgg_input(real))])
+  feats = net.apply(vgg_variables, both)[layer].astype(jnp.float32)
+  f_fake, f_real = jnp.split(feats, 2)
+  return jnp.mean(jnp.square(f_fake - jax.lax.stop_gradient(f_real)))
+
+
+def cosface_loss(cosine: jax.Array, labels: jax.Array, scale: float = 5.0,
+                 margin: float = 0.35) -> jax.Array:
+  """CosFace (large-margin cosine) loss.
+
+  logits = scale * (cosine - margin * onehot(labels)); mean cross-entropy.
+
+  Args:
+    cosine: (B, num_classes) cosine similarities in [-1, 1].
+    labels: (B,) integer class ids.
+  """
+  onehot = jax.nn.one_hot(labels, cosine.shape[-1], dtype=jnp.float32)
+  logits = scale * (cosine.astype(jnp.float32) - margin * onehot)
+  return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+
+
+def lpips_distance(x: jax.Array, y: jax.Array, variables: Mapping | None = None) -> jax.Array:
+  """LPIPS (VGG variant) between NHWC images in [-1, 1]; (B,) distances."""
+  from tp2p_jax.models import lpips  # evaluation-only; keeps training imports light
+  return lpips.lpips_distance(x, y, variables)

@@ -1,0 +1,160 @@
+"""Building blocks shared by the generators and discriminators.
+
+All modules are Flax linen, NHWC, with float32 parameters and a configurable
+compute `dtype` (e.g. bfloat16 on accelerators).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+NormKind = Literal["batch", "instance", "none"]
+PaddingMode = Literal["reflect", "zeros"]
+
+# The reference initialises every conv/dense kernel and every BatchNorm scale
+# from N(0, 0.02) (pix2pix convention); biases start at zero.
+GAN_INIT: Initializer = nn.initializers.normal(stddev=0.02)
+
+
+def pad2d(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]],
+          mode: PaddingMode) -> jax.Array:
+  """Pads the spatial axes of an NHWC tensor.
+
+  Args:
+    x: (B, H, W, C).
+    pads: ((top, bottom), (left, right)).
+    mode: "reflect" mirrors without repeating the edge (PyTorch's
+      ReflectionPad2d; pads wider than the axis reflect repeatedly);
+      "zeros" pads with zeros.
+  """
+  if not any(p for pair in pads for p in pair):
+    return x
+  widths = ((0, 0), pads[0], pads[1], (0, 0))
+  return jnp.pad(x, widths, mode="reflect" if mode == "reflect" else "constant")
+
+
+class PaddedConv(nn.Module):
+  """Conv with explicit (possibly asymmetric) reflect or zero padding.
+
+  Attributes:
+    features: output channels.
+    kernel: square kernel size.
+    stride: spatial stride.
+    pads: ((top, bottom), (left, right)) padding applied before a VALID conv.
+    padding_mode: "reflect" or "zeros".
+    use_bias: whether the conv has a bias.
+  """
+  features: int
+  kernel: int
+  stride: int = 1
+  pads: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+  padding_mode: PaddingMode = "reflect"
+  use_bias: bool = False
+  kernel_init: Initializer = GAN_INIT
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = pad2d(x, self.pads, self.padding_mode)
+    return nn.Conv(
+        self.features, (self.kernel, self.kernel),
+        strides=(self.stride, self.stride), padding="VALID",
+        use_bias=self.use_bias, kernel_init=self.kernel_init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+
+
+def same_pads(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Padding that keeps the spatial size of a stride-1 conv.
+
+  For even kernels the reference pads (left 1, right 2, top 2, bottom 1) for
+  k=4; we generalise to (top k//2, bottom k//2-1, left k//2-1, right k//2),
+  which is that exact layout at k=4 and symmetric for odd k.
+  """
+  if kernel % 2:
+    p = kernel // 2
+    return ((p, p), (p, p))
+  return ((kernel // 2, kernel // 2 - 1), (kernel // 2 - 1, kernel // 2))
+
+
+class Norm(nn.Module):
+  """Normalisation by name: BatchNorm, InstanceNorm or identity.
+
+  BatchNorm uses PyTorch's defaults (momentum 0.1 i.e. Flax momentum 0.9,
+  epsilon 1e-5) and keeps its statistics in float32 whatever the compute
+  dtype.
+  """
+  kind: NormKind = "batch"
+  scale_init: Initializer = GAN_INIT
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.kind == "batch":
+      return nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, epsilon=1e-5,
+          scale_init=self.scale_init, dtype=self.dtype,
+          param_dtype=self.param_dtype, name="bn")(x)
+    if self.kind == "instance":
+      # PyTorch's InstanceNorm2d default (affine=False) has no parameters.
+      return nn.InstanceNorm(
+          epsilon=1e-5, use_scale=False, use_bias=False, dtype=self.dtype,
+          param_dtype=self.param_dtype, name="in")(x)
+    if self.kind == "none":
+      return x
+    raise ValueError(f"unknown norm {self.kind!r}; expected batch, instance or none")
+
+
+class ChannelSE(nn.Module):
+  """Channel squeeze-and-excitation (cSE): x * sigmoid(MLP(mean_hw(x))).
+
+  Two bias-free dense layers C -> C/r -> C with ReLU between, as the
+  reference. Input and output (B, H, W, C).
+  """
+  reduction: int = 16
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    hidden = max(1, channels // self.reduction)
+    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(self.dtype)
+    s = nn.Dense(hidden, use_bias=False, kernel_init=GAN_INIT, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="squeeze")(s)
+    s = nn.relu(s)
+    s = nn.Dense(channels, use_bias=False, kernel_init=GAN_INIT, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="excite")(s)
+    return x * nn.sigmoid(s)[:, None, None, :]
+
+
+class SpatialSE(nn.Module):
+  """Spatial squeeze-and-excitation (sSE): x * sigmoid(conv1x1_{C->1}(x)).
+
+  The 1x1 conv has a bias, as the reference. Input and output (B, H, W, C).
+  """
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    gate = nn.Conv(1, (1, 1), use_bias=True, kernel_init=GAN_INIT,
+                   dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    return x * nn.sigmoid(gate)
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  """LeakyReLU with the GAN-standard slope 0.2."""
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def tile_to(vector: jax.Array, spatial: Sequence[int]) -> jax.Array:
+  """Tiles (B, C) to (B, H, W, C) for concatenation with feature maps."""
+  b, c = vector.shape
+  return jnp.broadcast_to(vector[:, None, None, :], (b, *spatial, c))

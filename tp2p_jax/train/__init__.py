@@ -1,0 +1,1 @@
+"""Training: state, optimisers, pure update steps, mesh, checkpoints, trainer."""

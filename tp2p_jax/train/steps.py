@@ -1,0 +1,194 @@
+"""Pure, jit-able update steps.
+
+`make_gan_train_step` returns `train_step(state, batch) -> (state, metrics)`
+for the paired conditional GAN (TransPix2Pix, and any generator with the same
+call signature): the discriminator is updated on `stop_gradient(G(x))`, then
+the generator on cGAN + lambda_l1 * L1 + lambda_perceptual * VGG16 feature
+loss against the updated discriminator, as the PyTorch reference orders it.
+The generator runs forward once per step; its pullback is reused for the G
+update.
+
+Batches are dicts of NHWC float32 arrays in [-1, 1]: `real_a` (sketches),
+`real_b` (photos), and int32 `label` (coat class).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from tp2p_jax import losses
+from tp2p_jax.train.state import StyleTrainState, TrainState, ema_update, tree_l2_norm
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class GanObjective:
+  """Weights of the generator objective and the EMA decay.
+
+  Attributes:
+    gan_mode: "vanilla" | "lsgan" | "hinge".
+    lambda_l1: weight of L1(G(x), y) (pix2pix: 100).
+    lambda_perceptual: weight of the VGG16 feature MSE (0 disables it).
+    perceptual_layer: VGG16 activation compared (reference: relu2_2).
+    ema_decay: per-step decay of the G and D EMAs.
+  """
+  gan_mode: str = "vanilla"
+  lambda_l1: float = 100.0
+  lambda_perceptual: float = 1.0
+  perceptual_layer: str = "relu2_2"
+  ema_decay: float = 0.98
+
+
+def style_embedding(style_encoder: nn.Module, variables: Any, photos: jax.Array) -> jax.Array:
+  """Frozen style-encoder embedding (B, E) of photos (B, H, W, 3) in [-1, 1]."""
+  size = style_encoder.image_size
+  if photos.shape[1:3] != (size, size):
+    photos = jax.image.resize(photos, (photos.shape[0], size, size, photos.shape[3]),
+                              "linear", antialias=True)
+  out = style_encoder.apply(variables, photos, train=False)
+  return jax.lax.stop_gradient(out["embedding"])
+
+
+def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
+                        style_encoder: nn.Module, g_tx: optax.GradientTransformation,
+                        d_tx: optax.GradientTransformation, objective: GanObjective,
+                        vgg_variables: Any | None, lr_schedule: optax.Schedule | None = None
+                        ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+  """Builds the pure GAN train step for the given networks and objective.
+
+  `vgg_variables` may be None only when `objective.lambda_perceptual == 0`.
+  """
+  if objective.lambda_perceptual > 0 and vgg_variables is None:
+    raise ValueError("lambda_perceptual > 0 needs the VGG16 variables")
+
+  def d_apply(params, batch_stats, x, y):
+    logits, updates = discriminator.apply(
+        {"params": params, "batch_stats": batch_stats},
+        jnp.concatenate([x, y], axis=-1), train=True, mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    real_a, real_b = batch["real_a"], batch["real_b"]
+    style = style_embedding(style_encoder, state.style_variables, real_b)
+
+    def g_forward(g_params):
+      fake, updates = generator.apply(
+          {"params": g_params, "batch_stats": state.g_batch_stats}, real_a, style,
+          train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+      return fake, updates["batch_stats"]
+
+    fake, g_pullback, g_batch_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
+
+    # Discriminator: real and fake in separate passes, because BatchNorm
+    # statistics of a joint batch would differ from the reference.
+    def d_loss_fn(d_params):
+      real_logits, bs = d_apply(d_params, state.d_batch_stats, real_a, real_b)
+      fake_logits, bs = d_apply(d_params, bs, real_a, jax.lax.stop_gradient(fake))
+      loss = losses.discriminator_loss(real_logits, fake_logits, objective.gan_mode)
+      return loss, (bs, jnp.mean(real_logits), jnp.mean(fake_logits))
+
+    (d_loss, (d_batch_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(state.d_params)
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    # Generator: the loss as a function of the generated images, pulled back
+    # through the single G forward pass above.
+    def g_loss_fn(fake_images):
+      logits, bs = d_apply(d_params, d_batch_stats, real_a, fake_images)
+      g_gan = losses.generator_gan_loss(logits, objective.gan_mode)
+      g_l1 = losses.l1_loss(fake_images, real_b)
+      if objective.lambda_perceptual > 0:
+        g_perc = losses.perceptual_loss(fake_images, real_b, vgg_variables,
+                                        objective.perceptual_layer)
+      else:
+        g_perc = jnp.float32(0.0)
+      total = g_gan + objective.lambda_l1 * g_l1 + objective.lambda_perceptual * g_perc
+      return total, (bs, g_gan, g_l1, g_perc)
+
+    (g_loss, (d_batch_stats, g_gan, g_l1, g_perc)), fake_grad = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(fake)
+    (g_grads,) = g_pullback(fake_grad)
+    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    decay = objective.ema_decay
+    ema = {
+        "g": {"params": ema_update(state.ema["g"]["params"], g_params, decay),
+              "batch_stats": ema_update(state.ema["g"]["batch_stats"], g_batch_stats, decay)},
+        "d": {"params": ema_update(state.ema["d"]["params"], d_params, decay),
+              "batch_stats": ema_update(state.ema["d"]["batch_stats"], d_batch_stats, decay)},
+    }
+    new_state = state.replace(
+        step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
+        g_opt_state=g_opt_state, d_params=d_params, d_batch_stats=d_batch_stats,
+        d_opt_state=d_opt_state, ema=ema)
+    metrics = {
+        "d_loss": d_loss, "g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1,
+        "g_perceptual": g_perc, "d_real": d_real, "d_fake": d_fake,
+        "g_grad_norm": optax.global_norm(g_grads), "d_grad_norm": optax.global_norm(d_grads),
+        "g_param_norm": tree_l2_norm(g_params), "d_param_norm": tree_l2_norm(d_params),
+    }
+    if lr_schedule is not None:
+      metrics["lr"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_generate(generator: nn.Module, style_encoder: nn.Module
+                  ) -> Callable[[TrainState, jax.Array, jax.Array], jax.Array]:
+  """`generate(state, sketches, photos)`: EMA generator in eval mode, styled by
+  the frozen encoder's embedding of `photos`; returns (B, H, W, 3) in [-1, 1]."""
+  def generate(state: TrainState, sketches: jax.Array, photos: jax.Array) -> jax.Array:
+    style = style_embedding(style_encoder, state.style_variables, photos)
+    return generator.apply(
+        {"params": state.ema["g"]["params"], "batch_stats": state.ema["g"]["batch_stats"]},
+        sketches, style, train=False)
+  return generate
+
+
+def make_style_train_step(style_encoder: nn.Module, tx: optax.GradientTransformation,
+                          margin: float, lr_schedule: optax.Schedule | None = None
+                          ) -> Callable[[StyleTrainState, Batch], tuple[StyleTrainState, Metrics]]:
+  """Stage-1 step: CosFace loss of the style encoder on (photo, label).
+
+  Batch: `real_b` photos (B, H, W, 3) in [-1, 1] (resized to the encoder's
+  input size here) and int32 `label` (B,).
+  """
+  def train_step(state: StyleTrainState, batch: Batch) -> tuple[StyleTrainState, Metrics]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    photos = batch["real_b"]
+    size = style_encoder.image_size
+    if photos.shape[1:3] != (size, size):
+      photos = jax.image.resize(photos, (photos.shape[0], size, size, 3), "linear",
+                                antialias=True)
+
+    def loss_fn(params):
+      out, updates = style_encoder.apply(
+          {"params": params, "batch_stats": state.batch_stats}, photos, train=True,
+          rngs={"dropout": rng}, mutable=["batch_stats"])
+      loss = losses.cosface_loss(out["cosine"], batch["label"], style_encoder.scale, margin)
+      accuracy = jnp.mean(jnp.argmax(out["cosine"], -1) == batch["label"])
+      return loss, (updates["batch_stats"], accuracy)
+
+    (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"style_loss": loss, "style_accuracy": accuracy,
+               "style_grad_norm": optax.global_norm(grads)}
+    if lr_schedule is not None:
+      metrics["lr"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state), metrics
+
+  return train_step

@@ -1,0 +1,357 @@
+"""Input pipeline (grain) shared by the toy cats and real paired datasets.
+
+Sources are random-access (``__len__`` / ``__getitem__``) and return records
+
+  {'sketch': uint8 (H, W, 3), 'photo': uint8 (H, W, 3), 'label': int}
+
+(grayscale (H, W) / (H, W, 1) and RGBA images are accepted and converted to
+RGB). The pipeline resizes both images to ``image_size`` if needed, optionally
+augments them, batches, and maps to model inputs:
+
+  {'real_a': float32 (b, S, S, 3) sketch in [-1, 1],
+   'real_b': float32 (b, S, S, 3) photo in [-1, 1],
+   'label': int32 (b,)}
+
+Layout is NHWC throughout.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterator, Mapping, Sequence
+
+from absl import flags
+import grain.python as grain
+import jax
+import numpy as np
+from PIL import Image
+
+Batch = dict[str, np.ndarray]
+
+_IMAGE_KEYS = ("sketch", "photo")
+
+
+def _as_rgb_uint8(image: Any, key: str) -> np.ndarray:
+  """Returns `image` as a C-contiguous uint8 (H, W, 3) array."""
+  x = np.asarray(image)
+  if x.dtype != np.uint8:
+    raise TypeError(f"record['{key}'] must be uint8, got {x.dtype}")
+  if x.ndim == 2:
+    x = x[:, :, None]
+  if x.ndim != 3 or x.shape[2] not in (1, 3, 4):
+    raise ValueError(
+        f"record['{key}'] must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4);"
+        f" got shape {x.shape}")
+  if x.shape[2] == 1:
+    x = np.repeat(x, 3, axis=2)
+  elif x.shape[2] == 4:
+    # Alpha is dropped rather than composited: paired datasets store opaque
+    # images, and a transparent pixel's colour is as good a guess as any.
+    x = x[:, :, :3]
+  return np.ascontiguousarray(x)
+
+
+def resize_image(image: np.ndarray, image_size: int) -> np.ndarray:
+  """Resizes uint8 (H, W, 3) to (image_size, image_size, 3), bilinearly.
+
+  Pillow's bilinear filter widens its support when shrinking, so downscaling
+  averages like an area filter instead of aliasing. Non-square inputs are
+  stretched, like the reference pix2pix loader that resizes straight to the
+  square load size.
+  """
+  if image.shape[0] == image_size and image.shape[1] == image_size:
+    return image
+  out = Image.fromarray(image, "RGB").resize((image_size, image_size),
+                                            Image.Resampling.BILINEAR)
+  return np.asarray(out)
+
+
+class PrepareRecord(grain.MapTransform):
+  """Validates a source record, keeps only sketch/photo/label and resizes.
+
+  Output: {'sketch': uint8 (S, S, 3), 'photo': uint8 (S, S, 3),
+  'label': int32 0-d array}. Extra record fields are dropped so that batching
+  never has to stack strings or ragged arrays.
+  """
+
+  def __init__(self, image_size: int):
+    if image_size <= 0:
+      raise ValueError(f"image_size must be > 0, got {image_size}")
+    self.image_size = int(image_size)
+
+  def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    missing = [k for k in (*_IMAGE_KEYS, "label") if k not in element]
+    if missing:
+      raise KeyError(f"record is missing {missing}; has {sorted(element)}")
+    out = {
+        k: resize_image(_as_rgb_uint8(element[k], k), self.image_size)
+        for k in _IMAGE_KEYS
+    }
+    out["label"] = np.asarray(element["label"], np.int32).reshape(())
+    return out
+
+
+class RandomFlipOrCrop(grain.RandomMapTransform):
+  """With probability `probability`, a horizontal flip or a random sized crop.
+
+  The reference release's augmentation: half of the records are left alone;
+  the other half get, with equal chance, either a horizontal flip or a square
+  crop of side uniform in [floor(min_crop_fraction * S), S] (230..256 at
+  S = 256) at a uniformly random position, resized back to S x S. Sketch and
+  photo always receive the same transform so the pair stays aligned. The
+  randomness comes from grain's per-record generator, so the result is a
+  deterministic function of (seed, record position).
+
+  Input/output: {'sketch', 'photo'}: uint8 (S, S, 3); other keys pass through.
+  """
+
+  def __init__(self, image_size: int, *, probability: float = 0.5,
+               min_crop_fraction: float = 0.9):
+    if image_size <= 0:
+      raise ValueError(f"image_size must be > 0, got {image_size}")
+    if not 0.0 <= probability <= 1.0:
+      raise ValueError(f"probability must be in [0, 1], got {probability}")
+    if not 0.0 < min_crop_fraction <= 1.0:
+      raise ValueError(
+          f"min_crop_fraction must be in (0, 1], got {min_crop_fraction}")
+    self.image_size = int(image_size)
+    self.probability = float(probability)
+    self.min_crop_fraction = float(min_crop_fraction)
+
+  def random_map(self, element: dict[str, np.ndarray],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    # Draw every number up front so each record consumes the same amount of
+    # randomness whatever branch it takes.
+    apply, use_flip = rng.random() < self.probability, rng.random() < 0.5
+    s = self.image_size
+    side = int(rng.integers(max(1, math.floor(self.min_crop_fraction * s)),
+                            s + 1))
+    x0, y0 = (int(v) for v in rng.integers(0, s - side + 1, size=2))
+    if not apply:
+      return element
+    out = dict(element)
+    for k in _IMAGE_KEYS:
+      img = element[k]
+      if img.shape[:2] != (s, s):
+        raise ValueError(
+            f"RandomFlipOrCrop expects ({s}, {s}) images, got {img.shape}")
+      if use_flip:
+        out[k] = np.ascontiguousarray(img[:, ::-1])
+      else:
+        out[k] = np.asarray(Image.fromarray(img, "RGB").resize(
+            (s, s), Image.Resampling.BILINEAR,
+            box=(x0, y0, x0 + side, y0 + side)))
+    return out
+
+
+def to_model_inputs(batch: Mapping[str, np.ndarray]) -> Batch:
+  """uint8 sketch/photo batch -> float32 [-1, 1] 'real_a'/'real_b' + labels.
+
+  Args:
+    batch: {'sketch', 'photo': uint8 (b, S, S, 3), 'label': int (b,)}.
+
+  Returns:
+    {'real_a': float32 (b, S, S, 3), 'real_b': float32 (b, S, S, 3),
+     'label': int32 (b,)}.
+  """
+  scale = np.float32(1.0 / 127.5)
+  return {
+      "real_a": np.asarray(batch["sketch"], np.float32) * scale - 1.0,
+      "real_b": np.asarray(batch["photo"], np.float32) * scale - 1.0,
+      "label": np.asarray(batch["label"], np.int32),
+  }
+
+
+class ToModelInputs(grain.MapTransform):
+  """grain wrapper of `to_model_inputs`, applied after batching."""
+
+  def map(self, element: Mapping[str, np.ndarray]) -> Batch:
+    return to_model_inputs(element)
+
+
+class _StableReprSource:
+  """Forwards to a source whose repr is the default `<... at 0x...>` one.
+
+  grain refuses to restore an iterator state whose recorded source repr
+  differs from the current one; a memory address would differ in every
+  process and make every checkpoint unrestorable.
+  """
+
+  def __init__(self, source: Any):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> Any:
+    return self._source[index]
+
+  def __repr__(self) -> str:
+    cls = type(self._source)
+    return f"{cls.__module__}.{cls.__qualname__}(num_records={len(self)})"
+
+
+def _with_stable_repr(source: Any) -> Any:
+  if type(source).__repr__ is object.__repr__:
+    return _StableReprSource(source)
+  return source
+
+
+def _shard_options(shard_index: int | None,
+                   shard_count: int | None) -> grain.ShardOptions:
+  if shard_index is None and shard_count is None:
+    # Plain ShardOptions rather than grain.ShardByJaxProcess: the sampler's
+    # repr is part of the saved state, and explicit and default sharding of
+    # the same host should produce interchangeable states.
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  elif shard_index is None or shard_count is None:
+    raise ValueError("give both shard_index and shard_count, or neither")
+  if shard_count <= 0 or not 0 <= shard_index < shard_count:
+    raise ValueError(
+        f"need 0 <= shard_index < shard_count, got {shard_index}, "
+        f"{shard_count}")
+  return grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                            # Equal shard sizes keep every host's number of
+                            # steps per epoch equal.
+                            drop_remainder=True)
+
+
+def make_dataset_iterator(
+    source: Any,
+    *,
+    global_batch_size: int,
+    image_size: int,
+    seed: int,
+    augment: bool,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    drop_remainder: bool = True,
+    read_options: grain.ReadOptions | None = None,
+) -> grain.PyGrainDatasetIterator:
+  """Builds the training/eval input iterator of one host.
+
+  Args:
+    source: random-access source of {'sketch', 'photo', 'label'} records (see
+      the module docstring). It should have a stable repr (grain checks it on
+      restore); sources with the default object repr are given one.
+    global_batch_size: batch size summed over all hosts.
+    image_size: output side S; records of another size are resized.
+    seed: shuffling and augmentation seed, 0 <= seed < 2**32.
+    augment: apply `RandomFlipOrCrop`.
+    shuffle: globally shuffle the records (per epoch).
+    num_epochs: number of passes; None repeats forever.
+    worker_count: grain worker processes; 0 processes in this process.
+    shard_index: this host's shard; defaults to `jax.process_index()`.
+    shard_count: number of shards; defaults to `jax.process_count()`.
+    drop_remainder: drop a final batch smaller than the host batch.
+    read_options: grain read threads/prefetch. The default uses 2 threads and
+      a small buffer: rendering and decoding mostly hold the GIL, so more
+      threads only queue up work, and a 500-record buffer (grain's default)
+      would render hundreds of records ahead of need.
+
+  Returns:
+    A grain `DataLoader` iterator yielding
+      {'real_a': float32 (b, S, S, 3) sketch in [-1, 1],
+       'real_b': float32 (b, S, S, 3) photo in [-1, 1],
+       'label': int32 (b,)}
+    with b = global_batch_size // shard_count. It is deterministic under
+    `seed` for a given `worker_count` (each grain worker assembles whole
+    batches from its own slice of the record stream, so the batch
+    composition depends on the worker count) and supports
+    get_state()/set_state() (see `iterator_state_to_json` /
+    `restore_iterator_state`).
+  """
+  options = _shard_options(shard_index, shard_count)
+  if global_batch_size <= 0 or global_batch_size % options.shard_count:
+    raise ValueError(
+        f"global_batch_size {global_batch_size} must be a positive multiple "
+        f"of the shard count {options.shard_count}")
+  if not 0 <= seed < 2**32:
+    raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+  batch_size = global_batch_size // options.shard_count
+  if len(source) < options.shard_count:
+    raise ValueError(
+        f"source has {len(source)} records, fewer than the "
+        f"{options.shard_count} shards")
+  sampler = grain.IndexSampler(
+      num_records=len(source),
+      shard_options=options,
+      shuffle=shuffle,
+      num_epochs=num_epochs,
+      # Also needed without shuffling: it seeds the per-record augmentation
+      # generators.
+      seed=int(seed),
+  )
+  operations: list[grain.Transformation] = [PrepareRecord(image_size)]
+  if augment:
+    operations.append(RandomFlipOrCrop(image_size))
+  operations += [
+      grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder),
+      ToModelInputs(),
+  ]
+  if worker_count > 0 and not flags.FLAGS.is_parsed():
+    # grain reads one of its absl flags when it starts worker processes, and
+    # absl refuses to read flags before they are parsed. Outside an absl app
+    # nothing parses them, so settle for the defaults (a later app.run still
+    # parses argv normally).
+    flags.FLAGS.mark_as_parsed()
+  if read_options is None:
+    read_options = grain.ReadOptions(num_threads=2,
+                                     prefetch_buffer_size=max(4, batch_size))
+  loader = grain.DataLoader(
+      data_source=_with_stable_repr(source),
+      sampler=sampler,
+      operations=operations,
+      worker_count=worker_count,
+      shard_options=options,
+      read_options=read_options,
+  )
+  return iter(loader)
+
+
+def iterator_state_to_json(it: grain.PyGrainDatasetIterator) -> str:
+  """The iterator's position as a JSON string (grain's state is UTF-8 JSON
+  bytes), e.g. for storing inside a checkpoint."""
+  state = it.get_state()
+  if isinstance(state, (bytes, bytearray)):
+    state = bytes(state).decode("utf-8")
+  # Round-trip through json so a non-JSON state fails here, at save time,
+  # rather than at restore time.
+  return json.dumps(json.loads(state))
+
+
+def restore_iterator_state(it: grain.PyGrainDatasetIterator,
+                           state: str | bytes) -> None:
+  """Moves `it` to the position saved by `iterator_state_to_json`.
+
+  `it` must come from `make_dataset_iterator` with the same source, sampler
+  settings (seed, shuffle, epochs, sharding) and worker count; grain raises
+  a ValueError otherwise.
+  """
+  if isinstance(state, str):
+    state = state.encode("utf-8")
+  it.set_state(bytes(state))
+
+
+def make_eval_batches(source: Any, *, batch_size: int, image_size: int,
+                      num_examples: int | None = None) -> Iterator[Batch]:
+  """Yields the first `num_examples` records (all if None) in source order.
+
+  No shuffling, augmentation or sharding; the final partial batch is kept.
+  Batches have the same format as `make_dataset_iterator`'s.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  n = len(source) if num_examples is None else min(int(num_examples),
+                                                   len(source))
+  prepare = PrepareRecord(image_size)
+  for start in range(0, n, batch_size):
+    records: Sequence[dict[str, np.ndarray]] = [
+        prepare.map(source[i]) for i in range(start, min(start + batch_size,
+                                                         n))
+    ]
+    yield to_model_inputs(
+        {k: np.stack([r[k] for r in records]) for k in records[0]})

@@ -22,3 +22,12 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True)
 settings.load_profile("ci")
+
+# Identical programs recur across tests and in the training subprocesses the
+# tests start; a per-run persistent compilation cache compiles each once.
+import tempfile  # noqa: E402
+
+_cache_dir = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                                   tempfile.mkdtemp(prefix="tp2p_jax_xla_cache_"))
+jax.config.update("jax_compilation_cache_dir", _cache_dir)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -23,7 +23,7 @@ from experiments import transpix2pix
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c = transpix2pix.base_config()
   c.image_size = 64
-  c.batch_size = 8
+  c.batch_size = 4  # The reference batch.
   c.data.num_train = 20000
   c.data.num_eval = 64
   # 64 -> 1 in six halvings; transformers at 8x8 and 4x4, as the reference's
@@ -47,8 +47,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.style.lr_decay_every = 200
   c.style.checkpoint_every = 200
   c.lr = 2e-4
-  c.lr_milestones = (3000,)
-  c.total_steps = 4000
+  c.lr_milestones = (2000,)
+  c.total_steps = 2500
   c.log_every = 50
   c.checkpoint_every = 500
   c.sample_every = 500

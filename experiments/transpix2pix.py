@@ -128,6 +128,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.total_steps = 20
   c.log_every = 5
   c.checkpoint_every = 10
+  c.keep_checkpoints = 5
   c.sample_every = 10
   c.num_samples = 4
   return c

@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.generator_kwargs.transformer_layers = 6  # Encoder layers per TransformerBlock.
   c.generator_kwargs.transformer_heads = 8  # Attention heads.
   c.generator_kwargs.attention_dropout = 0.1  # On attention weights (0: fused kernels in training too).
+  c.generator_kwargs.norm_scale_mean = 0.0  # BatchNorm scale init N(this, 0.02); release: 0.
 
   # --- discriminator (netD) -------------------------------------------------
   c.discriminator = "patchgan"  # Registry name in tp2p_jax.models.DISCRIMINATORS.
@@ -58,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
   c.discriminator_kwargs.norm = "batch"  # "batch" | "instance" | "none".
   c.discriminator_kwargs.padding_mode = "reflect"  # The release pads by reflection.
+  c.discriminator_kwargs.norm_scale_mean = 0.0  # BatchNorm scale init N(this, 0.02); release: 0.
 
   # --- style encoder (stage 1) ----------------------------------------------
   c.style = ml_collections.ConfigDict()

@@ -21,6 +21,16 @@ PaddingMode = Literal["reflect", "zeros"]
 GAN_INIT: Initializer = nn.initializers.normal(stddev=0.02)
 
 
+def gan_normal(mean: float = 0.0, stddev: float = 0.02) -> Initializer:
+  """N(mean, stddev) initialiser."""
+  if mean == 0.0:
+    return nn.initializers.normal(stddev=stddev)
+
+  def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    return mean + stddev * jax.random.normal(key, shape, dtype)
+  return init
+
+
 def pad2d(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]],
           mode: PaddingMode) -> jax.Array:
   """Pads the spatial axes of an NHWC tensor.
@@ -90,7 +100,9 @@ class Norm(nn.Module):
   dtype.
   """
   kind: NormKind = "batch"
-  scale_init: Initializer = GAN_INIT
+  # BatchNorm scale ~ N(scale_mean, 0.02): the TransPix2Pix release uses 0
+  # (its DCGAN-style init touches BatchNorm weights too), pix2pix uses 1.
+  scale_mean: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -99,7 +111,7 @@ class Norm(nn.Module):
     if self.kind == "batch":
       return nn.BatchNorm(
           use_running_average=not train, momentum=0.9, epsilon=1e-5,
-          scale_init=self.scale_init, dtype=self.dtype,
+          scale_init=gan_normal(self.scale_mean), dtype=self.dtype,
           param_dtype=self.param_dtype, name="bn")(x)
     if self.kind == "instance":
       # PyTorch's InstanceNorm2d default (affine=False) has no parameters.

@@ -41,6 +41,7 @@ class PatchGANDiscriminator(nn.Module):
   n_layers: int = 3
   norm: NormKind = "batch"
   padding_mode: PaddingMode = "reflect"
+  norm_scale_mean: float = 0.0  # BatchNorm scale ~ N(mean, 0.02); release 0, pix2pix 1.
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -60,7 +61,8 @@ class PatchGANDiscriminator(nn.Module):
       stride = 2 if n < self.n_layers else 1
       ch = self.base_features * min(2 ** n, 8)
       x = PaddedConv(ch, 4, stride, pad1, use_bias=norm_bias, name=f"conv{n}", **kw)(x)
-      x = Norm(self.norm, dtype=self.dtype, param_dtype=self.param_dtype,
+      x = Norm(self.norm, scale_mean=self.norm_scale_mean, dtype=self.dtype,
+               param_dtype=self.param_dtype,
                name=f"norm{n}")(x, train)
       x = leaky_relu(x)
       features.append(x)

@@ -40,6 +40,7 @@ class DownConvBlock(nn.Module):
   norm: bool = True
   bottleneck: bool = False
   dtype: Dtype = jnp.float32
+  norm_scale_mean: float = 0.0
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -47,17 +48,17 @@ class DownConvBlock(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     norm = "batch" if self.norm else "none"
     x = PaddedConv(self.features, 4, 2, ((1, 1), (1, 1)), name="conv1", **kw)(x)
-    x = leaky_relu(Norm(norm, name="norm1", **kw)(x, train))
+    x = leaky_relu(Norm(norm, name="norm1", scale_mean=self.norm_scale_mean, **kw)(x, train))
     id1 = x
     if self.bottleneck:
       x = PaddedConv(self.features, 1, name="conv2", **kw)(x)
     else:
       x = PaddedConv(self.features, 4, 1, same_pads(4), name="conv2", **kw)(x)
-    x = leaky_relu(Norm(norm, name="norm2", **kw)(x, train))
+    x = leaky_relu(Norm(norm, name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
     x = ChannelSE(name="cse", **kw)(x)
     x = x + id1
     x = SpatialSE(name="sse", **kw)(x)
-    return leaky_relu(Norm(norm, name="norm3", **kw)(x, train))
+    return leaky_relu(Norm(norm, name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
 
 
 class ConvBottleneck(nn.Module):
@@ -69,6 +70,7 @@ class ConvBottleneck(nn.Module):
   reduction: float
   bottleneck: bool = False
   dtype: Dtype = jnp.float32
+  norm_scale_mean: float = 0.0
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -76,15 +78,15 @@ class ConvBottleneck(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     channels = x.shape[-1]
     mid = max(1, int(channels / self.reduction))
-    x = nn.relu(Norm("batch", name="norm1", **kw)(
+    x = nn.relu(Norm("batch", name="norm1", scale_mean=self.norm_scale_mean, **kw)(
         PaddedConv(mid, 1, name="conv1", **kw)(x), train))
     if self.bottleneck:
       x = PaddedConv(mid, 1, name="conv2", **kw)(x)
     else:
       x = PaddedConv(mid, 4, 1, same_pads(4), name="conv2", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm2", **kw)(x, train))
+    x = nn.relu(Norm("batch", name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
     x = PaddedConv(channels, 1, name="conv3", **kw)(x)
-    return nn.relu(Norm("batch", name="norm3", **kw)(x, train))
+    return nn.relu(Norm("batch", name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
 
 
 class UpConvBlock(nn.Module):
@@ -102,6 +104,7 @@ class UpConvBlock(nn.Module):
   conv_bottleneck_reduction: float | None = None
   dropout_rate: float = 0.3
   dtype: Dtype = jnp.float32
+  norm_scale_mean: float = 0.0
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -112,20 +115,21 @@ class UpConvBlock(nn.Module):
     x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2),
                          padding=((2, 2), (2, 2)), use_bias=False,
                          kernel_init=GAN_INIT, name="convt", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm1", **kw)(x, train))
+    x = nn.relu(Norm("batch", name="norm1", scale_mean=self.norm_scale_mean, **kw)(x, train))
     if self.conv_bottleneck_reduction is not None:
       x = ConvBottleneck(self.conv_bottleneck_reduction, self.bottleneck,
-                         name="conv_bottleneck", **kw)(x, train)
+                         norm_scale_mean=self.norm_scale_mean, name="conv_bottleneck",
+                         **kw)(x, train)
     id1 = x
     if self.bottleneck:
       x = PaddedConv(self.features, 1, name="conv2", **kw)(x)
     else:
       x = PaddedConv(self.features, 4, 1, same_pads(4), name="conv2", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm2", **kw)(x, train))
+    x = nn.relu(Norm("batch", name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
     x = ChannelSE(name="cse", **kw)(x)
     x = x + id1
     x = SpatialSE(name="sse", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm3", **kw)(x, train))
+    x = nn.relu(Norm("batch", name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
     if self.dropout:
       x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     return x
@@ -209,6 +213,7 @@ class TransformerBlock(nn.Module):
   dropout_rate: float = 0.1
   attention_dropout: float = 0.1
   dtype: Dtype = jnp.float32
+  norm_scale_mean: float = 0.0
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -223,7 +228,7 @@ class TransformerBlock(nn.Module):
           self.num_heads, self.ff_multiplier, self.dropout_rate,
           self.attention_dropout, name=f"layer{i}", **kw)(z, train)
     z = z.reshape(b, h, w, d)
-    return Norm("batch", name="norm", **kw)(z, train)
+    return Norm("batch", name="norm", scale_mean=self.norm_scale_mean, **kw)(z, train)
 
 
 class SelfAttentionBlock(nn.Module):
@@ -234,6 +239,7 @@ class SelfAttentionBlock(nn.Module):
   Input and output (B, H, W, C).
   """
   dtype: Dtype = jnp.float32
+  norm_scale_mean: float = 0.0
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -242,7 +248,7 @@ class SelfAttentionBlock(nn.Module):
     seq = x.reshape(b, h * w, 1, c)
     out = jax.nn.dot_product_attention(seq, seq, seq, scale=1.0)
     out = out.reshape(b, h, w, c)
-    return Norm("batch", name="norm", dtype=self.dtype,
+    return Norm("batch", name="norm", scale_mean=self.norm_scale_mean, dtype=self.dtype,
                 param_dtype=self.param_dtype)(out, train)
 
 
@@ -287,6 +293,9 @@ class TransPix2PixGenerator(nn.Module):
     style_hidden: Style-Pre-Net hidden width.
     encoder_dropout: dropout on each encoder output and on its skip copy.
     transformer_*: TransformerBlock settings (d_model = that block's channels).
+    norm_scale_mean: BatchNorm scales start at N(norm_scale_mean, 0.02); the
+      release uses 0, which makes an untrained net's outputs tiny and its
+      first thousand steps slow; 1 (pix2pix) trains faster on short runs.
     out_channels: output image channels.
     dtype: compute dtype; parameters are always float32.
 
@@ -310,6 +319,7 @@ class TransPix2PixGenerator(nn.Module):
   transformer_ff_multiplier: int = 2
   transformer_dropout: float = 0.1
   attention_dropout: float = 0.1
+  norm_scale_mean: float = 0.0
   out_channels: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -339,6 +349,7 @@ class TransPix2PixGenerator(nn.Module):
       raise ValueError(f"sketch spatial size {sketch.shape[1:3]} != configured "
                        f"image_size {self.image_size}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    nkw = dict(kw, norm_scale_mean=self.norm_scale_mean)
     depth = len(self.features)
     x = sketch.astype(self.dtype)
 
@@ -347,7 +358,7 @@ class TransPix2PixGenerator(nn.Module):
 
     skips = []
     for i, ch in enumerate(self.features, start=1):
-      x = DownConvBlock(ch, norm=i > 1, bottleneck=i == depth, name=f"E{i}", **kw)(x, train)
+      x = DownConvBlock(ch, norm=i > 1, bottleneck=i == depth, name=f"E{i}", **nkw)(x, train)
       if i < depth:
         skips.append(drop(x, self.encoder_dropout))
       x = drop(x, self.encoder_dropout)
@@ -355,7 +366,7 @@ class TransPix2PixGenerator(nn.Module):
         x = TransformerBlock(
             self.transformer_layers, self.transformer_heads,
             self.transformer_ff_multiplier, self.transformer_dropout,
-            self.attention_dropout, name=f"T{i}", **kw)(x, train)
+            self.attention_dropout, name=f"T{i}", **nkw)(x, train)
 
     style_parts = StylePreNet(
         depth, self.style_part_channels, self.style_hidden, self.style_dropout,
@@ -369,10 +380,10 @@ class TransPix2PixGenerator(nn.Module):
       x = UpConvBlock(
           decoder_out[k], dropout=k in self.dropout_stages, bottleneck=k == 0,
           conv_bottleneck_reduction=conv_bottlenecks.get(k),
-          dropout_rate=self.decoder_dropout, name=f"D{k}", **kw)(
+          dropout_rate=self.decoder_dropout, name=f"D{k}", **nkw)(
               jnp.concatenate(inputs, axis=-1), train)
       if k in self.attention_stages:
-        x = SelfAttentionBlock(name=f"SA{k}", **kw)(x, train)
+        x = SelfAttentionBlock(name=f"SA{k}", **nkw)(x, train)
 
     x = PaddedConv(self.out_channels, 1, name="final", **kw)(x)
     return jnp.tanh(x.astype(jnp.float32))

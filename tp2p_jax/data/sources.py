@@ -1,9 +1,14 @@
 """Random-access data sources by name, for the trainer and the CLIs."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from tp2p_jax.data.toycats import ToyCatsSource
+from tp2p_jax.data.toycats import STYLE_NAMES, ToyCatsSource
+
+log = logging.getLogger("tp2p_jax.data")
+
+SOURCES: tuple[str, ...] = ("toycats", "prepared")
 
 # Added to the run seed for the held-out toy cats: a different seed gives
 # independent random streams, so no held-out cat repeats a training cat.
@@ -19,9 +24,44 @@ def toycats_sources(*, num_train: int, num_eval: int, image_size: int, seed: int
   return train, held_out
 
 
-def make_sources(source: str, *, image_size: int, seed: int, **options: Any
-                 ) -> tuple[Any, Any]:
-  """(train, held-out) sources for `source` ("toycats")."""
+def prepared_sources(data_dir: str) -> tuple[Any, Any]:
+  """(train, validation) sources of a dataset made by `tp2p_jax.data.prepare`.
+
+  A dataset without a validation split (too few files for `val_fraction`)
+  is evaluated on its training split, with a warning.
+  """
+  from tp2p_jax.data.paired_dataset import PairedSource  # imports TFDS: only when used
+  if not data_dir:
+    raise ValueError("data.source='prepared' needs data.data_dir: the --data_dir given to "
+                     "python -m tp2p_jax.data.prepare")
+  train = PairedSource(data_dir, "train")
+  try:
+    held_out = PairedSource(data_dir, "validation")
+  except ValueError:
+    log.warning("%s has no validation split; held-out samples come from train", data_dir)
+    held_out = train
+  return train, held_out
+
+
+def class_names(source: str, data_dir: str = "") -> tuple[str, ...]:
+  """Label names of a source, index = label."""
   if source == "toycats":
-    return toycats_sources(image_size=image_size, seed=seed, **options)
-  raise ValueError(f"unknown data source {source!r}; expected 'toycats'")
+    return STYLE_NAMES
+  if source == "prepared":
+    from tp2p_jax.data.paired_dataset import class_names as prepared_class_names
+    return prepared_class_names(data_dir)
+  raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+
+
+def make_sources(source: str, *, image_size: int, seed: int, num_train: int = 0,
+                 num_eval: int = 0, body_probability: float = 0.5, data_dir: str = ""
+                 ) -> tuple[Any, Any]:
+  """(train, held-out) sources: "toycats" (procedural, rendered at
+  `image_size` from `num_train`/`num_eval`/`body_probability`) or "prepared"
+  (a dataset in `data_dir`; the pipeline resizes to `image_size`)."""
+  if source == "toycats":
+    return toycats_sources(num_train=num_train, num_eval=num_eval, image_size=image_size,
+                           seed=seed, body_probability=body_probability)
+  if source == "prepared":
+    return prepared_sources(data_dir)
+  raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax.data import pipeline
-from tp2p_jax.data.sources import make_sources
+from tp2p_jax.data.sources import class_names, make_sources
 from tp2p_jax.train import builders, parallel, run_log
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, config_to_dict
 from tp2p_jax.train.state import create_style_state
@@ -253,6 +253,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Runs (or resumes) both stages in `workdir`. Returns the process exit
   status: 0 when finished or cleanly stopped by SIGTERM."""
   os.makedirs(workdir, exist_ok=True)
+  names = class_names(config.data.source, config.data.data_dir)
+  if tuple(config.data.style_names) != names:
+    # A prepared dataset brings its own classes; the style encoder's head
+    # and the saved config follow them.
+    config = config.copy_and_resolve_references()
+    config.data.style_names = names
+    log.info("style classes from the dataset: %s", ", ".join(names))
   config_dict = config_to_dict(config)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -263,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   train_source, eval_source = make_sources(
       config.data.source, image_size=config.image_size, seed=config.seed,
       num_train=config.data.num_train, num_eval=config.data.num_eval,
-      body_probability=config.data.body_probability)
+      body_probability=config.data.body_probability, data_dir=config.data.data_dir)
   log.info("workdir %s; %d device(s) (%s); config in config.json", workdir,
            mesh.devices.size, jax.devices()[0].device_kind)
   t0 = time.time()

@@ -32,10 +32,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 
 def _default_workdir() -> str:
-  path = flags.FLAGS["config"].value if "config" in flags.FLAGS else ""
-  path = flags.FLAGS["config"].serialize().split("=", 1)[-1] or path
-  name = os.path.splitext(os.path.basename(path.split(":")[0]))[0] or "run"
-  variant = path.split(":", 1)[1] if ":" in path else ""
+  """runs/<config file stem>[-<variant>], e.g. runs/toycats, runs/transpix2pix-cpu."""
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  name = os.path.splitext(os.path.basename(path))[0]
+  argument = flags.FLAGS["config"].serialize().split("=", 1)[-1]
+  variant = argument.split(":", 1)[1] if ":" in argument else ""
   return os.path.join("runs", f"{name}-{variant}" if variant else name)
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 import logging
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from tp2p_jax.atomic_files import write_npz_atomically
 from scipy import linalg
 
 _log = logging.getLogger(__name__)
@@ -218,17 +219,8 @@ def cached_statistics(
   sigma = np.asarray(sigma, dtype=np.float64)
   if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
     raise ValueError(f"compute_fn returned mu {mu.shape}, sigma {sigma.shape}")
-  directory = os.path.dirname(os.path.abspath(path))
   try:
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats_", suffix=".npz.tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma)
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
+    write_npz_atomically(path, {"mu": mu, "sigma": sigma})
   except OSError as e:
     _log.warning("Could not write statistics cache %s: %s", path, e)
   return mu, sigma

@@ -24,7 +24,6 @@ import logging
 import os
 import pathlib
 import pickle
-import tempfile
 from typing import Any
 import zipfile
 
@@ -32,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from tp2p_jax.atomic_files import write_npz_atomically
 
 Dtype = Any
 PrecisionLike = Any
@@ -405,15 +406,7 @@ def _read_cache(path: pathlib.Path) -> dict[str, np.ndarray] | None:
 def _write_cache(path: pathlib.Path, flat: Mapping[str, np.ndarray]) -> None:
   """Writes atomically; failure only costs a slower start next time."""
   try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, **flat)
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
+    write_npz_atomically(path, flat)
   except OSError as e:
     _log.warning("Could not write weight cache %s: %s", path, e)
 

@@ -28,6 +28,28 @@ Dtype = Any
 REFERENCE_FEATURES: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512, 512)
 
 
+def _stride1_conv(features: int, pointwise: bool, name: str, kw: dict) -> PaddedConv:
+  """The blocks' stride-1 conv: 4x4 keeping the spatial size, or 1x1 in a
+  bottleneck block (1x1 spatial)."""
+  if pointwise:
+    return PaddedConv(features, 1, name=name, **kw)
+  return PaddedConv(features, 4, 1, same_pads(4), name=name, **kw)
+
+
+def _se_residual_tail(x: jax.Array, id1: jax.Array, *, features: int, pointwise: bool,
+                      norm: str, activation, scale_mean: float, train: bool,
+                      kw: dict) -> jax.Array:
+  """conv2 -> norm2 -> act -> cSE -> + id1 -> sSE -> norm3 -> act: the part
+  DownConvBlock and UpConvBlock share. Called inside their compact methods,
+  so the submodules are theirs (named conv2, norm2, cse, sse, norm3)."""
+  x = _stride1_conv(features, pointwise, "conv2", kw)(x)
+  x = activation(Norm(norm, name="norm2", scale_mean=scale_mean, **kw)(x, train))
+  x = ChannelSE(name="cse", **kw)(x)
+  x = x + id1
+  x = SpatialSE(name="sse", **kw)(x)
+  return activation(Norm(norm, name="norm3", scale_mean=scale_mean, **kw)(x, train))
+
+
 class DownConvBlock(nn.Module):
   """Encoder block: halves H and W.
 
@@ -39,8 +61,8 @@ class DownConvBlock(nn.Module):
   features: int
   norm: bool = True
   bottleneck: bool = False
-  dtype: Dtype = jnp.float32
   norm_scale_mean: float = 0.0
+  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -49,16 +71,9 @@ class DownConvBlock(nn.Module):
     norm = "batch" if self.norm else "none"
     x = PaddedConv(self.features, 4, 2, ((1, 1), (1, 1)), name="conv1", **kw)(x)
     x = leaky_relu(Norm(norm, name="norm1", scale_mean=self.norm_scale_mean, **kw)(x, train))
-    id1 = x
-    if self.bottleneck:
-      x = PaddedConv(self.features, 1, name="conv2", **kw)(x)
-    else:
-      x = PaddedConv(self.features, 4, 1, same_pads(4), name="conv2", **kw)(x)
-    x = leaky_relu(Norm(norm, name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
-    x = ChannelSE(name="cse", **kw)(x)
-    x = x + id1
-    x = SpatialSE(name="sse", **kw)(x)
-    return leaky_relu(Norm(norm, name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
+    return _se_residual_tail(x, x, features=self.features, pointwise=self.bottleneck, norm=norm,
+                             activation=leaky_relu, scale_mean=self.norm_scale_mean,
+                             train=train, kw=kw)
 
 
 class ConvBottleneck(nn.Module):
@@ -69,8 +84,8 @@ class ConvBottleneck(nn.Module):
   """
   reduction: float
   bottleneck: bool = False
-  dtype: Dtype = jnp.float32
   norm_scale_mean: float = 0.0
+  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -80,10 +95,7 @@ class ConvBottleneck(nn.Module):
     mid = max(1, int(channels / self.reduction))
     x = nn.relu(Norm("batch", name="norm1", scale_mean=self.norm_scale_mean, **kw)(
         PaddedConv(mid, 1, name="conv1", **kw)(x), train))
-    if self.bottleneck:
-      x = PaddedConv(mid, 1, name="conv2", **kw)(x)
-    else:
-      x = PaddedConv(mid, 4, 1, same_pads(4), name="conv2", **kw)(x)
+    x = _stride1_conv(mid, self.bottleneck, "conv2", kw)(x)
     x = nn.relu(Norm("batch", name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
     x = PaddedConv(channels, 1, name="conv3", **kw)(x)
     return nn.relu(Norm("batch", name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
@@ -103,8 +115,8 @@ class UpConvBlock(nn.Module):
   bottleneck: bool = False
   conv_bottleneck_reduction: float | None = None
   dropout_rate: float = 0.3
-  dtype: Dtype = jnp.float32
   norm_scale_mean: float = 0.0
+  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -120,16 +132,9 @@ class UpConvBlock(nn.Module):
       x = ConvBottleneck(self.conv_bottleneck_reduction, self.bottleneck,
                          norm_scale_mean=self.norm_scale_mean, name="conv_bottleneck",
                          **kw)(x, train)
-    id1 = x
-    if self.bottleneck:
-      x = PaddedConv(self.features, 1, name="conv2", **kw)(x)
-    else:
-      x = PaddedConv(self.features, 4, 1, same_pads(4), name="conv2", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm2", scale_mean=self.norm_scale_mean, **kw)(x, train))
-    x = ChannelSE(name="cse", **kw)(x)
-    x = x + id1
-    x = SpatialSE(name="sse", **kw)(x)
-    x = nn.relu(Norm("batch", name="norm3", scale_mean=self.norm_scale_mean, **kw)(x, train))
+    x = _se_residual_tail(x, x, features=self.features, pointwise=self.bottleneck, norm="batch",
+                          activation=nn.relu, scale_mean=self.norm_scale_mean, train=train,
+                          kw=kw)
     if self.dropout:
       x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     return x
@@ -212,8 +217,8 @@ class TransformerBlock(nn.Module):
   ff_multiplier: int = 2
   dropout_rate: float = 0.1
   attention_dropout: float = 0.1
-  dtype: Dtype = jnp.float32
   norm_scale_mean: float = 0.0
+  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -238,8 +243,8 @@ class SelfAttentionBlock(nn.Module):
 
   Input and output (B, H, W, C).
   """
-  dtype: Dtype = jnp.float32
   norm_scale_mean: float = 0.0
+  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact

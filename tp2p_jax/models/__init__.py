@@ -11,11 +11,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
+from tp2p_jax.models.resnet_generator import (ResnetGenerator, ResnetGenerator6Blocks,
+                                              ResnetGenerator9Blocks)
 from tp2p_jax.models.style_encoder import StyleEncoder
 from tp2p_jax.models.transpix2pix import TransPix2PixGenerator
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "transpix2pix": TransPix2PixGenerator,
+    "resnet_9blocks": ResnetGenerator9Blocks,  # CycleGAN at 256x256
+    "resnet_6blocks": ResnetGenerator6Blocks,  # CycleGAN at 128x128
 }
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
     "patchgan": PatchGANDiscriminator,
@@ -51,5 +55,5 @@ def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "build_generator", "build_discriminator",
-           "resolve_dtype", "PatchGANDiscriminator", "StyleEncoder",
+           "resolve_dtype", "PatchGANDiscriminator", "ResnetGenerator", "StyleEncoder",
            "TransPix2PixGenerator"]

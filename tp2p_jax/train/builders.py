@@ -85,6 +85,9 @@ def count_params(tree: Any) -> int:
 def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   """Trainable parameters of each network, from shapes only (nothing is
   allocated). BatchNorm running statistics are not counted."""
+  if config.get("model", "transpix2pix") == "cyclegan":
+    from tp2p_jax.train.cyclegan_builders import cyclegan_param_counts
+    return cyclegan_param_counts(config)
   g = generator_from_config(config)
   d = discriminator_from_config(config)
   enc = style_encoder_from_config(config)

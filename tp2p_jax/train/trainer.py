@@ -252,6 +252,10 @@ def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_sour
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Runs (or resumes) both stages in `workdir`. Returns the process exit
   status: 0 when finished or cleanly stopped by SIGTERM."""
+  if config.get("model", "transpix2pix") == "cyclegan":
+    from tp2p_jax.train.cyclegan_trainer import train_cyclegan
+    train_cyclegan(config, workdir)
+    return 0
   os.makedirs(workdir, exist_ok=True)
   names = class_names(config.data.source, config.data.data_dir)
   if tuple(config.data.style_names) != names:

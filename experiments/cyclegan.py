@@ -1,0 +1,136 @@
+r"""CycleGAN (Zhu et al. 2017): unpaired translation A <-> B.
+
+Reference configuration: resnet_9blocks generators (11,378,179 parameters
+each), 70x70 instance-norm PatchGAN discriminators (2,764,737 each), LSGAN,
+cycle lambda 10, identity 0.5 * lambda, pools of 50 images, Adam 2e-4
+(0.5, 0.999), batch 1, 256x256, lr constant for 100k steps then linearly to
+zero over 100k (the release's 100 + 100 epochs of a ~1,000-image dataset).
+The offline default data are the toy cats, sketches (A) <-> photos (B),
+unpaired by shuffling.
+
+Run:
+  python run_train.py --config=experiments/cyclegan.py --workdir=runs/cyclegan
+On your own unpaired data (folders trainA/ trainB/ [testA/ testB/]):
+  python run_train.py --config=experiments/cyclegan.py --workdir=runs/horse2zebra \
+      --config.data.source=folders --config.data.data_dir=datasets/horse2zebra
+Inspect (resolved config and parameter counts, trains nothing):
+  python run_train.py --config=experiments/cyclegan.py --dry_run
+
+Variants (`--config=experiments/cyclegan.py:VARIANT`):
+  cpu: 64x64, resnet_6blocks with ngf 32, shorter schedule, for CPUs.
+  tiny: seconds-scale model for tests.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The reference CycleGAN configuration, unlocked for variants to edit."""
+  c = ml_collections.ConfigDict()
+  c.model = "cyclegan"  # Model family: selects the CycleGAN trainer and parameter counts.
+  c.seed = 0  # Seeds parameters, pools, the data order and the A/B unpairing.
+  c.image_size = 256  # Height and width of both domains' images (multiple of 4).
+  c.batch_size = 1  # Global batch (split over all devices and hosts); release: 1.
+  c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
+
+  # --- data -----------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "toycats"  # "toycats": sketches (A) <-> photos (B); "folders": data_dir.
+  c.data.data_dir = ""  # folders: holds trainA/, trainB/ (and testA/, testB/ for samples).
+  c.data.num_train = 1000  # toycats: distinct training examples per domain.
+  c.data.num_eval = 16  # toycats: held-out examples (a disjoint seed range).
+  c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
+  c.data.augment = True  # p=0.5 flip or random sized crop (0.9..1 of the side).
+  c.data.worker_count = 0  # grain worker processes (0: load in the main process).
+
+  # --- generators (netG: G_AB and G_BA) -------------------------------------
+  c.generator = "resnet_9blocks"  # "resnet_9blocks" (256x256) | "resnet_6blocks" (128x128).
+  c.generator_kwargs = ml_collections.ConfigDict()
+  c.generator_kwargs.base_features = 64  # ngf.
+  c.generator_kwargs.norm = "instance"  # "instance" | "none".
+  c.generator_kwargs.dropout = 0.0  # Dropout in residual blocks (release default: off).
+
+  # --- discriminators (netD: D_A and D_B) -----------------------------------
+  c.discriminator = "patchgan"  # Registry name in tp2p_jax.models.DISCRIMINATORS.
+  c.discriminator_kwargs = ml_collections.ConfigDict()
+  c.discriminator_kwargs.base_features = 64  # ndf.
+  c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
+  c.discriminator_kwargs.norm = "instance"  # "instance" | "none".
+  c.discriminator_kwargs.padding_mode = "zeros"  # CycleGAN pads D with zeros.
+
+  # --- objective ------------------------------------------------------------
+  c.gan_mode = "lsgan"  # "lsgan" (release) | "vanilla" | "hinge".
+  c.lambda_cycle = 10.0  # Weight of each cycle-consistency L1 (A->B->A and B->A->B).
+  c.lambda_identity = 0.5  # Identity L1 weight as a fraction of lambda_cycle (0: off).
+  c.pool_size = 50  # Generated images remembered per discriminator (0: no history).
+
+  # --- optimisation ---------------------------------------------------------
+  c.lr = 2e-4  # Adam learning rate for both generators and both discriminators.
+  c.b1 = 0.5  # Adam beta1.
+  c.b2 = 0.999  # Adam beta2.
+  c.lr_constant_steps = 100_000  # Steps at the full learning rate ...
+  c.lr_decay_steps = 100_000  # ... then linearly to zero over this many steps.
+  c.total_steps = 200_000  # Steps to train (normally constant + decay).
+  c.ema_decay = 0.999  # Per-step EMA of both generators (used for samples and translate).
+
+  # --- bookkeeping ----------------------------------------------------------
+  c.log_every = 100  # Steps between metrics.jsonl / TensorBoard rows (and NaN checks).
+  c.checkpoint_every = 5000  # Steps between checkpoints (and always at the end).
+  c.keep_checkpoints = 3  # Checkpoints kept.
+  c.sample_every = 5000  # Steps between sample grids (and at the end).
+  c.num_samples = 8  # Held-out rows in each sample grid.
+  return c
+
+
+def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """64x64, resnet_6blocks with ngf/ndf 32, batch 4, 5k steps: a CPU run."""
+  c.image_size = 64
+  c.batch_size = 4
+  c.generator = "resnet_6blocks"
+  c.generator_kwargs.base_features = 32
+  c.discriminator_kwargs.base_features = 32
+  c.lr_constant_steps = 2500
+  c.lr_decay_steps = 2500
+  c.total_steps = 5000
+  c.ema_decay = 0.98
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.sample_every = 500
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds-scale model for tests: 32x32, ngf/ndf 4, two-layer PatchGAN."""
+  c.image_size = 32
+  c.batch_size = 2
+  c.data.num_train = 16
+  c.data.num_eval = 4
+  c.generator = "resnet_6blocks"
+  c.generator_kwargs.base_features = 4
+  c.discriminator_kwargs.base_features = 4
+  c.discriminator_kwargs.n_layers = 2
+  c.pool_size = 3
+  c.lr = 1e-3
+  c.lr_constant_steps = 2
+  c.lr_decay_steps = 2
+  c.total_steps = 4
+  c.ema_decay = 0.9
+  c.log_every = 2
+  c.checkpoint_every = 2
+  c.keep_checkpoints = 5
+  c.sample_every = 2
+  c.num_samples = 2
+  return c
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  if variant == "cpu":
+    c = cpu(c)
+  elif variant == "tiny":
+    c = tiny(c)
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r}; expected 'cpu' or 'tiny'")
+  c.lock()
+  return c

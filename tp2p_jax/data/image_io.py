@@ -1,0 +1,147 @@
+"""Reading and writing image files for the CLIs and data sources.
+
+`load_image` decodes anything PIL reads (JPEG, PNG, grayscale, RGBA, palette,
+16-bit, EXIF-rotated) to uint8 (H, W, 3) RGB; `read_image` wraps it with a
+clear `ImageReadError` naming the file and converts to float NHWC batches;
+`write_png` writes float images back atomically.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ValueRange = Literal["-1..1", "0..1"]
+
+
+class ImageReadError(ValueError):
+  """An image file is missing, unreadable or not an image; the message names
+  the file and the reason."""
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+  """Any PIL image -> uint8 (H, W, 3) RGB.
+
+  Transparency is composited over white; 16-bit and 32-bit integer grey
+  (I;16*, I) are scaled from 0..65535 (I only when its values exceed 255),
+  float grey (F) from 0..1 when its values fit there; CMYK, YCbCr, LAB, HSV,
+  palette and bilevel go through PIL's conversion.
+  """
+  mode = image.mode
+  if mode == "RGB" and not image.has_transparency_data:
+    return np.asarray(image, np.uint8)
+  if mode.startswith("I") or mode == "F":
+    grey = np.asarray(image).astype(np.float64)
+    if mode.startswith("I;16") or (mode == "I" and grey.max(initial=0) > 255):
+      grey = grey / 257.0
+    elif mode == "F" and grey.max(initial=0) <= 1.0:
+      grey = grey * 255.0
+    grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+  if image.has_transparency_data:
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+  return np.asarray(image.convert("RGB"), np.uint8)
+
+
+def load_image(path: str | os.PathLike[str],
+               min_side: int | None = None) -> np.ndarray:
+  """Decodes an image file to uint8 (H, W, 3) RGB, upright per its EXIF.
+
+  Args:
+    path: the file.
+    min_side: if given, JPEGs may be decoded at 1/2, 1/4 or 1/8 scale (much
+      faster for large photos) while both sides stay >= `min_side`.
+
+  Raises:
+    Whatever PIL raises for unreadable, truncated or non-image files, and
+    `PIL.Image.DecompressionBombError` (also for images above
+    `Image.MAX_IMAGE_PIXELS`, where PIL would only warn).
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with Image.open(path) as image:
+      if min_side:
+        image.draft(None, (min_side, min_side))
+      image.load()
+      try:
+        upright = ImageOps.exif_transpose(image)
+      except Exception:  # pylint: disable=broad-except
+        # A malformed EXIF block says nothing about the pixels.
+        upright = image
+      return pil_to_rgb(upright)
+
+
+def read_image(path: str | os.PathLike[str], value_range: ValueRange = "-1..1",
+               size: int | None = None) -> np.ndarray:
+  """Reads one image file as a float32 batch of one.
+
+  Args:
+    path: any PIL-readable image file.
+    value_range: "-1..1" (the GANs' convention) or "0..1" (VGG input before
+      ImageNet normalisation).
+    size: if given, the longer side is resized to `size` (aspect kept,
+      bilinear, which averages like an area filter when shrinking).
+
+  Returns:
+    float32 (1, H, W, 3) NHWC in `value_range`.
+
+  Raises:
+    ImageReadError: naming `path` and why it could not be read.
+  """
+  try:
+    image = load_image(path)
+  except FileNotFoundError:
+    raise ImageReadError(f"{os.fspath(path)}: no such file") from None
+  except Exception as e:  # pylint: disable=broad-except
+    reason = str(e).strip() or type(e).__name__
+    if isinstance(e, Image.UnidentifiedImageError):
+      reason = "not an image file PIL can read"
+    raise ImageReadError(f"{os.fspath(path)}: cannot read image ({reason})") from None
+  if size is not None:
+    image = resize_longer_side(image, size)
+  x = image.astype(np.float32)[None] / 255.0
+  return x * 2.0 - 1.0 if value_range == "-1..1" else x
+
+
+def resize_longer_side(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 (H, W, 3) -> longer side `size`, aspect ratio kept (bilinear)."""
+  if size <= 0:
+    raise ValueError(f"size must be > 0, got {size}")
+  h, w = image.shape[:2]
+  scale = size / max(h, w)
+  new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+  if (new_h, new_w) == (h, w):
+    return image
+  return np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").resize(
+      (new_w, new_h), Image.Resampling.BILINEAR))
+
+
+def to_uint8(image: np.ndarray, value_range: ValueRange = "-1..1") -> np.ndarray:
+  """Float image(s) in `value_range` -> uint8 [0, 255] (clipped, rounded)."""
+  x = np.asarray(image, np.float32)
+  if value_range == "-1..1":
+    x = (x + 1.0) * 0.5
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray,
+              value_range: ValueRange = "-1..1") -> None:
+  """Writes a float (H, W, 3) or (1, H, W, 3) image in `value_range` as PNG,
+  atomically (a temporary file renamed into place); creates the folder."""
+  x = np.asarray(image)
+  if x.ndim == 4:
+    if x.shape[0] != 1:
+      raise ValueError(f"write_png takes one image, got a batch of {x.shape[0]}")
+    x = x[0]
+  path = os.fspath(path)
+  folder = os.path.dirname(path)
+  if folder:
+    os.makedirs(folder, exist_ok=True)
+  tmp = path + ".tmp.png"
+  Image.fromarray(to_uint8(x, value_range), "RGB").save(tmp, format="PNG")
+  os.replace(tmp, path)

@@ -101,13 +101,15 @@ def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Seconds-scale model for tests: 32x32, ngf/ndf 4, two-layer PatchGAN."""
+  """Seconds-scale model for tests: 32x32, ngf/ndf 4, one residual block,
+  two-layer PatchGAN."""
   c.image_size = 32
   c.batch_size = 2
   c.data.num_train = 16
   c.data.num_eval = 4
   c.generator = "resnet_6blocks"
   c.generator_kwargs.base_features = 4
+  c.generator_kwargs.n_blocks = 1  # Overrides resnet_6blocks' six residual blocks.
   c.discriminator_kwargs.base_features = 4
   c.discriminator_kwargs.n_layers = 2
   c.pool_size = 3

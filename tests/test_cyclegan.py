@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import flax.linen as nn
 import jax
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from experiments import cyclegan as cyclegan_config
 from tp2p_jax import models
@@ -43,13 +44,13 @@ def test_resnet_6blocks_is_9blocks_minus_three_residual_blocks():
   assert count("resnet_9blocks") - count("resnet_6blocks") == 3 * 2 * (3 * 3 * 256 * 256 + 256)
 
 
+@settings(max_examples=4)
 @given(side=st.sampled_from([4, 8, 12, 20]), batch=st.integers(1, 2),
        scale=st.floats(0.1, 50.0))
 def test_resnet_generator_keeps_the_size_and_stays_in_range(side, batch, scale):
   g = models.ResnetGenerator(base_features=2, n_blocks=1)
   x = scale * jax.random.normal(jax.random.key(side), (batch, side, side, 3))
-  variables = g.init(jax.random.key(0), x[:1])
-  y = np.asarray(g.apply(variables, x))
+  y = np.asarray(jax.jit(lambda x: g.apply(g.init(jax.random.key(0), x[:1]), x))(x))
   assert y.shape == (batch, side, side, 3)
   assert np.all(np.abs(y) <= 1.0)
 
@@ -72,12 +73,14 @@ def _ids(images) -> list[int]:
   return [int(v) for v in np.asarray(images)[:, 0, 0, 0]]
 
 
+_query = jax.jit(query_image_pool)
+
+
 def _run_pool(key, capacity=5, batches=60, batch=2):
   pool = create_image_pool(capacity, (2, 2, 1))
-  query = jax.jit(query_image_pool)
   returned = []
   for i in range(batches):
-    pool, out = query(pool, _distinct_images(i * batch, batch), jax.random.fold_in(key, i))
+    pool, out = _query(pool, _distinct_images(i * batch, batch), jax.random.fold_in(key, i))
     returned.append(_ids(out))
   return pool, returned
 
@@ -107,14 +110,15 @@ def test_pool_of_size_zero_passes_images_through():
   assert _ids(out) == [7, 8, 9]
 
 
-@given(capacity=st.integers(1, 6), batch=st.integers(1, 4), seed=st.integers(0, 100))
+@settings(max_examples=5)
+@given(capacity=st.integers(1, 4), batch=st.integers(1, 3), seed=st.integers(0, 100))
 def test_pool_returns_only_new_or_stored_images(capacity, batch, seed):
   pool = create_image_pool(capacity, (2, 2, 1))
   seen: set[int] = set()
   for i in range(4):
     new = _distinct_images(100 * i, batch)
     before = set(_ids(pool.images[:int(pool.count)]))
-    pool, out = query_image_pool(pool, new, jax.random.key(seed + i))
+    pool, out = _query(pool, new, jax.random.key(seed + i))
     assert set(_ids(out)) <= before | set(_ids(new))
     seen |= set(_ids(new))
     assert int(pool.count) == min(capacity, (i + 1) * batch)
@@ -150,17 +154,20 @@ class _Scale(nn.Module):
     return self.param("s", nn.initializers.ones, ()) * x
 
 
+_DISC = models.PatchGANDiscriminator(base_features=2, n_layers=1, norm="instance",
+                                     padding_mode="zeros")
+_SGD0 = optax.sgd(0.0)
+_scale_step = jax.jit(make_cyclegan_train_step(_Scale(), _DISC, _SGD0, _SGD0,
+                                               CycleGANObjective()))
+
+
 def _scale_step_metrics(s_ab: float, s_ba: float) -> dict[str, float]:
-  disc = models.PatchGANDiscriminator(base_features=2, n_layers=1, norm="instance",
-                                      padding_mode="zeros")
-  tx = optax.sgd(0.0)
-  state = create_cyclegan_state(jax.random.PRNGKey(0), _Scale(), disc, tx, tx, 8, 2)
+  state = create_cyclegan_state(jax.random.PRNGKey(0), _Scale(), _DISC, _SGD0, _SGD0, 8, 2)
   state = state.replace(g_params={"ab": {"s": jnp.float32(s_ab)}, "ba": {"s": jnp.float32(s_ba)}})
-  step = make_cyclegan_train_step(_Scale(), disc, tx, tx, CycleGANObjective())
   rng = np.random.default_rng(0)
   batch = {"real_a": jnp.asarray(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
            "real_b": jnp.asarray(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32)}
-  _, metrics = step(state, batch)
+  _, metrics = _scale_step(state, batch)
   return {k: float(v) for k, v in metrics.items()}
 
 
@@ -248,10 +255,14 @@ def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   assert (straight / "samples" / "step_0000004.png").exists()
   assert rows[4]["lr"] == pytest.approx(5e-4)  # 2 steps constant, then halfway down
 
+  # A run stopped right after its step-2 checkpoint (what kill -9 leaves),
+  # then restarted: it must end at the uninterrupted run's losses, so the
+  # pools, RNG, optimiser states and input position all came back.
   resumed = tmp_path / "resumed"
-  train_cyclegan(_tiny(2), str(resumed))
-  result = train_cyclegan(_tiny(4), str(resumed))  # continues from checkpoint 2
+  shutil.copytree(straight / "checkpoints" / "2", resumed / "checkpoints" / "2")
+  result = train_cyclegan(_tiny(4), str(resumed))
   assert result.step == 4
   again = _rows(resumed)
+  assert sorted(again) == [4]
   for key in ("g_loss", "d_loss", "cycle_a", "cycle_b", "d_fake_a", "d_fake_b"):
     assert again[4][key] == pytest.approx(rows[4][key], rel=1e-5), key

@@ -4,8 +4,11 @@ through the shared trainer with an exact resume."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -26,6 +29,8 @@ from tp2p_jax.train.cyclegan_steps import CycleGANObjective, cycle_loss, make_cy
 from tp2p_jax.train.cyclegan_trainer import train_cyclegan
 from tp2p_jax.train.image_pool import create_image_pool, query_image_pool
 from tp2p_jax.translate import translate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 # --- sizes ------------------------------------------------------------------------------
@@ -266,3 +271,18 @@ def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   assert sorted(again) == [4]
   for key in ("g_loss", "d_loss", "cycle_a", "cycle_b", "d_fake_a", "d_fake_b"):
     assert again[4][key] == pytest.approx(rows[4][key], rel=1e-5), key
+
+
+def test_dry_run_prints_one_count_per_network(tmp_path):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["JAX_PLATFORMS"] = "cpu"
+  out = subprocess.run([sys.executable, "run_train.py", "--config=experiments/cyclegan.py",
+                        f"--workdir={tmp_path}", "--dry_run"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1])["params"] == {
+      "generator_ab": 11_378_179, "generator_ba": 11_378_179,
+      "discriminator_a": 2_764_737, "discriminator_b": 2_764_737}
+  assert "lambda_cycle: 10.0" in out.stdout
+  assert not (tmp_path / "checkpoints").exists()

@@ -23,7 +23,7 @@ _CONTENT = flags.DEFINE_string("content", None, "Content image (any PIL-readable
 _STYLE = flags.DEFINE_string("style", None, "Style image (any PIL-readable file).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output PNG path.")
 _STEPS = flags.DEFINE_integer("steps", 200, "Optimisation steps.")
-_SIZE = flags.DEFINE_integer("size", 384, "Longer side of the images in pixels (0: keep).")
+_SIZE = flags.DEFINE_integer("size", 256, "Longer side of the images in pixels (0: keep).")
 _CONTENT_WEIGHT = flags.DEFINE_float("content_weight", _DEFAULTS.content_weight,
                                      "alpha: weight of the content loss.")
 _STYLE_WEIGHT = flags.DEFINE_float("style_weight", _DEFAULTS.style_weight,

@@ -131,8 +131,8 @@ def make_cyclegan_train_step(generator: nn.Module, discriminator: nn.Module,
         ema=ema_update(state.ema, g_params, objective.ema_decay),
         pool_a=pool_a, pool_b=pool_b)
     metrics = {"d_loss": d_loss, "g_loss": g_loss, **parts, **d_parts,
-               "g_grad_norm": optax.global_norm(g_grads),
-               "d_grad_norm": optax.global_norm(d_grads),
+               "g_grad_norm": optax.tree.norm(g_grads),
+               "d_grad_norm": optax.tree.norm(d_grads),
                "g_param_norm": tree_l2_norm(g_params), "d_param_norm": tree_l2_norm(d_params)}
     if lr_schedule is not None:
       metrics["lr"] = jnp.asarray(lr_schedule(state.step), jnp.float32)

@@ -12,7 +12,9 @@ Staged training, as the release:
        python run_train.py --config=experiments/pix2pixhd.py --workdir=runs/hd \
            --config.fix_global_steps=10000
      G1's parameters are frozen by an optax mask (their updates are exactly
-     zero), so they stay bit-identical while G2 learns.
+     zero), so they stay bit-identical while G2 learns. Loading stage 1's
+     G1 into this run (the release's --load_pretrain) is not wired yet:
+     G1 starts from its initialisation here.
 Data: procedural toy cats by default; `--config.data.source=prepared
 --config.data.data_dir=DATASET_DIR` for a prepared dataset.
 Inspect: python run_train.py --config=experiments/pix2pixhd.py --workdir=/tmp/hd --dry_run

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from experiments import pix2pix
 from tp2p_jax import models
@@ -47,6 +47,7 @@ def test_unet_128_and_instance_norm_shapes():
     g.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
 
 
+@settings(max_examples=3)
 @given(num_downs=st.integers(5, 6), multiple=st.integers(1, 2), batch=st.integers(1, 2),
        norm=st.sampled_from(["batch", "instance"]), train=st.booleans())
 def test_unet_output_shape_and_range(num_downs, multiple, batch, norm, train):

@@ -142,10 +142,10 @@ def test_untrained_floor_is_the_runs_own_initial_generator(loaded):
 
 
 def test_export_round_trip_with_symbolic_batch(loaded, tmp_path):
-  from tp2p_jax import export
-  summary = export.write_export(loaded, str(tmp_path / "g.jaxexport"))
+  from tp2p_jax.inference import exporting
+  summary = exporting.write_export(loaded, str(tmp_path / "g.jaxexport"))
   assert summary["step"] == 40 and summary["styles"] == list(STYLE_NAMES)
-  program = export.load_exported(str(tmp_path / "g.jaxexport"))
+  program = exporting.load_exported(str(tmp_path / "g.jaxexport"))
   rng = np.random.default_rng(0)
   for batch in (1, 3):
     x = rng.uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32)
@@ -216,3 +216,40 @@ def test_prepare_and_restore_keep_the_input_size(h: int, w: int, mode: str):
 def test_content_box_centres_the_longer_side():
   assert content_box(200, 300, 64) == (10, 0, 43, 64)
   assert content_box(64, 64, 64) == (0, 0, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def pix2pix_run(tmp_path_factory) -> pathlib.Path:
+  """A 4-step tiny pix2pix run: a generator without a style input."""
+  from experiments import pix2pix
+  from tp2p_jax.train import trainer
+  workdir = tmp_path_factory.mktemp("pix2pix_run")
+  config = pix2pix.get_config("tiny")
+  with config.unlocked():
+    config.batch_size = 8  # one example per simulated device
+  assert trainer.train_and_evaluate(config, str(workdir)) == 0
+  return workdir
+
+
+def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_path):
+  from tp2p_jax.inference import evaluation, exporting
+  args = [f"--workdir={pix2pix_run}", f"--input={sketches / 'cat0.png'}",
+          f"--output={tmp_path / 'out'}"]
+  out = run_module("tp2p_jax.predict", [*args, "--style=black"])
+  assert out.returncode == 2 and "(unet) takes no style input" in out.stderr
+  out = run_module("tp2p_jax.predict", args)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert Image.open(tmp_path / "out" / "cat0.png").size == (SIZES[0][1], SIZES[0][0])
+
+  result = evaluation.evaluate(str(pix2pix_run), batch_size=4)
+  assert result["model"] == "unet" and result["step"] == 4
+  assert np.isfinite(result["l1"]) and np.isfinite(result["l1_untrained"])
+  assert "style_accuracy" not in result and "encoder_eer" not in result
+
+  run = run_loading.load_trained_run(str(pix2pix_run))
+  summary = exporting.write_export(run, str(tmp_path / "p2p.jaxexport"))
+  assert "styles" not in summary
+  program = exporting.load_exported(str(tmp_path / "p2p.jaxexport"))
+  x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(program.call(x)), np.asarray(run.generate(x)),
+                             rtol=1e-5, atol=1e-5)

@@ -123,6 +123,10 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
   from tp2p_jax.inference import run_loading, sketch_io, styles
 
   run = run_loading.load_trained_run(_WORKDIR.value, _STEP.value, _DTYPE.value)
+  style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
+  if not run.takes_style and style_flags:
+    raise UsageError(f"this run's generator ({run.model_name}) takes no style input; "
+                     f"drop {', '.join(style_flags)}")
   size = run.image_size
   prepared, names, failed = [], [], 0
   for path, name in zip(argv_files, _output_names(argv_files)):
@@ -137,21 +141,23 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
   out_dir = pathlib.Path(_OUTPUT.value)
   if prepared:
     sketches = np.stack([p.image for p in prepared])
-    generate = lambda x, s: run.generate(x, s)  # noqa: E731
     if _GRID.value:
       bank = styles.class_embeddings(run)
       classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
       per = len(classes)
       tiled = np.repeat(sketches, per, axis=0)
       vectors = np.tile(bank.means[classes], (len(prepared), 1))
-      outputs = run_loading.in_fixed_batches(generate, [tiled, vectors], _BATCH_SIZE.value)
+      outputs = run_loading.in_fixed_batches(run.generate, [tiled, vectors],
+                                             _BATCH_SIZE.value)
       for i, name in enumerate(names):
         grid = style_grid(sketches[i], outputs[i * per:(i + 1) * per],
                           [bank.names[c] for c in classes])
         save_png(out_dir / f"{name}_styles.png", grid)
     else:
-      vectors = _style_vectors(run, len(prepared))
-      outputs = run_loading.in_fixed_batches(generate, [sketches, vectors], _BATCH_SIZE.value)
+      inputs = [sketches]
+      if run.takes_style:
+        inputs.append(_style_vectors(run, len(prepared)))
+      outputs = run_loading.in_fixed_batches(run.generate, inputs, _BATCH_SIZE.value)
       for p, name, out in zip(prepared, names, outputs):
         save_png(out_dir / f"{name}.png", sketch_io.restore_size(out, p))
   print(f"wrote {len(prepared)} image(s) to {out_dir} (run step {run.step})"

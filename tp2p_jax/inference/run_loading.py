@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tp2p_jax.train import builders, parallel
+from tp2p_jax.train import builders, parallel, steps
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
 from tp2p_jax.train.state import TrainState, create_train_state
 
@@ -41,8 +41,9 @@ class TrainedRun:
     step: the checkpoint step the variables come from.
     generator: netG (compute dtype as requested at load time).
     generator_variables: EMA generator {"params", "batch_stats"}.
-    style_encoder: the CosFace style encoder.
-    style_variables: its frozen {"params", "batch_stats"}.
+    style_encoder: the CosFace style encoder; None for generators without a
+      style input (pix2pix, pix2pixHD).
+    style_variables: its frozen {"params", "batch_stats"} ({} without one).
     class_names: style classes in label order.
   """
   workdir: str
@@ -50,7 +51,7 @@ class TrainedRun:
   step: int
   generator: nn.Module
   generator_variables: Variables
-  style_encoder: nn.Module
+  style_encoder: nn.Module | None
   style_variables: Variables
   class_names: tuple[str, ...]
 
@@ -59,16 +60,25 @@ class TrainedRun:
     return int(self.config.image_size)
 
   @property
-  def style_dim(self) -> int:
-    return int(self.config.style.embedding_dim)
+  def takes_style(self) -> bool:
+    """Whether the generator is style-conditioned (TransPix2Pix)."""
+    return self.style_encoder is not None
 
-  def generate(self, sketches: jax.Array, style: jax.Array,
+  @property
+  def style_dim(self) -> int | None:
+    return int(self.config.style.embedding_dim) if self.takes_style else None
+
+  @property
+  def model_name(self) -> str:
+    return str(self.config.generator)
+
+  def generate(self, sketches: jax.Array, style: jax.Array | None = None,
                variables: Variables | None = None) -> jax.Array:
     """The EMA generator in eval mode (jitted; compiles once per shape).
 
     Args:
       sketches: (B, S, S, 3) in [-1, 1], S = `image_size`.
-      style: (B, E) style embeddings.
+      style: (B, E) style embeddings; None for unconditioned generators.
       variables: other generator variables (e.g. the untrained ones);
         default: the run's EMA generator.
 
@@ -78,21 +88,29 @@ class TrainedRun:
     v = self.generator_variables if variables is None else variables
     return apply_generator(self.generator, v, sketches, style)
 
+  def require_style(self) -> None:
+    """`ValueError` for style-dependent requests to an unconditioned model."""
+    if not self.takes_style:
+      raise ValueError(f"this run's generator ({self.model_name}) takes no style input")
+
   def embed(self, photos: jax.Array) -> jax.Array:
     """Style embeddings (B, E) of photos (B, H, W, 3) in [-1, 1] (jitted)."""
+    self.require_style()
     return encoder_outputs(self.style_encoder, self.style_variables, photos)["embedding"]
 
   def classify(self, photos: jax.Array) -> jax.Array:
     """Style-encoder class cosines (B, C) of photos (B, H, W, 3) in [-1, 1]."""
+    self.require_style()
     return encoder_outputs(self.style_encoder, self.style_variables, photos)["cosine"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def apply_generator(generator: nn.Module, variables: Variables, sketches: jax.Array,
-                    style: jax.Array) -> jax.Array:
+                    style: jax.Array | None) -> jax.Array:
   """netG in eval mode, float32 output; the module is static, the variables
   an argument (not baked into the program as constants)."""
-  return generator.apply(variables, sketches, style, train=False).astype(jnp.float32)
+  return steps.apply_generator(generator, variables, sketches, style,
+                               train=False).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -137,14 +155,19 @@ def _checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:
 def state_shapes(config: ml_collections.ConfigDict, generator: nn.Module) -> TrainState:
   """Abstract GAN `TrainState` of a config (shapes and dtypes only)."""
   discriminator = builders.discriminator_from_config(config)
-  encoder = builders.style_encoder_from_config(config)
   g_tx, d_tx, _ = builders.gan_optimizers(config)
-  e = config.style.image_size
+  conditioned = builders.uses_style(config)
 
   def init(key: jax.Array) -> TrainState:
-    style_variables = encoder.init({"params": key}, jnp.zeros((1, e, e, 3)), train=False)
+    style_variables, style_dim = {}, None
+    if conditioned:
+      encoder = builders.style_encoder_from_config(config)
+      e = config.style.image_size
+      style_variables = dict(encoder.init({"params": key}, jnp.zeros((1, e, e, 3)),
+                                          train=False))
+      style_dim = config.style.embedding_dim
     return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
-                              config.style.embedding_dim, dict(style_variables))
+                              style_dim, style_variables)
 
   return jax.eval_shape(init, jax.random.PRNGKey(0))
 
@@ -165,7 +188,8 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config = read_run_config(workdir)
   generator = builders.generator_from_config(config, dtype)
-  encoder = builders.style_encoder_from_config(config)
+  encoder = (builders.style_encoder_from_config(config) if builders.uses_style(config)
+             else None)
   abstract = state_shapes(config, generator)
   mesh = parallel.make_mesh(jax.devices()[:1])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)

@@ -11,13 +11,13 @@ checkpoint; SIGTERM saves a checkpoint and exits.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from tp2p_jax.console import quiet_libraries
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "toycats.py"),
@@ -40,22 +40,10 @@ def _default_workdir() -> str:
   return os.path.join("runs", f"{name}-{variant}" if variant else name)
 
 
-def _quiet_libraries() -> None:
-  """Keeps the console to our own progress: orbax and jax log every save and
-  compile at INFO through absl; our `tp2p_jax` logger still prints INFO."""
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  ours = logging.getLogger("tp2p_jax")
-  ours.setLevel(logging.INFO)
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-  ours.addHandler(handler)
-  ours.propagate = False
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  _quiet_libraries()
+  quiet_libraries()
   config = _CONFIG.value
   workdir = _WORKDIR.value or _default_workdir()
   if _DRY_RUN.value:

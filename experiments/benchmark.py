@@ -223,15 +223,17 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   encoder, init, step_fn, generate_fn = gan.style_encoder, gan.init, gan.train_step, gan.generate
 
   t_init = time.perf_counter()
-  s = config.style.image_size
-  style_zeros = jnp.zeros((1, s, s, 3), jnp.float32)
   key = jax.random.PRNGKey(config.seed)
-  if dry_run:
-    style_vars = jax.eval_shape(
-        lambda: encoder.init(jax.random.PRNGKey(0), style_zeros, train=False))
-  else:
-    style_vars = jax.device_get(jax.jit(
-        lambda k: encoder.init(k, style_zeros, train=False))(jax.random.PRNGKey(0)))
+  style_vars: Any = {}  # pix2pix, pix2pixHD: no style input
+  if encoder is not None:
+    s = config.style.image_size
+    style_zeros = jnp.zeros((1, s, s, 3), jnp.float32)
+    if dry_run:
+      style_vars = jax.eval_shape(
+          lambda: encoder.init(jax.random.PRNGKey(0), style_zeros, train=False))
+    else:
+      style_vars = jax.device_get(jax.jit(
+          lambda k: encoder.init(k, style_zeros, train=False))(jax.random.PRNGKey(0)))
   abstract = jax.eval_shape(init, key, style_vars)
   result["params"] = {"generator": builders.count_params(abstract.g_params),
                       "discriminator": builders.count_params(abstract.d_params)}

@@ -56,7 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.generator_kwargs.norm_scale_mean = 0.0  # BatchNorm scale init N(this, 0.02); release: 0.
 
   # --- discriminator (netD) -------------------------------------------------
-  c.discriminator = "patchgan"  # Registry name in tp2p_jax.models.DISCRIMINATORS.
+  c.discriminator = "patchgan"  # "patchgan" | "multiscale_patchgan" (pix2pixHD's, num_d scales).
+  c.num_d = 3  # multiscale_patchgan: PatchGANs at 1, 1/2, 1/4 ... scale.
   c.discriminator_kwargs = ml_collections.ConfigDict()
   c.discriminator_kwargs.base_features = 64  # ndf.
   c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
@@ -85,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lambda_l1 = 100.0  # Weight of L1(G(x), y).
   c.lambda_perceptual = 1.0  # Weight of the VGG16 feature MSE.
   c.perceptual_layer = "relu2_2"  # VGG16 activation compared.
+  c.lambda_feat = 0.0  # D feature matching (pix2pixHD: 10, with multiscale_patchgan; 0: off).
 
   # --- optimisation (stage 2) -----------------------------------------------
   c.lr = 2e-4  # Adam learning rate for netG and netD.

@@ -31,3 +31,19 @@ _cache_dir = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                    tempfile.mkdtemp(prefix="tp2p_jax_xla_cache_"))
 jax.config.update("jax_compilation_cache_dir", _cache_dir)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> pathlib.Path:
+  """A finished tiny toy-cats run (`run_train.py` with tests/subprocess_runs.TINY:
+  10 style-encoder steps, 40 GAN steps, checkpoints every 10). Tests that
+  write into a run work on a copy."""
+  from tests.subprocess_runs import TINY, run_train
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  out = run_train([*TINY, f"--workdir={workdir}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir

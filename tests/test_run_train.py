@@ -3,7 +3,6 @@ its outputs, and the SIGKILL-and-restart check against an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -12,25 +11,7 @@ import time
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config=experiments/toycats.py:tiny", "--config.total_steps=40",
-        "--config.checkpoint_every=10"]
-
-
-def _env() -> dict[str, str]:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device, like a plain run
-  env["JAX_PLATFORMS"] = "cpu"
-  # Same per-run compilation cache as this process (tests/conftest.py), so
-  # the runs below compile each program once between them.
-  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-  return env
-
-
-def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "run_train.py", *args], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=timeout)
+from tests.subprocess_runs import REPO, TINY, cli_env as _env, run_train as _run
 
 
 def _rows(workdir: pathlib.Path) -> list[dict]:
@@ -49,11 +30,8 @@ def test_dry_run_prints_reference_parameter_counts(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> pathlib.Path:
-  workdir = tmp_path_factory.mktemp("uninterrupted")
-  out = _run([*TINY, f"--workdir={workdir}"])
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir
+def uninterrupted(tiny_run) -> pathlib.Path:
+  return tiny_run
 
 
 def test_tiny_run_writes_its_outputs(uninterrupted):

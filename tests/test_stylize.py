@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from tp2p_jax import deepdream, style_transfer
-from tp2p_jax.data import image_io
+from tp2p_jax.data import image_files as image_io
 from tp2p_jax.models import vgg
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f"--{flag.name} is required")
   from tqdm import tqdm
 
-  from tp2p_jax.data.image_io import ImageReadError, read_image, write_png
+  from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
   from tp2p_jax.deepdream import activation_norm, dream, octave_sizes
   from tp2p_jax.models import vgg
 

@@ -5,7 +5,7 @@ reduces in float32 whatever the compute dtype of its inputs.
 """
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,55 @@ def generator_gan_loss(fake_logits: jax.Array, gan_mode: GanMode) -> jax.Array:
   if gan_mode == "hinge":
     return -jnp.mean(fake_logits.astype(jnp.float32))
   return gan_loss(fake_logits, True, gan_mode)
+
+
+def multiscale_discriminator_loss(real_logits: Sequence[jax.Array],
+                                  fake_logits: Sequence[jax.Array], gan_mode: GanMode
+                                  ) -> jax.Array:
+  """`discriminator_loss` summed over the scales of a multi-scale D (as
+  pix2pixHD sums its GAN terms); equal to it for a single scale."""
+  return sum(discriminator_loss(r, f, gan_mode) for r, f in zip(real_logits, fake_logits))
+
+
+def multiscale_generator_gan_loss(fake_logits: Sequence[jax.Array], gan_mode: GanMode
+                                  ) -> jax.Array:
+  """`generator_gan_loss` summed over the scales of a multi-scale D."""
+  return sum(generator_gan_loss(f, gan_mode) for f in fake_logits)
+
+
+def feature_matching_loss(real_features: Sequence[Sequence[jax.Array]],
+                          fake_features: Sequence[Sequence[jax.Array]]) -> jax.Array:
+  """pix2pixHD's discriminator feature-matching loss (before its weight).
+
+  sum over scales i and intermediate layers j (the logits excluded) of
+  D_weight * feat_weight * mean|fake_ij - real_ij|, with D_weight = 1 /
+  num_D and feat_weight = 4 / (n_layers + 1), where a PatchGAN with
+  n_layers has n_layers + 1 intermediate layers: each layer is normalised by
+  its element count and the whole is four times the mean over scales and
+  layers. The real features are constants (no gradient flows into D's
+  real pass).
+
+  Args:
+    real_features, fake_features: per scale, the list of every layer's
+      output (B, H_j, W_j, C_j) with the logits last, as returned by the
+      discriminators with `return_features=True`.
+
+  Returns:
+    Scalar float32; 0 exactly when the features are equal.
+  """
+  if len(real_features) != len(fake_features) or not real_features:
+    raise ValueError(f"need the same, non-zero number of scales; got {len(real_features)} "
+                     f"real and {len(fake_features)} fake")
+  d_weight = 1.0 / len(real_features)
+  total = jnp.float32(0.0)
+  for real, fake in zip(real_features, fake_features):
+    if len(real) != len(fake) or len(real) < 2:
+      raise ValueError(f"each scale needs the same >= 2 outputs (features, then logits); got "
+                       f"{len(real)} and {len(fake)}")
+    feat_weight = 4.0 / (len(real) - 1)
+    for r, f in zip(real[:-1], fake[:-1]):
+      total = total + d_weight * feat_weight * l1_loss(f, jax.lax.stop_gradient(r))
+  return total
 
 
 def l1_loss(fake: jax.Array, real: jax.Array) -> jax.Array:

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
   # Heavy imports after flag checks, so usage errors are instant.
   from tqdm import tqdm
 
-  from tp2p_jax.data.image_io import ImageReadError, read_image, write_png
+  from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
   from tp2p_jax.models import vgg
   from tp2p_jax.style_transfer import parse_floats, stylize_steps
 

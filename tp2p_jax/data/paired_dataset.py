@@ -63,7 +63,9 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from tp2p_jax.data import sketch as sketch_lib
-from tp2p_jax.data.image_io import load_image, pil_to_rgb  # noqa: F401  (re-exported)
+from tp2p_jax.data.image_files import describe_error as _describe_error
+from tp2p_jax.data.image_files import load_image
+from tp2p_jax.data.image_files import pil_to_rgb  # noqa: F401  (part of this module's API)
 from tp2p_jax.data.toycats import STYLE_NAMES
 
 DATASET_NAME = "sketch_photo_pairs"
@@ -211,13 +213,6 @@ def make_config(source: str, *, image_size: int = 256, direction: str = "AtoB",
 
 # --------------------------------------------------------------------------
 # Images.
-
-
-def _describe_error(error: BaseException) -> str:
-  text = str(error).strip() or "no details"
-  if isinstance(error, Image.UnidentifiedImageError):
-    return f"not an image ({text})"
-  return f"{type(error).__name__}: {text}"
 
 
 def _centre_square(image: np.ndarray) -> tuple[slice, slice]:

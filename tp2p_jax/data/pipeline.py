@@ -144,6 +144,80 @@ class RandomFlipOrCrop(grain.RandomMapTransform):
     return out
 
 
+def jitter_load_size(image_size: int) -> int:
+  """pix2pix's load size for a crop of `image_size`: 286 for 256, scaled
+  proportionally (rounded) for other sizes, e.g. 72 for 64."""
+  return int(round(image_size * 286 / 256))
+
+
+class RandomJitter(grain.RandomMapTransform):
+  """pix2pix's random jitter: resize to `load_size` (286 for 256), random
+  `image_size` crop, horizontal mirror with probability 0.5.
+
+  Sketch and photo get the same crop and mirror, so the pair stays aligned.
+  The resize is bicubic, as pix2pix's loader. Deterministic given grain's
+  per-record generator.
+
+  Input/output: {'sketch', 'photo'}: uint8 (S, S, 3); other keys pass through.
+  """
+
+  def __init__(self, image_size: int, *, load_size: int | None = None):
+    if image_size <= 0:
+      raise ValueError(f"image_size must be > 0, got {image_size}")
+    self.image_size = int(image_size)
+    self.load_size = int(load_size) if load_size else jitter_load_size(image_size)
+    if self.load_size < self.image_size:
+      raise ValueError(f"load_size {self.load_size} < image_size {self.image_size}")
+
+  def random_map(self, element: dict[str, np.ndarray],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    s, load = self.image_size, self.load_size
+    x0, y0 = (int(v) for v in rng.integers(0, load - s + 1, size=2))
+    mirror = rng.random() < 0.5
+    out = dict(element)
+    for k in _IMAGE_KEYS:
+      img = Image.fromarray(element[k], "RGB").resize((load, load), Image.Resampling.BICUBIC)
+      img = np.asarray(img)[y0:y0 + s, x0:x0 + s]
+      out[k] = np.ascontiguousarray(img[:, ::-1] if mirror else img)
+    return out
+
+
+class RandomFlip(grain.RandomMapTransform):
+  """Horizontal mirror of sketch and photo together with probability 0.5
+  (pix2pixHD's only augmentation). uint8 (S, S, 3) in and out."""
+
+  def random_map(self, element: dict[str, np.ndarray],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if rng.random() >= 0.5:
+      return element
+    out = dict(element)
+    for k in _IMAGE_KEYS:
+      out[k] = np.ascontiguousarray(element[k][:, ::-1])
+    return out
+
+
+AUGMENTATIONS: tuple[str, ...] = ("none", "flip", "flip_or_crop", "jitter")
+
+
+def augmentation(image_size: int, augment: bool | str) -> list[grain.Transformation]:
+  """The augmentation transforms by name: "flip_or_crop" (or True; the
+  TransPix2Pix release's `RandomFlipOrCrop`), "jitter" (pix2pix's
+  `RandomJitter`), "flip" (pix2pixHD's `RandomFlip`), "none" (or False)."""
+  if isinstance(augment, bool):
+    mode = "flip_or_crop" if augment else "none"
+  else:
+    mode = augment
+  if mode == "flip_or_crop":
+    return [RandomFlipOrCrop(image_size)]
+  if mode == "jitter":
+    return [RandomJitter(image_size)]
+  if mode == "flip":
+    return [RandomFlip()]
+  if mode == "none":
+    return []
+  raise ValueError(f"unknown augment {augment!r}; expected a bool or one of {AUGMENTATIONS}")
+
+
 def to_model_inputs(batch: Mapping[str, np.ndarray]) -> Batch:
   """uint8 sketch/photo batch -> float32 [-1, 1] 'real_a'/'real_b' + labels.
 
@@ -222,7 +296,7 @@ def make_dataset_iterator(
     global_batch_size: int,
     image_size: int,
     seed: int,
-    augment: bool,
+    augment: bool | str,
     shuffle: bool = True,
     num_epochs: int | None = None,
     worker_count: int = 0,
@@ -240,7 +314,8 @@ def make_dataset_iterator(
     global_batch_size: batch size summed over all hosts.
     image_size: output side S; records of another size are resized.
     seed: shuffling and augmentation seed, 0 <= seed < 2**32.
-    augment: apply `RandomFlipOrCrop`.
+    augment: True / "flip_or_crop": `RandomFlipOrCrop`; "jitter": pix2pix's
+      `RandomJitter`; "flip": `RandomFlip`; False / "none": no augmentation.
     shuffle: globally shuffle the records (per epoch).
     num_epochs: number of passes; None repeats forever.
     worker_count: grain worker processes; 0 processes in this process.
@@ -286,8 +361,7 @@ def make_dataset_iterator(
       seed=int(seed),
   )
   operations: list[grain.Transformation] = [PrepareRecord(image_size)]
-  if augment:
-    operations.append(RandomFlipOrCrop(image_size))
+  operations += augmentation(image_size, augment)
   operations += [
       grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder),
       ToModelInputs(),

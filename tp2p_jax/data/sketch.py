@@ -439,6 +439,17 @@ def _fit_long_side(long_side: int, height: int,
   return (max(1, round(height * scale)), max(1, round(width * scale)))
 
 
+def content_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
+  """Where `prepare_hand_drawn` puts an (height, width) drawing in its square.
+
+  Returns:
+    (top, left, h, w) in pixels of the (image_size, image_size) output: the
+    drawing is scaled so that its longer side fills the square and centred.
+  """
+  h, w = _fit_long_side(image_size, height, width)
+  return (image_size - h) // 2, (image_size - w) // 2, h, w
+
+
 def flatten_background(value: np.ndarray, window: int) -> np.ndarray:
   """Divides out the paper's brightness (uneven lighting, tinted paper).
 

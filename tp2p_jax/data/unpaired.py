@@ -21,12 +21,11 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
-from tp2p_jax.data.image_io import ImageReadError, load_image
+from tp2p_jax.data.image_files import (IMAGE_SUFFIXES, ImageReadError, describe_error,
+                                       load_image)
 from tp2p_jax.data.sources import toycats_sources
 
 UNPAIRED_SOURCES: tuple[str, ...] = ("toycats", "folders")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif",
-                                     ".tiff", ".webp", ".ppm", ".pgm")
 
 
 class ImageFolderSource(grain.RandomAccessDataSource):
@@ -39,9 +38,9 @@ class ImageFolderSource(grain.RandomAccessDataSource):
       raise ValueError(f"{directory}: not a folder")
     self._directory = directory
     self._files = sorted(f for f in os.listdir(directory)
-                         if f.lower().endswith(IMAGE_EXTENSIONS))
+                         if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
     if not self._files:
-      raise ValueError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+      raise ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
   def __len__(self) -> int:
     return len(self._files)
@@ -51,7 +50,7 @@ class ImageFolderSource(grain.RandomAccessDataSource):
     try:
       return {"image": load_image(path)}
     except Exception as e:  # pylint: disable=broad-except
-      raise ImageReadError(f"{path}: cannot read image ({e})") from None
+      raise ImageReadError(f"{path}: cannot read: {describe_error(e)}") from None
 
   def __repr__(self) -> str:
     return f"ImageFolderSource({self._directory!r}, num_files={len(self._files)})"

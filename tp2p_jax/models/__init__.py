@@ -1,6 +1,8 @@
 """Networks, looked up by name.
 
-`build_generator("transpix2pix", ...)`, `build_discriminator("patchgan", ...)`
+`build_generator("transpix2pix" | "unet_256" | "unet_128" | "pix2pixhd" |
+"resnet_9blocks" | "resnet_6blocks", ...)`,
+`build_discriminator("patchgan" | "multiscale_patchgan", ...)`
 return Flax linen modules; keyword arguments are the module's fields.
 """
 from __future__ import annotations
@@ -10,19 +12,29 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tp2p_jax.models.multiscale import MultiScaleDiscriminator
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
+from tp2p_jax.models.pix2pixhd import Pix2PixHDGenerator
 from tp2p_jax.models.resnet_generator import (ResnetGenerator, ResnetGenerator6Blocks,
                                               ResnetGenerator9Blocks)
 from tp2p_jax.models.style_encoder import StyleEncoder
 from tp2p_jax.models.transpix2pix import TransPix2PixGenerator
+from tp2p_jax.models.unet import UnetGenerator, UnetGenerator128, UnetGenerator256
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {
     "transpix2pix": TransPix2PixGenerator,
+    "unet": UnetGenerator,  # num_downs from the kwargs (e.g. 6 for 64x64)
+    "unet_256": UnetGenerator256,
+    "unet_128": UnetGenerator128,
+    "pix2pixhd": Pix2PixHDGenerator,
     "resnet_9blocks": ResnetGenerator9Blocks,  # CycleGAN at 256x256
     "resnet_6blocks": ResnetGenerator6Blocks,  # CycleGAN at 128x128
 }
+# Generators called as G(real_a, style, train); all others as G(real_a, train).
+STYLE_CONDITIONED_GENERATORS: frozenset[str] = frozenset({"transpix2pix"})
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
     "patchgan": PatchGANDiscriminator,
+    "multiscale_patchgan": MultiScaleDiscriminator,
 }
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
@@ -49,11 +61,19 @@ def build_generator(name: str, **kwargs: Any) -> nn.Module:
   return _lookup(GENERATORS, "generator", name)(**kwargs)
 
 
+def takes_style(generator_name: str) -> bool:
+  """Whether the named generator is conditioned on a style embedding (and
+  so needs the style encoder)."""
+  _lookup(GENERATORS, "generator", generator_name)
+  return generator_name in STYLE_CONDITIONED_GENERATORS
+
+
 def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
   """Discriminator module by registry name; kwargs are its fields."""
   return _lookup(DISCRIMINATORS, "discriminator", name)(**kwargs)
 
 
-__all__ = ["GENERATORS", "DISCRIMINATORS", "build_generator", "build_discriminator",
-           "resolve_dtype", "PatchGANDiscriminator", "ResnetGenerator", "StyleEncoder",
-           "TransPix2PixGenerator"]
+__all__ = ["GENERATORS", "DISCRIMINATORS", "STYLE_CONDITIONED_GENERATORS", "build_generator",
+           "build_discriminator", "takes_style", "resolve_dtype", "MultiScaleDiscriminator",
+           "PatchGANDiscriminator", "Pix2PixHDGenerator", "ResnetGenerator", "StyleEncoder",
+           "TransPix2PixGenerator", "UnetGenerator"]

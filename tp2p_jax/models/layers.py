@@ -170,3 +170,14 @@ def tile_to(vector: jax.Array, spatial: Sequence[int]) -> jax.Array:
   """Tiles (B, C) to (B, H, W, C) for concatenation with feature maps."""
   b, c = vector.shape
   return jnp.broadcast_to(vector[:, None, None, :], (b, *spatial, c))
+
+
+def avg_pool_downsample(x: jax.Array) -> jax.Array:
+  """Halves H and W (rounding up) by 3x3 stride-2 average pooling with one
+  pixel of padding that is left out of each average (PyTorch's
+  AvgPool2d(3, 2, 1, count_include_pad=False), pix2pixHD's downsampler).
+
+  Input (B, H, W, C); output (B, ceil(H / 2), ceil(W / 2), C).
+  """
+  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                     count_include_pad=False)

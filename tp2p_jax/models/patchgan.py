@@ -31,9 +31,11 @@ class PatchGANDiscriminator(nn.Module):
     norm: "batch", "instance" or "none". Convs followed by a norm have no
       bias when it is BatchNorm (its shift replaces it), as in pix2pix.
     padding_mode: "reflect" (TransPix2Pix) or "zeros" (pix2pix, CycleGAN).
+    pad: padding of every 4x4 conv; 1 (pix2pix, TransPix2Pix) or 2
+      (pix2pixHD's ceil((4 - 1) / 2), which grows the output to 35x35 at 256).
 
   Call: (x (B, H, W, C) in [-1, 1], train, return_features=False)
-    -> logits (B, H', W', 1) with H' = H / 2**n_layers - 2, or, with
+    -> logits (B, H', W', 1) with H' = H / 2**n_layers - 2 (at pad 1), or, with
     `return_features`, the list of every layer's output (logits last) for
     feature matching.
   """
@@ -41,6 +43,7 @@ class PatchGANDiscriminator(nn.Module):
   n_layers: int = 3
   norm: NormKind = "batch"
   padding_mode: PaddingMode = "reflect"
+  pad: int = 1
   norm_scale_mean: float = 0.0  # BatchNorm scale ~ N(mean, 0.02); release 0, pix2pix 1.
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -50,7 +53,7 @@ class PatchGANDiscriminator(nn.Module):
                return_features: bool = False) -> jax.Array | list[jax.Array]:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
               padding_mode=self.padding_mode)
-    pad1 = ((1, 1), (1, 1))
+    pad1 = ((self.pad, self.pad), (self.pad, self.pad))
     norm_bias = self.norm != "batch"
     features = []
     x = PaddedConv(self.base_features, 4, 2, pad1, use_bias=True, name="conv0", **kw)(

@@ -39,9 +39,21 @@ def generator_from_config(config: ml_collections.ConfigDict, dtype: str | None =
 
 def discriminator_from_config(config: ml_collections.ConfigDict, dtype: str | None = None
                               ) -> nn.Module:
+  kwargs = _kwargs(config.discriminator_kwargs)
+  if config.discriminator == "multiscale_patchgan":
+    # The scale count is a top-level field so that switching any config's
+    # PatchGAN to the multi-scale one keeps its discriminator_kwargs.
+    kwargs.setdefault("num_d", config.get("num_d", 3))
   return models.build_discriminator(config.discriminator,
                                     dtype=models.resolve_dtype(dtype or config.dtype),
-                                    **_kwargs(config.discriminator_kwargs))
+                                    **kwargs)
+
+
+def uses_style(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config's generator is style-conditioned (TransPix2Pix: a
+  style-encoder stage and `config.style`), or takes real_a alone (pix2pix,
+  pix2pixHD)."""
+  return models.takes_style(config.generator)
 
 
 def style_encoder_from_config(config: ml_collections.ConfigDict) -> StyleEncoder:
@@ -54,7 +66,8 @@ def style_encoder_from_config(config: ml_collections.ConfigDict) -> StyleEncoder
 def objective_from_config(config: ml_collections.ConfigDict) -> GanObjective:
   return GanObjective(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
                       lambda_perceptual=config.lambda_perceptual,
-                      perceptual_layer=config.perceptual_layer, ema_decay=config.ema_decay)
+                      perceptual_layer=config.perceptual_layer,
+                      lambda_feat=config.get("lambda_feat", 0.0), ema_decay=config.ema_decay)
 
 
 def gan_optimizers(config: ml_collections.ConfigDict
@@ -65,6 +78,12 @@ def gan_optimizers(config: ml_collections.ConfigDict
   g_tx = optim.adam_with_l2(
       schedule, config.b1, config.b2, config.weight_decay,
       lambda p: optim.decay_mask(p, optim.GENERATOR_NO_DECAY), clip_norm=config.g_clip_norm)
+  fix_global = config.get("fix_global_steps", 0)
+  if (config.generator == "pix2pixhd" and config.generator_kwargs.get("n_local_enhancers", 1) > 0
+      and fix_global != 0):
+    # pix2pixHD's staged training: G1 stays as loaded while the local
+    # enhancers learn, then (fix_global_steps > 0) everything trains.
+    g_tx = optim.freeze_subtrees(g_tx, ("global",), fix_global)
   d_tx = optim.adam_with_l2(schedule, config.b1, config.b2, config.weight_decay,
                             optim.decay_mask)
   return g_tx, d_tx, schedule
@@ -83,25 +102,30 @@ def count_params(tree: Any) -> int:
 
 
 def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
-  """Trainable parameters of each network, from shapes only (nothing is
-  allocated). BatchNorm running statistics are not counted."""
+  """Trainable parameters of each network of the config's model (generator,
+  discriminator, and the style encoder for style-conditioned generators),
+  from shapes only (nothing is allocated). BatchNorm running statistics are
+  not counted."""
   if config.get("model", "transpix2pix") == "cyclegan":
     from tp2p_jax.train.cyclegan_builders import cyclegan_param_counts
     return cyclegan_param_counts(config)
   g = generator_from_config(config)
   d = discriminator_from_config(config)
-  enc = style_encoder_from_config(config)
   s = config.image_size
   key = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-  img = jnp.zeros((1, s, s, 3), jnp.float32)
-  g_shapes = jax.eval_shape(lambda: g.init(key, img, jnp.zeros((1, config.style.embedding_dim)),
-                                           train=False))
+  g_inputs = [jnp.zeros((1, s, s, 3), jnp.float32)]
+  if uses_style(config):
+    g_inputs.append(jnp.zeros((1, config.style.embedding_dim), jnp.float32))
+  g_shapes = jax.eval_shape(lambda: g.init(key, *g_inputs, train=False))
   d_shapes = jax.eval_shape(lambda: d.init(key, jnp.zeros((1, s, s, 6)), train=False))
-  e = config.style.image_size
-  e_shapes = jax.eval_shape(lambda: enc.init(key, jnp.zeros((1, e, e, 3)), train=False))
-  return {"generator": count_params(g_shapes["params"]),
-          "discriminator": count_params(d_shapes["params"]),
-          "style_encoder": count_params(e_shapes["params"])}
+  counts = {"generator": count_params(g_shapes["params"]),
+            "discriminator": count_params(d_shapes["params"])}
+  if uses_style(config):
+    enc = style_encoder_from_config(config)
+    e = config.style.image_size
+    e_shapes = jax.eval_shape(lambda: enc.init(key, jnp.zeros((1, e, e, 3)), train=False))
+    counts["style_encoder"] = count_params(e_shapes["params"])
+  return counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +134,16 @@ class GanParts:
   and tests alike.
 
   Attributes:
+    style_encoder: the frozen encoder of a style-conditioned generator; None
+      for pix2pix / pix2pixHD (their states hold `style_variables = {}`).
     init: `init(raw_key, style_variables) -> TrainState` (jit-able).
     train_step: pure `train_step(state, batch) -> (state, metrics)`.
-    generate: `generate(state, sketches, photos)` with the EMA generator.
+    generate: `generate(state, sketches, photos=None)` with the EMA
+      generator; `photos` give the style and are ignored without one.
   """
   generator: nn.Module
   discriminator: nn.Module
-  style_encoder: StyleEncoder
+  style_encoder: StyleEncoder | None
   schedule: optax.Schedule
   init: Callable[[jax.Array, Any], TrainState]
   train_step: Callable
@@ -127,7 +154,8 @@ def build_gan(config: ml_collections.ConfigDict, dtype: str | None = None) -> Ga
   """Networks, optimisers, objective and pure step functions of a config."""
   generator = generator_from_config(config, dtype)
   discriminator = discriminator_from_config(config, dtype)
-  encoder = style_encoder_from_config(config)
+  encoder = style_encoder_from_config(config) if uses_style(config) else None
+  style_dim = config.style.embedding_dim if encoder is not None else None
   g_tx, d_tx, schedule = gan_optimizers(config)
   objective = objective_from_config(config)
   vgg_vars = None
@@ -136,7 +164,7 @@ def build_gan(config: ml_collections.ConfigDict, dtype: str | None = None) -> Ga
 
   def init(key: jax.Array, style_variables: Any) -> TrainState:
     return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
-                              config.style.embedding_dim, style_variables)
+                              style_dim, style_variables)
 
   return GanParts(
       generator=generator, discriminator=discriminator, style_encoder=encoder,

@@ -9,7 +9,8 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+
+from tp2p_jax.data.image_files import save_png  # noqa: F401  (sample grids)
 
 
 class MetricsWriter:
@@ -77,13 +78,6 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       grid[y:y + h, x:x + w] = col[i]
   return grid
-
-
-def save_png(path: str, image: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(image).save(tmp)
-  os.replace(tmp, path)
 
 
 def all_finite(metrics: Mapping[str, float]) -> bool:

@@ -29,7 +29,8 @@ class TrainState:
       the exponential moving averages; EMA BatchNorm statistics are carried
       explicitly beside the EMA weights.
     style_variables: the frozen style encoder's variables (inputs, not
-      trained here).
+      trained here); `{}` for generators without a style input (pix2pix,
+      pix2pixHD).
   """
   step: jax.Array
   rng: jax.Array
@@ -79,16 +80,17 @@ def tree_l2_norm(tree: Params) -> jax.Array:
 
 
 def create_train_state(rng: jax.Array, generator: Any, discriminator: Any,
-                       g_tx: Any, d_tx: Any, image_size: int, style_dim: int,
+                       g_tx: Any, d_tx: Any, image_size: int, style_dim: int | None,
                        style_variables: Params, in_channels: int = 3,
                        out_channels: int = 3) -> TrainState:
   """Initialises G and D (N(0, 0.02)), their optimiser states, and EMAs equal
-  to the initial weights. `rng` is a raw uint32 key; jit-able."""
+  to the initial weights. `style_dim` None: G takes no style (G(real_a,
+  train)). `rng` is a raw uint32 key; jit-able."""
   rng, g_rng, d_rng, drop_rng = jax.random.split(rng, 4)
   sketch = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
   photo = jnp.zeros((1, image_size, image_size, out_channels), jnp.float32)
-  style = jnp.zeros((1, style_dim), jnp.float32)
-  g_vars = generator.init({"params": g_rng, "dropout": drop_rng}, sketch, style, train=False)
+  g_inputs = (sketch,) if style_dim is None else (sketch, jnp.zeros((1, style_dim), jnp.float32))
+  g_vars = generator.init({"params": g_rng, "dropout": drop_rng}, *g_inputs, train=False)
   d_vars = discriminator.init({"params": d_rng}, jnp.concatenate([sketch, photo], -1),
                               train=False)
   g_params, g_bs = g_vars["params"], g_vars.get("batch_stats", {})

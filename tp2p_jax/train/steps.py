@@ -1,12 +1,15 @@
 """Pure, jit-able update steps.
 
 `make_gan_train_step` returns `train_step(state, batch) -> (state, metrics)`
-for the paired conditional GAN (TransPix2Pix, and any generator with the same
-call signature): the discriminator is updated on `stop_gradient(G(x))`, then
-the generator on cGAN + lambda_l1 * L1 + lambda_perceptual * VGG16 feature
-loss against the updated discriminator, as the PyTorch reference orders it.
-The generator runs forward once per step; its pullback is reused for the G
-update.
+for the paired conditional GAN family: TransPix2Pix (G(real_a, style), the
+style from a frozen encoder), pix2pix and pix2pixHD (G(real_a), no style
+encoder). The discriminator is updated on `stop_gradient(G(x))`, then the
+generator on cGAN + lambda_l1 * L1 + lambda_perceptual * VGG16 feature loss
++ lambda_feat * discriminator feature matching against the updated
+discriminator, as the PyTorch reference orders it. The generator runs
+forward once per step; its pullback is reused for the G update. A
+multi-scale discriminator (a list of PatchGAN outputs) sums the GAN terms
+over its scales.
 
 Batches are dicts of NHWC float32 arrays in [-1, 1]: `real_a` (sketches),
 `real_b` (photos), and int32 `label` (coat class).
@@ -37,12 +40,16 @@ class GanObjective:
     lambda_l1: weight of L1(G(x), y) (pix2pix: 100).
     lambda_perceptual: weight of the VGG16 feature MSE (0 disables it).
     perceptual_layer: VGG16 activation compared (reference: relu2_2).
-    ema_decay: per-step decay of the G and D EMAs.
+    lambda_feat: weight of the discriminator feature-matching loss
+      (pix2pixHD: 10; 0 disables it and D's extra real pass).
+    ema_decay: per-step decay of the G and D EMAs (0: the EMA is the
+      trained network itself).
   """
   gan_mode: str = "vanilla"
   lambda_l1: float = 100.0
   lambda_perceptual: float = 1.0
   perceptual_layer: str = "relu2_2"
+  lambda_feat: float = 0.0
   ema_decay: float = 0.98
 
 
@@ -56,44 +63,73 @@ def style_embedding(style_encoder: nn.Module, variables: Any, photos: jax.Array)
   return jax.lax.stop_gradient(out["embedding"])
 
 
+def apply_generator(generator: nn.Module, variables: Any, real_a: jax.Array,
+                    style: jax.Array | None, **kwargs: Any) -> Any:
+  """`generator.apply(variables, real_a[, style], **kwargs)`: the one place
+  that knows style-conditioned generators take a second argument. `style`
+  is (B, E) for those and None for the unconditioned ones (pix2pix,
+  pix2pixHD)."""
+  args = (real_a,) if style is None else (real_a, style)
+  return generator.apply(variables, *args, **kwargs)
+
+
+def _per_scale(outputs: Any) -> list[list[jax.Array]]:
+  """A discriminator's `return_features=True` output as a list of scales,
+  each a list of layer outputs with the logits last: a single PatchGAN's
+  list of arrays becomes one scale."""
+  if isinstance(outputs[0], (list, tuple)):
+    return [list(scale) for scale in outputs]
+  return [list(outputs)]
+
+
+def _mean_logit(scales: list[list[jax.Array]]) -> jax.Array:
+  return jnp.mean(jnp.stack([jnp.mean(s[-1].astype(jnp.float32)) for s in scales]))
+
+
 def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
-                        style_encoder: nn.Module, g_tx: optax.GradientTransformation,
+                        style_encoder: nn.Module | None, g_tx: optax.GradientTransformation,
                         d_tx: optax.GradientTransformation, objective: GanObjective,
                         vgg_variables: Any | None, lr_schedule: optax.Schedule | None = None
                         ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """Builds the pure GAN train step for the given networks and objective.
 
+  `style_encoder` None means an unconditioned generator G(real_a, train)
+  (the state's `style_variables` are then unused, e.g. `{}`).
   `vgg_variables` may be None only when `objective.lambda_perceptual == 0`.
   """
   if objective.lambda_perceptual > 0 and vgg_variables is None:
     raise ValueError("lambda_perceptual > 0 needs the VGG16 variables")
 
-  def d_apply(params, batch_stats, x, y):
-    logits, updates = discriminator.apply(
+  def d_apply(params, batch_stats, x, y) -> tuple[list[list[jax.Array]], Any]:
+    outputs, updates = discriminator.apply(
         {"params": params, "batch_stats": batch_stats},
-        jnp.concatenate([x, y], axis=-1), train=True, mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
+        jnp.concatenate([x, y], axis=-1), train=True, return_features=True,
+        mutable=["batch_stats"])
+    return _per_scale(outputs), updates.get("batch_stats", {})
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
     real_a, real_b = batch["real_a"], batch["real_b"]
-    style = style_embedding(style_encoder, state.style_variables, real_b)
+    style = None
+    if style_encoder is not None:
+      style = style_embedding(style_encoder, state.style_variables, real_b)
 
     def g_forward(g_params):
-      fake, updates = generator.apply(
-          {"params": g_params, "batch_stats": state.g_batch_stats}, real_a, style,
+      fake, updates = apply_generator(
+          generator, {"params": g_params, "batch_stats": state.g_batch_stats}, real_a, style,
           train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
-      return fake, updates["batch_stats"]
+      return fake, updates.get("batch_stats", {})
 
     fake, g_pullback, g_batch_stats = jax.vjp(g_forward, state.g_params, has_aux=True)
 
     # Discriminator: real and fake in separate passes, because BatchNorm
     # statistics of a joint batch would differ from the reference.
     def d_loss_fn(d_params):
-      real_logits, bs = d_apply(d_params, state.d_batch_stats, real_a, real_b)
-      fake_logits, bs = d_apply(d_params, bs, real_a, jax.lax.stop_gradient(fake))
-      loss = losses.discriminator_loss(real_logits, fake_logits, objective.gan_mode)
-      return loss, (bs, jnp.mean(real_logits), jnp.mean(fake_logits))
+      real_out, bs = d_apply(d_params, state.d_batch_stats, real_a, real_b)
+      fake_out, bs = d_apply(d_params, bs, real_a, jax.lax.stop_gradient(fake))
+      loss = losses.multiscale_discriminator_loss(
+          [s[-1] for s in real_out], [s[-1] for s in fake_out], objective.gan_mode)
+      return loss, (bs, _mean_logit(real_out), _mean_logit(fake_out))
 
     (d_loss, (d_batch_stats, d_real, d_fake)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(state.d_params)
@@ -103,18 +139,26 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
     # Generator: the loss as a function of the generated images, pulled back
     # through the single G forward pass above.
     def g_loss_fn(fake_images):
-      logits, bs = d_apply(d_params, d_batch_stats, real_a, fake_images)
-      g_gan = losses.generator_gan_loss(logits, objective.gan_mode)
+      fake_out, bs = d_apply(d_params, d_batch_stats, real_a, fake_images)
+      g_gan = losses.multiscale_generator_gan_loss([s[-1] for s in fake_out],
+                                                   objective.gan_mode)
       g_l1 = losses.l1_loss(fake_images, real_b)
       if objective.lambda_perceptual > 0:
         g_perc = losses.perceptual_loss(fake_images, real_b, vgg_variables,
                                         objective.perceptual_layer)
       else:
         g_perc = jnp.float32(0.0)
-      total = g_gan + objective.lambda_l1 * g_l1 + objective.lambda_perceptual * g_perc
-      return total, (bs, g_gan, g_l1, g_perc)
+      if objective.lambda_feat > 0:
+        # Real features from the same (updated) D that judges the fakes.
+        real_out, bs = d_apply(d_params, bs, real_a, real_b)
+        g_feat = losses.feature_matching_loss(real_out, fake_out)
+      else:
+        g_feat = jnp.float32(0.0)
+      total = (g_gan + objective.lambda_l1 * g_l1 + objective.lambda_perceptual * g_perc
+               + objective.lambda_feat * g_feat)
+      return total, (bs, g_gan, g_l1, g_perc, g_feat)
 
-    (g_loss, (d_batch_stats, g_gan, g_l1, g_perc)), fake_grad = jax.value_and_grad(
+    (g_loss, (d_batch_stats, g_gan, g_l1, g_perc, g_feat)), fake_grad = jax.value_and_grad(
         g_loss_fn, has_aux=True)(fake)
     (g_grads,) = g_pullback(fake_grad)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
@@ -133,7 +177,7 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
         d_opt_state=d_opt_state, ema=ema)
     metrics = {
         "d_loss": d_loss, "g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1,
-        "g_perceptual": g_perc, "d_real": d_real, "d_fake": d_fake,
+        "g_perceptual": g_perc, "g_feat": g_feat, "d_real": d_real, "d_fake": d_fake,
         "g_grad_norm": optax.global_norm(g_grads), "d_grad_norm": optax.global_norm(d_grads),
         "g_param_norm": tree_l2_norm(g_params), "d_param_norm": tree_l2_norm(d_params),
     }
@@ -144,13 +188,21 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
   return train_step
 
 
-def make_generate(generator: nn.Module, style_encoder: nn.Module
-                  ) -> Callable[[TrainState, jax.Array, jax.Array], jax.Array]:
-  """`generate(state, sketches, photos)`: EMA generator in eval mode, styled by
-  the frozen encoder's embedding of `photos`; returns (B, H, W, 3) in [-1, 1]."""
-  def generate(state: TrainState, sketches: jax.Array, photos: jax.Array) -> jax.Array:
-    style = style_embedding(style_encoder, state.style_variables, photos)
-    return generator.apply(
+def make_generate(generator: nn.Module, style_encoder: nn.Module | None
+                  ) -> Callable[..., jax.Array]:
+  """`generate(state, sketches, photos=None)`: EMA generator in eval mode on
+  sketches (B, H, W, C) in [-1, 1]; returns (B, H, W, 3) in [-1, 1]. A
+  style-conditioned generator is styled by the frozen encoder's embedding
+  of `photos` (required then); an unconditioned one ignores them."""
+  def generate(state: TrainState, sketches: jax.Array, photos: jax.Array | None = None
+               ) -> jax.Array:
+    style = None
+    if style_encoder is not None:
+      if photos is None:
+        raise ValueError("a style-conditioned generator needs the style photos")
+      style = style_embedding(style_encoder, state.style_variables, photos)
+    return apply_generator(
+        generator,
         {"params": state.ema["g"]["params"], "batch_stats": state.ema["g"]["batch_stats"]},
         sketches, style, train=False)
   return generate

@@ -1,9 +1,11 @@
 """The trainer: `train_and_evaluate(config, workdir)` runs the two-stage
-TransPix2Pix job.
+TransPix2Pix job, or the one-stage pix2pix / pix2pixHD job.
 
 Stage 1 trains the CosFace style encoder on the photos' coat labels
 (`<workdir>/style_encoder/`); stage 2 trains the GAN conditioned on the frozen
-encoder's embeddings of the target photos (`<workdir>/checkpoints/`). Each
+encoder's embeddings of the target photos (`<workdir>/checkpoints/`).
+Generators without a style input (pix2pix, pix2pixHD) have no stage 1: the
+GAN stage runs alone, with `style_variables = {}` in its state. Each
 stage resumes from its latest checkpoint, and a finished stage is skipped, so
 rerunning the same command continues the run exactly: the state, the RNG
 (per-step keys are `fold_in(rng, step)`) and the input iterator's position
@@ -239,7 +241,7 @@ def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_sour
       run_log.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
 
   return train_loop(
-      stage="transpix2pix", workdir=workdir, mesh=mesh, init_fn=gan.init,
+      stage=config.generator, workdir=workdir, mesh=mesh, init_fn=gan.init,
       init_args=(jax.random.PRNGKey(config.seed), style_variables), step_fn=gan.train_step,
       make_iterator=lambda: pipeline.make_dataset_iterator(
           train_source, global_batch_size=config.batch_size, image_size=config.image_size,
@@ -250,7 +252,7 @@ def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_sour
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
-  """Runs (or resumes) both stages in `workdir`. Returns the process exit
+  """Runs (or resumes) the stages in `workdir`. Returns the process exit
   status: 0 when finished or cleanly stopped by SIGTERM."""
   if config.get("model", "transpix2pix") == "cyclegan":
     from tp2p_jax.train.cyclegan_trainer import train_cyclegan
@@ -270,7 +272,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
       json.dump(config_dict, f, indent=2, sort_keys=True)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_batch_size(config.style.batch_size, mesh)
+  with_style = builders.uses_style(config)
+  if with_style:
+    parallel.check_batch_size(config.style.batch_size, mesh)
   train_source, eval_source = make_sources(
       config.data.source, image_size=config.image_size, seed=config.seed,
       num_train=config.data.num_train, num_eval=config.data.num_eval,
@@ -278,11 +282,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   log.info("workdir %s; %d device(s) (%s); config in config.json", workdir,
            mesh.devices.size, jax.devices()[0].device_kind)
   t0 = time.time()
-  style_variables, interrupted = _style_stage(config, workdir, mesh, train_source,
-                                              eval_source, config_dict)
-  if interrupted:
-    return 0
-  style_variables = jax.device_get(style_variables)
+  style_variables: Any = {}
+  if with_style:
+    style_variables, interrupted = _style_stage(config, workdir, mesh, train_source,
+                                                eval_source, config_dict)
+    if interrupted:
+      return 0
+    style_variables = jax.device_get(style_variables)
   result = _gan_stage(config, workdir, mesh, train_source, eval_source, style_variables,
                       config_dict)
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,

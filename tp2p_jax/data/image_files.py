@@ -1,14 +1,15 @@
-"""Reading and writing image files for the CLIs and data sources.
+"""Reading user image files: any PIL-readable format and mode -> uint8 RGB,
+or float NHWC batches (`read_image`) for the optimisation tools; PNG writes.
 
-`load_image` decodes anything PIL reads (JPEG, PNG, grayscale, RGBA, palette,
-16-bit, EXIF-rotated) to uint8 (H, W, 3) RGB; `read_image` wraps it with a
-clear `ImageReadError` naming the file and converts to float NHWC batches;
-`write_png` writes float images back atomically.
+Shared by the dataset builder (`tp2p_jax.data.paired_dataset`) and the
+command-line tools, so a file that one of them accepts the others accept too.
 """
 from __future__ import annotations
 
 import os
+import pathlib
 import warnings
+
 from typing import Literal
 
 import numpy as np
@@ -16,10 +17,9 @@ from PIL import Image, ImageOps
 
 ValueRange = Literal["-1..1", "0..1"]
 
-
-class ImageReadError(ValueError):
-  """An image file is missing, unreadable or not an image; the message names
-  the file and the reason."""
+# Files a folder argument contributes (a file named explicitly is always tried).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
+                            ".webp", ".ppm", ".pgm"})
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
@@ -76,6 +76,45 @@ def load_image(path: str | os.PathLike[str],
       return pil_to_rgb(upright)
 
 
+def describe_error(error: BaseException) -> str:
+  """A one-line reason for a failed image read, for skip lists and CLI errors."""
+  text = str(error).strip() or "no details"
+  if isinstance(error, Image.UnidentifiedImageError):
+    return f"not an image ({text})"
+  return f"{type(error).__name__}: {text}"
+
+
+def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
+  """The image files a CLI argument names: the file itself, or a folder's
+  files with an image suffix (not recursive), sorted by name.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+  """
+  p = pathlib.Path(path).expanduser()
+  if p.is_dir():
+    return sorted((f for f in p.iterdir()
+                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: f.name)
+  if p.exists():
+    return [p]
+  raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+  """Writes uint8 (H, W, 3) as PNG atomically (temp file + rename), creating
+  parent folders."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  Image.fromarray(np.asarray(image, np.uint8)).save(tmp)
+  os.replace(tmp, path)
+
+
+class ImageReadError(ValueError):
+  """An image file is missing, unreadable or not an image; the message names
+  the file and the reason."""
+
+
 def read_image(path: str | os.PathLike[str], value_range: ValueRange = "-1..1",
                size: int | None = None) -> np.ndarray:
   """Reads one image file as a float32 batch of one.
@@ -98,10 +137,7 @@ def read_image(path: str | os.PathLike[str], value_range: ValueRange = "-1..1",
   except FileNotFoundError:
     raise ImageReadError(f"{os.fspath(path)}: no such file") from None
   except Exception as e:  # pylint: disable=broad-except
-    reason = str(e).strip() or type(e).__name__
-    if isinstance(e, Image.UnidentifiedImageError):
-      reason = "not an image file PIL can read"
-    raise ImageReadError(f"{os.fspath(path)}: cannot read image ({reason})") from None
+    raise ImageReadError(f"{os.fspath(path)}: cannot read: {describe_error(e)}") from None
   if size is not None:
     image = resize_longer_side(image, size)
   x = image.astype(np.float32)[None] / 255.0
@@ -121,7 +157,7 @@ def resize_longer_side(image: np.ndarray, size: int) -> np.ndarray:
       (new_w, new_h), Image.Resampling.BILINEAR))
 
 
-def to_uint8(image: np.ndarray, value_range: ValueRange = "-1..1") -> np.ndarray:
+def float_to_uint8(image: np.ndarray, value_range: ValueRange = "-1..1") -> np.ndarray:
   """Float image(s) in `value_range` -> uint8 [0, 255] (clipped, rounded)."""
   x = np.asarray(image, np.float32)
   if value_range == "-1..1":
@@ -138,10 +174,4 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray,
     if x.shape[0] != 1:
       raise ValueError(f"write_png takes one image, got a batch of {x.shape[0]}")
     x = x[0]
-  path = os.fspath(path)
-  folder = os.path.dirname(path)
-  if folder:
-    os.makedirs(folder, exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(to_uint8(x, value_range), "RGB").save(tmp, format="PNG")
-  os.replace(tmp, path)
+  save_png(path, float_to_uint8(x, value_range))

@@ -1,0 +1,157 @@
+"""Held-out evaluation of a trained run (the library behind
+`python -m tp2p_jax.evaluate`; the metrics are described there)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("tp2p_jax.evaluate")
+
+
+def _file_digest(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()[:16]
+
+
+def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: str,
+                       input_size: int, split: str, batch_size: int) -> dict[str, Any]:
+  """FID and KID of generated vs real photos (N, S, S, 3) in [-1, 1]; the
+  real features are cached in the run, keyed by split, count and weights."""
+  import jax
+  from tp2p_jax import metrics
+  from tp2p_jax.atomic_files import write_npz_atomically
+  from tp2p_jax.inference.run_loading import in_fixed_batches
+  variables = jax.device_put(metrics.load_inception_weights(weights_path))
+
+  def features(images: np.ndarray) -> np.ndarray:
+    fn = lambda x: metrics.inception_features(x, variables, input_size=input_size)  # noqa: E731
+    return in_fixed_batches(fn, [images], batch_size).astype(np.float64)
+
+  cache = os.path.join(run.workdir, "eval", f"inception_real_{split}_{len(real)}_"
+                       f"{input_size}_{_file_digest(weights_path)}.npz")
+  real_features = None
+  if os.path.exists(cache):
+    try:
+      with np.load(cache, allow_pickle=False) as f:
+        real_features = np.asarray(f["features"])
+    except (OSError, ValueError, KeyError) as e:
+      log.warning("ignoring unreadable %s (%s)", cache, e)
+  if real_features is None or len(real_features) != len(real):
+    real_features = features(real)
+    write_npz_atomically(cache, {"features": real_features})
+  fake_features = features(fake)
+  subset = min(1000, len(real))
+  kid_mean, kid_std = metrics.kid(real_features, fake_features, subset_size=subset)
+  return {"fid": metrics.fid_from_features(real_features, fake_features), "kid": kid_mean,
+          "kid_std": kid_std, "kid_subset_size": subset, "inception_real_cache": cache}
+
+
+def evaluate(workdir: str, *, split: str = "validation", step: int | None = None,
+             num_examples: int | None = None, batch_size: int = 16,
+             inception_weights: str | None = None, inception_size: int = 299,
+             dtype: str | None = None) -> dict[str, Any]:
+  """All metrics of a run (see the module docstring); writes
+  `RUN/eval/<step>.json` and the embedding plot, returns the metrics."""
+  from tp2p_jax import metrics
+  from tp2p_jax.data import pipeline
+  from tp2p_jax.data.sources import make_sources
+  from tp2p_jax.inference import run_loading
+
+  run = run_loading.load_trained_run(workdir, step, dtype)
+  c = run.config
+  train_source, held_out = make_sources(
+      c.data.source, image_size=c.image_size, seed=c.seed, num_train=c.data.num_train,
+      num_eval=c.data.num_eval, body_probability=c.data.body_probability,
+      data_dir=c.data.data_dir)
+  source = held_out if split == "validation" else train_source
+  if num_examples is None and split == "train":
+    num_examples = 256
+  batches = list(pipeline.make_eval_batches(source, batch_size=batch_size,
+                                            image_size=run.image_size,
+                                            num_examples=num_examples))
+  if not batches:
+    raise run_loading.RunError(f"{workdir}: the {split} split is empty")
+  real_a = np.concatenate([b["real_a"] for b in batches])
+  real_b = np.concatenate([b["real_b"] for b in batches])
+  labels = np.concatenate([b["label"] for b in batches])
+  n = len(real_a)
+  fixed = lambda fn, *arrays: run_loading.in_fixed_batches(fn, list(arrays), batch_size)  # noqa: E731
+
+  # Reconstruction: each sketch in the style of its own target photo (if
+  # the generator takes a style).
+  inputs = [real_a]
+  if run.takes_style:
+    embeddings = fixed(run.embed, real_b)
+    inputs.append(embeddings)
+  fake = fixed(run.generate, *inputs)
+  untrained = run_loading.untrained_generator_variables(run)
+  fake_untrained = fixed(lambda x, *s: run.generate(x, *s, variables=untrained), *inputs)
+  result: dict[str, Any] = {"model": run.model_name, "step": run.step, "split": split,
+                            "num_examples": n, "image_size": run.image_size}
+  result["l1"] = float(np.mean(fixed(metrics.l1, fake, real_b)))
+  result["l1_untrained"] = float(np.mean(fixed(metrics.l1, fake_untrained, real_b)))
+  result["psnr"] = metrics.mean_psnr(fixed(metrics.psnr, fake, real_b))
+  if run.image_size >= 11:
+    result["ssim"] = float(np.mean(fixed(metrics.ssim, fake, real_b)))
+  if run.image_size >= 16:
+    result["lpips"] = float(np.mean(fixed(metrics.lpips, fake, real_b)))
+
+  if run.takes_style:
+    result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed))
+  if inception_weights:
+    result.update(_inception_metrics(run, real_b, fake, inception_weights, inception_size,
+                                     split, batch_size))
+  eval_dir = os.path.join(run.workdir, "eval")
+  os.makedirs(eval_dir, exist_ok=True)
+  with open(os.path.join(eval_dir, f"{run.step}.json"), "w") as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  return result
+
+
+def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarray,
+                   embeddings: np.ndarray, split: str, fixed: Callable[..., np.ndarray]) -> dict[str, Any]:
+  """Style adaptation accuracy, the style encoder's EER and accuracies, and
+  the embedding map of a style-conditioned run."""
+  from tp2p_jax import metrics
+  from tp2p_jax.inference import styles
+  n = len(real_a)
+  result: dict[str, Any] = {}
+  # Style adaptation: every sketch in every class's average style.
+  bank = styles.class_embeddings(run)
+  per_class = {}
+  for k, name in enumerate(bank.names):
+    if bank.counts[k] == 0:
+      continue
+    styled = fixed(run.generate, real_a, np.repeat(bank.means[k][None], n, axis=0))
+    predicted = np.argmax(fixed(run.classify, styled), axis=-1)
+    per_class[name] = float(np.mean(predicted == k))
+  result["style_accuracy"] = float(np.mean(list(per_class.values())))
+  result["style_accuracy_per_class"] = per_class
+
+  # The style encoder itself, on the real held-out photos.
+  seen = bank.counts > 0
+  scores = metrics.cosine_scores(embeddings, bank.means)
+  known = seen[labels]
+  if len(np.unique(labels[known])) >= 2:
+    result["encoder_eer"] = metrics.equal_error_rate(scores[known][:, seen],
+                                                     np.searchsorted(np.flatnonzero(seen),
+                                                                     labels[known]))
+  result["encoder_centroid_accuracy"] = metrics.classification_accuracy(scores, labels)
+  result["encoder_accuracy"] = float(np.mean(np.argmax(fixed(run.classify, real_b), -1)
+                                             == labels))
+  eval_dir = os.path.join(run.workdir, "eval")
+  points, method = metrics.project_2d(embeddings)
+  plot = os.path.join(eval_dir, f"embeddings_{run.step}.png")
+  metrics.save_projection_plot(points, labels, bank.names, plot,
+                               title=f"style embeddings ({split}, step {run.step}, {method})")
+  result["projection"] = plot
+  result["projection_method"] = method
+  return result

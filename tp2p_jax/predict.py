@@ -1,0 +1,190 @@
+r"""Turns sketches into photos with a trained run's EMA generator.
+
+  python -m tp2p_jax.predict --workdir=runs/toycats --input=sketches/ --output=out/ \
+      --style=ginger
+  python -m tp2p_jax.predict --workdir=RUN --input=cat.png --output=out/ --style_image=photo.jpg
+  python -m tp2p_jax.predict --workdir=RUN --input=cat.png --output=out/ \
+      --style_mix=black:white:0.3
+  python -m tp2p_jax.predict --workdir=RUN --input=sketches/ --output=out/ --grid
+
+Each input (a file, or every image in a folder) is read in any format and
+mode, prepared in the training line style (`--prepare=hand_drawn`, which
+also cleans up scans and photos of drawings; `--prepare=pad` only resizes),
+generated at the run's image size in fixed-size batches (one compilation
+for any number and size of inputs) and written to `OUTPUT/<name>.png` at the
+input's own size. `--grid` writes `OUTPUT/<name>_styles.png` instead: the
+sketch and its output in every style class.
+
+Unreadable inputs are named on stderr and skipped; the exit status is 1 if
+any input failed, 2 for a usage error (bad run, unknown class), else 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import app, flags
+import numpy as np
+
+from tp2p_jax.console import quiet_libraries
+from PIL import Image, ImageDraw
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.")
+_INPUT = flags.DEFINE_string("input", None, "A sketch image, or a folder of them.")
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for the generated images.")
+_STYLE = flags.DEFINE_string("style", None, "Style class name (its training-set average "
+                             "embedding).")
+_STYLE_IMAGE = flags.DEFINE_string("style_image", None, "Reference photo whose style "
+                                   "embedding (through the style encoder) is used.")
+_STYLE_MIX = flags.DEFINE_string("style_mix", None, "CLASS_A:CLASS_B:T, the interpolation "
+                                 "(1 - T) * A + T * B of two class averages.")
+_GRID = flags.DEFINE_bool("grid", False, "Write one figure per sketch with its output in "
+                          "every style class.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                           "Generator compute dtype (default: the run's).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_PREPARE = flags.DEFINE_enum("prepare", "hand_drawn", ["hand_drawn", "pad"],
+                             "hand_drawn: redraw any drawing/scan in the training line "
+                             "style; pad: only resize and pad on white.")
+
+log = logging.getLogger("tp2p_jax.predict")
+
+
+class UsageError(ValueError):
+  """A user error reported as one line, exit status 2."""
+
+
+def _output_names(files: Sequence[pathlib.Path]) -> list[str]:
+  """`<stem>` per input; inputs sharing a stem keep their suffix too."""
+  stems = [f.stem for f in files]
+  return [f.name.replace(".", "_") if stems.count(f.stem) > 1 else f.stem for f in files]
+
+
+def _label_strip(names: Sequence[str], tile: int, pad: int) -> np.ndarray:
+  """White strip with one caption per tile, for the style grid."""
+  height = 14
+  strip = Image.new("RGB", (len(names) * (tile + pad) + pad, height), "white")
+  draw = ImageDraw.Draw(strip)
+  for i, name in enumerate(names):
+    draw.text((pad + i * (tile + pad) + 2, 1), name[: max(3, tile // 6)], fill="black")
+  return np.asarray(strip)
+
+
+def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[str],
+               pad: int = 2) -> np.ndarray:
+  """[sketch | output in class 1 | ... | class C] with captions, uint8.
+
+  Args:
+    sketch: (S, S, 3) in [-1, 1].
+    outputs: (C, S, S, 3) in [-1, 1].
+  """
+  from tp2p_jax.train.run_log import image_grid
+  tiles = [sketch[None]] + [o[None] for o in outputs]
+  row = image_grid(tiles, pad=pad)
+  captions = _label_strip(["sketch", *class_names], sketch.shape[0], pad)
+  return np.concatenate([captions, row], axis=0)
+
+
+def _style_vectors(run, num: int) -> np.ndarray:
+  """(num, E) embeddings from --style / --style_image / --style_mix."""
+  from tp2p_jax.data.image_files import describe_error, load_image
+  from tp2p_jax.inference import styles
+  given = [f for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX) if f.value]
+  if len(given) != 1:
+    raise UsageError("give exactly one of --style=CLASS, --style_image=PHOTO, "
+                     "--style_mix=A:B:T (or --grid); this run's classes: "
+                     f"{', '.join(run.class_names)}")
+  if _STYLE_IMAGE.value:
+    try:
+      photo = load_image(_STYLE_IMAGE.value)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UsageError(f"{_STYLE_IMAGE.value}: cannot read the style image: "
+                       f"{describe_error(e)}") from None
+    vector = np.asarray(run.embed(photo[None].astype(np.float32) / 127.5 - 1.0))[0]
+  else:
+    bank = styles.class_embeddings(run)
+    try:
+      if _STYLE.value:
+        vector = bank.of(_STYLE.value)
+      else:
+        vector = styles.mix(bank, *styles.parse_style_mix(_STYLE_MIX.value))
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+  return np.repeat(vector[None].astype(np.float32), num, axis=0)
+
+
+def predict(argv_files: Sequence[pathlib.Path]) -> int:
+  """Runs the CLI on the given input files; returns the exit status."""
+  from tp2p_jax.data.image_files import describe_error, load_image, save_png
+  from tp2p_jax.inference import run_loading, sketch_io, styles
+
+  run = run_loading.load_trained_run(_WORKDIR.value, _STEP.value, _DTYPE.value)
+  style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
+  if not run.takes_style and style_flags:
+    raise UsageError(f"this run's generator ({run.model_name}) takes no style input; "
+                     f"drop {', '.join(style_flags)}")
+  size = run.image_size
+  prepared, names, failed = [], [], 0
+  for path, name in zip(argv_files, _output_names(argv_files)):
+    try:
+      image = load_image(path)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"error: {path}: cannot read: {describe_error(e)}", file=sys.stderr)
+      failed += 1
+      continue
+    prepared.append(sketch_io.prepare_sketch(image, size, _PREPARE.value))
+    names.append(name)
+  out_dir = pathlib.Path(_OUTPUT.value)
+  if prepared:
+    sketches = np.stack([p.image for p in prepared])
+    if _GRID.value:
+      bank = styles.class_embeddings(run)
+      classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
+      per = len(classes)
+      tiled = np.repeat(sketches, per, axis=0)
+      vectors = np.tile(bank.means[classes], (len(prepared), 1))
+      outputs = run_loading.in_fixed_batches(run.generate, [tiled, vectors],
+                                             _BATCH_SIZE.value)
+      for i, name in enumerate(names):
+        grid = style_grid(sketches[i], outputs[i * per:(i + 1) * per],
+                          [bank.names[c] for c in classes])
+        save_png(out_dir / f"{name}_styles.png", grid)
+    else:
+      inputs = [sketches]
+      if run.takes_style:
+        inputs.append(_style_vectors(run, len(prepared)))
+      outputs = run_loading.in_fixed_batches(run.generate, inputs, _BATCH_SIZE.value)
+      for p, name, out in zip(prepared, names, outputs):
+        save_png(out_dir / f"{name}.png", sketch_io.restore_size(out, p))
+  print(f"wrote {len(prepared)} image(s) to {out_dir} (run step {run.step})"
+        + (f"; {failed} input(s) failed" if failed else ""))
+  return 1 if failed else 0
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from tp2p_jax.data.image_files import image_files_in
+  from tp2p_jax.inference.run_loading import RunError
+  quiet_libraries()
+  try:
+    for flag in (_WORKDIR, _INPUT, _OUTPUT):
+      if not flag.value:
+        raise UsageError(f"--{flag.name} is required")
+    files = image_files_in(_INPUT.value)
+    if not files:
+      raise UsageError(f"{_INPUT.value}: no image files")
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    status = predict(files)
+  except (UsageError, RunError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    status = 2
+  sys.exit(status)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 from experiments import cyclegan as cyclegan_config
 from tp2p_jax import models
 from tp2p_jax.data.unpaired import UnpairedSource, make_unpaired_sources
+from tp2p_jax.inference.cyclegan_loading import load_cyclegan_run
 from tp2p_jax.train.builders import param_counts
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
 from tp2p_jax.train.cyclegan_builders import build_cyclegan, linear_decay_schedule
@@ -259,6 +260,14 @@ def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["2", "4"]
   assert (straight / "samples" / "step_0000004.png").exists()
   assert rows[4]["lr"] == pytest.approx(5e-4)  # 2 steps constant, then halfway down
+
+  run = load_cyclegan_run(str(straight))
+  assert run.step == 4
+  x = jnp.linspace(-1, 1, 2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
+  for direction in ("AtoB", "BtoA"):
+    np.testing.assert_allclose(run.translate(x, direction),
+                               translate(run.generator, result.state, x, direction),
+                               atol=1e-5)
 
   # A run stopped right after its step-2 checkpoint (what kill -9 leaves),
   # then restarted: it must end at the uninterrupted run's losses, so the

@@ -84,9 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """64x64, resnet_6blocks with ngf/ndf 32, batch 4, 5k steps: a CPU run."""
+  """64x64, resnet_6blocks with ngf/ndf 32, batch 1, 5k steps: a CPU run."""
   c.image_size = 64
-  c.batch_size = 4
   c.generator = "resnet_6blocks"
   c.generator_kwargs.base_features = 32
   c.discriminator_kwargs.base_features = 32

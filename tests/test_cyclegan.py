@@ -20,6 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 from experiments import cyclegan as cyclegan_config
 from tp2p_jax import models
+from tp2p_jax.data.image_files import ImageReadError
 from tp2p_jax.data.unpaired import UnpairedSource, make_unpaired_sources
 from tp2p_jax.inference.cyclegan_loading import load_cyclegan_run
 from tp2p_jax.train.builders import param_counts
@@ -217,6 +218,27 @@ def test_unpaired_source_wraps_the_shorter_domain():
   assert len(src) == 7
   assert sorted(int(src[i]["photo"][0, 0, 0]) for i in range(7)) == list(range(10, 17))
   assert [int(src[i]["sketch"][0, 0, 0]) for i in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_folder_sources_read_trainA_and_trainB(tmp_path):
+  from PIL import Image
+  for domain, n, colour in (("trainA", 2, (255, 0, 0)), ("trainB", 3, (0, 0, 255))):
+    (tmp_path / domain).mkdir()
+    for i in range(n):
+      Image.new("RGB", (10 + i, 8), colour).save(tmp_path / domain / f"{i}.png")
+  (tmp_path / "trainB" / "notes.txt").write_text("not an image")
+  train, held_out = make_unpaired_sources("folders", image_size=8, seed=0,
+                                          data_dir=str(tmp_path))
+  assert held_out is train  # no testA/testB: samples come from train
+  assert len(train) == 3
+  for i in range(3):
+    assert tuple(train[i]["sketch"][0, 0]) == (255, 0, 0)
+    assert tuple(train[i]["photo"][0, 0]) == (0, 0, 255)
+  (tmp_path / "trainA" / "1.png").write_bytes(b"broken")
+  with pytest.raises(ImageReadError, match="1.png"):
+    train[1]
+  with pytest.raises(ValueError, match="data_dir"):
+    make_unpaired_sources("folders", image_size=8, seed=0)
 
 
 # --- translation and training through the trainer -----------------------------------------

@@ -43,7 +43,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tp2p_jax.data import pipeline  # noqa: E402
-from tp2p_jax.data.sources import make_sources  # noqa: E402
+from tp2p_jax.data.sources import sources_from_config  # noqa: E402
 from tp2p_jax.train import builders, parallel  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -128,10 +128,8 @@ def measure_loader(config: Any, batch_size: int, batches: int, warmup: int = 2
   """Throughput of the config's grain training pipeline (toy cats rendered,
   resized, augmented, batched and converted on the host): batches/s * batch
   over `batches` batches after `warmup` untimed ones."""
-  train_source, _ = make_sources(
-      config.data.source, image_size=config.image_size, seed=config.seed,
-      num_train=config.data.num_train, num_eval=config.data.num_eval,
-      body_probability=config.data.body_probability)
+  train_source, _ = sources_from_config(config.data, image_size=config.image_size,
+                                        seed=config.seed)
   t0 = time.perf_counter()
   iterator = pipeline.make_dataset_iterator(
       train_source, global_batch_size=batch_size, image_size=config.image_size,

@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_train = 20000  # toycats: number of distinct training examples.
   c.data.num_eval = 200  # toycats: held-out examples (a disjoint seed range).
   c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
+  c.data.background = "varied"  # toycats: "varied" (patterned, coloured) | "studio" (pale).
   c.data.augment = "jitter"  # Resize to 286/256 of the size, random crop back, mirror.
   c.data.worker_count = 0  # grain worker processes (0: load in the main process).
   c.data.style_names = STYLE_NAMES  # Label names (for evaluation; pix2pix trains without).
@@ -97,6 +98,7 @@ def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """64x64 toy cats at the toy TransPix2Pix job's batch and budget."""
   c.image_size = 64
   c.batch_size = 4
+  c.data.background = "studio"  # The toy TransPix2Pix job's data.
   c.generator = "unet"
   c.generator_kwargs.num_downs = 6
   c.generator_kwargs.ngf = 32

@@ -25,6 +25,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.source = "toycats"
   c.data.num_train = 20000
   c.data.num_eval = 64
+  # Pale backdrops, like the release's cut-out (segmented) cat photos: a
+  # sketch says nothing about a background, so with "varied" backgrounds a
+  # generator that painted every cat perfectly on the best constant
+  # background would still score a held-out L1 of 0.209 (measured), 60% of
+  # an untrained generator's 0.349; studio backdrops leave the coat, which
+  # the style embedding decides, as what there is to learn.
+  c.data.background = "studio"
   c.batch_size = 4  # The reference batch.
   if variant == "tiny":
     c = transpix2pix.tiny(c)

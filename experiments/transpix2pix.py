@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_train = 20000  # toycats: number of distinct training examples.
   c.data.num_eval = 200  # toycats: held-out examples (a disjoint seed range).
   c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
+  c.data.background = "varied"  # toycats: "varied" (patterned, coloured) | "studio" (pale).
   c.data.augment = True  # p=0.5 flip or random sized crop (230..256 of 256).
   c.data.worker_count = 0  # grain worker processes (0: load in the main process).
   c.data.style_names = STYLE_NAMES  # Style classes in label order (prepared: the dataset's).

@@ -161,11 +161,9 @@ def test_class_embeddings_are_class_means(loaded):
   assert bank.counts.sum() == 24
   # Recompute one class directly.
   from tp2p_jax.data import pipeline
-  from tp2p_jax.data.sources import make_sources
+  from tp2p_jax.data.sources import sources_from_config
   c = loaded.config
-  train, _ = make_sources(c.data.source, image_size=c.image_size, seed=c.seed,
-                          num_train=c.data.num_train, num_eval=c.data.num_eval,
-                          body_probability=c.data.body_probability)
+  train, _ = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   (batch,) = list(pipeline.make_eval_batches(train, batch_size=24, image_size=c.image_size,
                                              num_examples=24))
   k = int(batch["label"][0])

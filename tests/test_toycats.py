@@ -191,7 +191,28 @@ def test_source():
   assert repr(src) != repr(ToyCatsSource(5, 32, seed=3, body_probability=0.3))
 
 
+def test_studio_backgrounds_are_pale_and_keep_everything_else():
+  import colorsys
+  for i in range(12):
+    studio = render_example(i, 48, background="studio")
+    varied = render_example(i, 48)
+    # Same cat and sketch; only the backdrop differs.
+    np.testing.assert_array_equal(studio["sketch"], varied["sketch"])
+    assert studio["label"] == varied["label"]
+    corners = studio["photo"][[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float64) / 255.0
+    for r, g, b in corners:
+      _, sat, value = colorsys.rgb_to_hsv(r, g, b)
+      assert value >= 0.8 and sat <= 0.16, (i, r, g, b)
+  src = ToyCatsSource(3, 32, background="studio")
+  np.testing.assert_array_equal(src[1]["photo"],
+                                render_example(1, 32, background="studio")["photo"])
+  assert repr(src) != repr(ToyCatsSource(3, 32))
+  with pytest.raises(ValueError, match="background"):
+    ToyCatsSource(3, 32, background="jungle")
+
+
 @pytest.mark.parametrize("kwargs", [
+    dict(index=0, image_size=32, background="jungle"),
     dict(index=-1, image_size=32),
     dict(index=0, image_size=8),
     dict(index=0, image_size=32, seed=-1),

@@ -16,11 +16,13 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 def toycats_sources(*, num_train: int, num_eval: int, image_size: int, seed: int,
-                    body_probability: float) -> tuple[ToyCatsSource, ToyCatsSource]:
+                    body_probability: float, background: str = "varied"
+                    ) -> tuple[ToyCatsSource, ToyCatsSource]:
   """(train, held-out) procedural toy-cat sources rendered at `image_size`."""
-  train = ToyCatsSource(num_train, image_size, seed=seed, body_probability=body_probability)
+  train = ToyCatsSource(num_train, image_size, seed=seed, body_probability=body_probability,
+                        background=background)
   held_out = ToyCatsSource(num_eval, image_size, seed=seed + EVAL_SEED_OFFSET,
-                           body_probability=body_probability)
+                           body_probability=body_probability, background=background)
   return train, held_out
 
 
@@ -54,14 +56,26 @@ def class_names(source: str, data_dir: str = "") -> tuple[str, ...]:
 
 
 def make_sources(source: str, *, image_size: int, seed: int, num_train: int = 0,
-                 num_eval: int = 0, body_probability: float = 0.5, data_dir: str = ""
-                 ) -> tuple[Any, Any]:
+                 num_eval: int = 0, body_probability: float = 0.5, data_dir: str = "",
+                 background: str = "varied") -> tuple[Any, Any]:
   """(train, held-out) sources: "toycats" (procedural, rendered at
-  `image_size` from `num_train`/`num_eval`/`body_probability`) or "prepared"
-  (a dataset in `data_dir`; the pipeline resizes to `image_size`)."""
+  `image_size` from `num_train`/`num_eval`/`body_probability`/`background`)
+  or "prepared" (a dataset in `data_dir`; the pipeline resizes to
+  `image_size`)."""
   if source == "toycats":
     return toycats_sources(num_train=num_train, num_eval=num_eval, image_size=image_size,
-                           seed=seed, body_probability=body_probability)
+                           seed=seed, body_probability=body_probability,
+                           background=background)
   if source == "prepared":
     return prepared_sources(data_dir)
   raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+
+
+def sources_from_config(data: Any, *, image_size: int, seed: int) -> tuple[Any, Any]:
+  """`make_sources` from a config's `data` section (ml_collections or a run's
+  saved config; fields added later take their defaults)."""
+  return make_sources(data.source, image_size=image_size, seed=seed,
+                      num_train=data.get("num_train", 0), num_eval=data.get("num_eval", 0),
+                      body_probability=data.get("body_probability", 0.5),
+                      data_dir=data.get("data_dir", ""),
+                      background=data.get("background", "varied"))

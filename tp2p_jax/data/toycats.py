@@ -824,8 +824,31 @@ def _gradient(c1: RGB, c2: RGB, angle: float, canvas: int) -> Image.Image:
   return small.resize((canvas, canvas), Image.Resampling.BILINEAR)
 
 
-def _render_background(rng: np.random.Generator, canvas: int) -> Image.Image:
-  """One of six background kinds, from the background stream only."""
+BACKGROUNDS: tuple[str, ...] = ("varied", "studio")
+
+
+def _studio_colour(rng: np.random.Generator) -> RGB:
+  h, s, v = rng.random(), rng.uniform(0.0, 0.15), rng.uniform(0.82, 0.97)
+  return _clip_rgb(np.array(colorsys.hsv_to_rgb(h, s, v)) * 255.0)
+
+
+def _render_studio_background(rng: np.random.Generator, canvas: int) -> Image.Image:
+  """A pale, nearly neutral backdrop, plain or a soft gradient: the look of
+  a cut-out (segmented) cat photo."""
+  c1 = _studio_colour(rng)
+  if rng.random() < 0.5:
+    return Image.new("RGB", (canvas, canvas), c1)
+  c2 = _mix(c1, _studio_colour(rng), rng.uniform(0.25, 0.6))
+  return _gradient(c1, c2, rng.uniform(0, 2 * math.pi), canvas)
+
+
+def _render_background(rng: np.random.Generator, canvas: int,
+                       background: str = "varied") -> Image.Image:
+  """A background from the background stream only: "varied" is one of six
+  kinds (plain, gradient, stripes, dots, wall and floor, two-tone) in random
+  colours; "studio" a pale plain or gradient backdrop."""
+  if background == "studio":
+    return _render_studio_background(rng, canvas)
   kind = int(rng.integers(6))
   c1 = _random_colour(rng)
   c2 = _mix(c1, _random_colour(rng), rng.uniform(0.25, 0.6))
@@ -992,7 +1015,8 @@ def _render_photo(geo: _Geometry, coat: _Coat, iris: RGB,
 
 def render_example(index: int, image_size: int, *, seed: int = 0,
                    body_probability: float = 0.5,
-                   style: int | None = None) -> dict[str, np.ndarray]:
+                   style: int | None = None,
+                   background: str = "varied") -> dict[str, np.ndarray]:
   """Renders one toy-cat example.
 
   Args:
@@ -1004,6 +1028,9 @@ def render_example(index: int, image_size: int, *, seed: int = 0,
     style: None draws the coat class uniformly from the example's own label
       stream; an int in [0, NUM_STYLES) forces that coat while keeping the
       geometry, background and eye colour of the example.
+    background: "varied" (six kinds of patterned, coloured backgrounds that
+      the sketch says nothing about) or "studio" (pale, nearly neutral
+      plain or gradient backdrops, like cut-out cat photos).
 
   Returns:
     {'sketch': uint8 (S, S, 3) dark lines on white (255),
@@ -1023,6 +1050,8 @@ def render_example(index: int, image_size: int, *, seed: int = 0,
   if not 0.0 <= body_probability <= 1.0:
     raise ValueError(
         f"body_probability must be in [0, 1], got {body_probability}")
+  if background not in BACKGROUNDS:
+    raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
   if style is None:
     label = int(_stream(seed, index, _LABEL_STREAM).integers(NUM_STYLES))
   else:
@@ -1039,7 +1068,7 @@ def render_example(index: int, image_size: int, *, seed: int = 0,
                  0.08, 8.0)
   canvas = image_size * _supersampling(image_size)
   background = _render_background(
-      _stream(seed, index, _BACKGROUND_STREAM), canvas)
+      _stream(seed, index, _BACKGROUND_STREAM), canvas, background)
   return {
       "sketch": _render_sketch(geo, image_size),
       "photo": _render_photo(geo, coat, iris, background, image_size),
@@ -1057,7 +1086,7 @@ class ToyCatsSource(grain.RandomAccessDataSource):
   """
 
   def __init__(self, num_examples: int, image_size: int, *, seed: int = 0,
-               body_probability: float = 0.5):
+               body_probability: float = 0.5, background: str = "varied"):
     if num_examples <= 0:
       raise ValueError(f"num_examples must be > 0, got {num_examples}")
     if image_size < _MIN_IMAGE_SIZE:
@@ -1071,7 +1100,10 @@ class ToyCatsSource(grain.RandomAccessDataSource):
     self._num_examples = int(num_examples)
     self._image_size = int(image_size)
     self._seed = int(seed)
+    if background not in BACKGROUNDS:
+      raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     self._body_probability = float(body_probability)
+    self._background = background
 
   def __len__(self) -> int:
     return self._num_examples
@@ -1084,9 +1116,11 @@ class ToyCatsSource(grain.RandomAccessDataSource):
       raise IndexError(
           f"index {index} out of range for {self._num_examples} examples")
     return render_example(index, self._image_size, seed=self._seed,
-                          body_probability=self._body_probability)
+                          body_probability=self._body_probability,
+                          background=self._background)
 
   def __repr__(self) -> str:
     return (f"ToyCatsSource(num_examples={self._num_examples}, "
             f"image_size={self._image_size}, seed={self._seed}, "
-            f"body_probability={self._body_probability})")
+            f"body_probability={self._body_probability}"
+            + (f", background={self._background!r})" if self._background != "varied" else ")"))

@@ -62,15 +62,12 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   `RUN/eval/<step>.json` and the embedding plot, returns the metrics."""
   from tp2p_jax import metrics
   from tp2p_jax.data import pipeline
-  from tp2p_jax.data.sources import make_sources
+  from tp2p_jax.data.sources import sources_from_config
   from tp2p_jax.inference import run_loading
 
   run = run_loading.load_trained_run(workdir, step, dtype)
   c = run.config
-  train_source, held_out = make_sources(
-      c.data.source, image_size=c.image_size, seed=c.seed, num_train=c.data.num_train,
-      num_eval=c.data.num_eval, body_probability=c.data.body_probability,
-      data_dir=c.data.data_dir)
+  train_source, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   source = held_out if split == "validation" else train_source
   if num_examples is None and split == "train":
     num_examples = 256

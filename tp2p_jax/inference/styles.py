@@ -17,7 +17,7 @@ import numpy as np
 
 from tp2p_jax.atomic_files import write_npz_atomically
 from tp2p_jax.data import pipeline
-from tp2p_jax.data.sources import make_sources
+from tp2p_jax.data.sources import sources_from_config
 from tp2p_jax.inference.run_loading import RunError, TrainedRun
 
 log = logging.getLogger("tp2p_jax.inference")
@@ -82,10 +82,7 @@ def compute_class_embeddings(run: TrainedRun, max_examples: int = 2048,
   """Averages the frozen encoder's embeddings of the first `max_examples`
   training photos per class (source order, no augmentation)."""
   c = run.config
-  train_source, _ = make_sources(
-      c.data.source, image_size=c.image_size, seed=c.seed, num_train=c.data.num_train,
-      num_eval=c.data.num_eval, body_probability=c.data.body_probability,
-      data_dir=c.data.data_dir)
+  train_source, _ = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   num_classes = len(run.class_names)
   embed = jax.jit(run.embed)
   sums = np.zeros((num_classes, run.style_dim), np.float64)

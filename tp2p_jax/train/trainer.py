@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax.data import pipeline
-from tp2p_jax.data.sources import class_names, make_sources
+from tp2p_jax.data.sources import class_names, sources_from_config
 from tp2p_jax.train import builders, parallel, run_log
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, config_to_dict
 from tp2p_jax.train.state import create_style_state
@@ -275,10 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   with_style = builders.uses_style(config)
   if with_style:
     parallel.check_batch_size(config.style.batch_size, mesh)
-  train_source, eval_source = make_sources(
-      config.data.source, image_size=config.image_size, seed=config.seed,
-      num_train=config.data.num_train, num_eval=config.data.num_eval,
-      body_probability=config.data.body_probability, data_dir=config.data.data_dir)
+  train_source, eval_source = sources_from_config(config.data, image_size=config.image_size,
+                                                    seed=config.seed)
   log.info("workdir %s; %d device(s) (%s); config in config.json", workdir,
            mesh.devices.size, jax.devices()[0].device_kind)
   t0 = time.time()

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_train = 1000  # toycats: distinct training examples per domain.
   c.data.num_eval = 16  # toycats: held-out examples (a disjoint seed range).
   c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
+  c.data.background = "varied"  # toycats: "varied" (patterned, coloured) | "studio" (pale).
   c.data.augment = "jitter"  # The release: resize to 286/256 of the size, random crop, mirror.
   c.data.worker_count = 0  # grain worker processes (0: load in the main process).
 

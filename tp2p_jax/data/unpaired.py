@@ -88,14 +88,16 @@ class UnpairedSource(grain.RandomAccessDataSource):
 
 def make_unpaired_sources(source: str, *, image_size: int, seed: int, num_train: int = 0,
                           num_eval: int = 0, body_probability: float = 0.5,
-                          data_dir: str = "") -> tuple[UnpairedSource, UnpairedSource]:
+                          background: str = "varied", data_dir: str = ""
+                          ) -> tuple[UnpairedSource, UnpairedSource]:
   """(train, held-out) unpaired sources: "toycats" (sketches <-> photos,
-  rendered at `image_size`) or "folders" (`data_dir`/trainA, trainB, testA,
-  testB)."""
+  rendered at `image_size` on `background` backdrops) or "folders"
+  (`data_dir`/trainA, trainB, testA, testB)."""
   if source == "toycats":
     train, held_out = toycats_sources(num_train=num_train, num_eval=num_eval,
                                       image_size=image_size, seed=seed,
-                                      body_probability=body_probability)
+                                      body_probability=body_probability,
+                                      background=background)
     return (UnpairedSource(train, train, seed=seed, key_a="sketch", key_b="photo"),
             UnpairedSource(held_out, held_out, seed=seed + 1, key_a="sketch", key_b="photo"))
   if source == "folders":

@@ -38,7 +38,8 @@ def train_cyclegan(config: ml_collections.ConfigDict, workdir: str) -> LoopResul
   d = config.data
   train_source, eval_source = make_unpaired_sources(
       d.source, image_size=config.image_size, seed=config.seed, num_train=d.num_train,
-      num_eval=d.num_eval, body_probability=d.body_probability, data_dir=d.data_dir)
+      num_eval=d.num_eval, body_probability=d.body_probability,
+      background=d.get("background", "varied"), data_dir=d.data_dir)
   parts = build_cyclegan(config)
   sample_batch = next(pipeline.make_eval_batches(
       eval_source, batch_size=config.num_samples, image_size=config.image_size,

@@ -251,3 +251,33 @@ def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_
   x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
   np.testing.assert_allclose(np.asarray(program.call(x)), np.asarray(run.generate(x)),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_cyclegan_runs_predict_both_ways(sketches, tmp_path):
+  import jax
+  from experiments import cyclegan as cyclegan_config
+  from tp2p_jax.train.cyclegan_trainer import train_cyclegan
+  config = cyclegan_config.get_config("tiny")
+  config.batch_size = len(jax.devices())
+  config.total_steps = 2
+  workdir = tmp_path / "cyclegan"
+  assert train_cyclegan(config, str(workdir)).step == 2
+  for direction in ("AtoB", "BtoA"):
+    out_dir = tmp_path / direction
+    out = run_module("tp2p_jax.predict", [f"--workdir={workdir}", f"--input={sketches}",
+                                          f"--output={out_dir}", f"--direction={direction}"])
+    assert out.returncode == 1 and "broken.png" in out.stderr, out.stderr[-3000:]
+    for i, (h, w) in enumerate(SIZES):
+      assert Image.open(out_dir / f"cat{i}.png").size == (w, h)
+  out = run_module("tp2p_jax.predict", [f"--workdir={workdir}", f"--input={sketches}",
+                                        f"--output={tmp_path}", "--style=black"])
+  assert out.returncode == 2 and "CycleGAN takes no style input" in out.stderr
+  with pytest.raises(run_loading.RunError, match="is a CycleGAN run"):
+    run_loading.load_trained_run(str(workdir))
+
+
+def test_paired_runs_refuse_the_reverse_direction(run_dir, sketches, tmp_path):
+  out = run_module("tp2p_jax.predict", [f"--workdir={run_dir}", f"--input={sketches}",
+                                        f"--output={tmp_path}", "--style=black",
+                                        "--direction=BtoA"])
+  assert out.returncode == 2 and "translates one way" in out.stderr

@@ -6,6 +6,8 @@ r"""Turns sketches into photos with a trained run's EMA generator.
   python -m tp2p_jax.predict --workdir=RUN --input=cat.png --output=out/ \
       --style_mix=black:white:0.3
   python -m tp2p_jax.predict --workdir=RUN --input=sketches/ --output=out/ --grid
+  python -m tp2p_jax.predict --workdir=CYCLEGAN_RUN --input=photos/ --output=out/ \
+      --direction=BtoA
 
 Each input (a file, or every image in a folder) is read in any format and
 mode, prepared in the training line style (`--prepare=hand_drawn`, which
@@ -13,7 +15,9 @@ also cleans up scans and photos of drawings; `--prepare=pad` only resizes),
 generated at the run's image size in fixed-size batches (one compilation
 for any number and size of inputs) and written to `OUTPUT/<name>.png` at the
 input's own size. `--grid` writes `OUTPUT/<name>_styles.png` instead: the
-sketch and its output in every style class.
+sketch and its output in every style class. Runs of generators without a
+style input (pix2pix, pix2pixHD) take no style option; CycleGAN runs
+translate either way (`--direction`).
 
 Unreadable inputs are named on stderr and skipped; the exit status is 1 if
 any input failed, 2 for a usage error (bad run, unknown class), else 0.
@@ -24,7 +28,7 @@ import logging
 import os
 import pathlib
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app, flags
 import numpy as np
@@ -47,9 +51,12 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call."
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                            "Generator compute dtype (default: the run's).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_PREPARE = flags.DEFINE_enum("prepare", "hand_drawn", ["hand_drawn", "pad"],
+_PREPARE = flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
                              "hand_drawn: redraw any drawing/scan in the training line "
-                             "style; pad: only resize and pad on white.")
+                             "style (default for sketch models); pad: only resize and pad "
+                             "on white (default for CycleGAN).")
+_DIRECTION = flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
+                               "CycleGAN: which generator (A->B or B->A).")
 
 log = logging.getLogger("tp2p_jax.predict")
 
@@ -117,17 +124,40 @@ def _style_vectors(run, num: int) -> np.ndarray:
   return np.repeat(vector[None].astype(np.float32), num, axis=0)
 
 
+def _is_cyclegan(run) -> bool:
+  from tp2p_jax.inference.cyclegan_loading import CycleGANRun
+  return isinstance(run, CycleGANRun)
+
+
+def _load(workdir: str) -> tuple[Any, Callable[..., Any]]:
+  """(run, translate): translate maps (B, S, S, 3) in [-1, 1] (and (B, E)
+  styles for a style-conditioned generator) to outputs, in `--direction`."""
+  from tp2p_jax.inference import cyclegan_loading, run_loading
+  from tp2p_jax.train.cyclegan_builders import is_cyclegan
+  style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
+  if is_cyclegan(run_loading.read_run_config(workdir)):
+    if style_flags:
+      raise UsageError(f"CycleGAN takes no style input; drop {', '.join(style_flags)}")
+    cycle = cyclegan_loading.load_cyclegan_run(workdir, _STEP.value, _DTYPE.value)
+    return cycle, lambda x: cycle.translate(x, _DIRECTION.value)
+  run = run_loading.load_trained_run(workdir, _STEP.value, _DTYPE.value)
+  if _DIRECTION.value != "AtoB":
+    raise UsageError(f"this run's generator ({run.model_name}) translates one way "
+                     "(AtoB, as trained); --direction=BtoA is for CycleGAN runs")
+  if not run.takes_style and style_flags:
+    raise UsageError(f"this run's generator ({run.model_name}) takes no style input; "
+                     f"drop {', '.join(style_flags)}")
+  return run, run.generate
+
+
 def predict(argv_files: Sequence[pathlib.Path]) -> int:
   """Runs the CLI on the given input files; returns the exit status."""
   from tp2p_jax.data.image_files import describe_error, load_image, save_png
   from tp2p_jax.inference import run_loading, sketch_io, styles
 
-  run = run_loading.load_trained_run(_WORKDIR.value, _STEP.value, _DTYPE.value)
-  style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
-  if not run.takes_style and style_flags:
-    raise UsageError(f"this run's generator ({run.model_name}) takes no style input; "
-                     f"drop {', '.join(style_flags)}")
+  run, translate = _load(_WORKDIR.value)
   size = run.image_size
+  prepare_mode = _PREPARE.value or ("pad" if _is_cyclegan(run) else "hand_drawn")
   prepared, names, failed = [], [], 0
   for path, name in zip(argv_files, _output_names(argv_files)):
     try:
@@ -136,7 +166,7 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
       print(f"error: {path}: cannot read: {describe_error(e)}", file=sys.stderr)
       failed += 1
       continue
-    prepared.append(sketch_io.prepare_sketch(image, size, _PREPARE.value))
+    prepared.append(sketch_io.prepare_sketch(image, size, prepare_mode))
     names.append(name)
   out_dir = pathlib.Path(_OUTPUT.value)
   if prepared:
@@ -155,9 +185,9 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
         save_png(out_dir / f"{name}_styles.png", grid)
     else:
       inputs = [sketches]
-      if run.takes_style:
+      if not _is_cyclegan(run) and run.takes_style:
         inputs.append(_style_vectors(run, len(prepared)))
-      outputs = run_loading.in_fixed_batches(run.generate, inputs, _BATCH_SIZE.value)
+      outputs = run_loading.in_fixed_batches(translate, inputs, _BATCH_SIZE.value)
       for p, name, out in zip(prepared, names, outputs):
         save_png(out_dir / f"{name}.png", sketch_io.restore_size(out, p))
   print(f"wrote {len(prepared)} image(s) to {out_dir} (run step {run.step})"

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tp2p_jax.inference.run_loading import RunError, read_run_config
+from tp2p_jax.inference.run_loading import RunError, checkpoint_step, read_run_config
 from tp2p_jax.train import parallel
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
 from tp2p_jax.train.cyclegan_builders import build_cyclegan, is_cyclegan
@@ -75,13 +75,7 @@ def load_cyclegan_run(workdir: str, step: int | None = None, dtype: str | None =
   mesh = parallel.make_mesh(jax.devices()[:1])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
   try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise RunError(f"{ckpt.directory}: no checkpoints yet")
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise RunError(f"{ckpt.directory}: no checkpoint at step {step}; available: "
-                     f"{sorted(steps)}")
+    step = checkpoint_step(ckpt, step)
     state, _ = ckpt.restore(step, abstract_with_shardings(
         abstract, parallel.replicated_like(mesh, abstract)))
   finally:

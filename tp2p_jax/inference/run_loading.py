@@ -140,7 +140,8 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise RunError(f"{path}: unreadable config ({e})") from None
 
 
-def _checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:
+def checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:
+  """`step`, or the latest one, if `ckpt` holds it; `RunError` otherwise."""
   steps = ckpt.all_steps()
   if not steps:
     raise RunError(f"{ckpt.directory}: no checkpoints yet")
@@ -187,6 +188,10 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config = read_run_config(workdir)
+  if config.get("model", "") == "cyclegan":
+    raise RunError(f"{workdir} is a CycleGAN run: translate with `python -m "
+                   "tp2p_jax.predict --direction=AtoB|BtoA` (evaluation and export "
+                   "take paired runs)")
   generator = builders.generator_from_config(config, dtype)
   encoder = (builders.style_encoder_from_config(config) if builders.uses_style(config)
              else None)
@@ -194,7 +199,7 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   mesh = parallel.make_mesh(jax.devices()[:1])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
   try:
-    step = _checkpoint_step(ckpt, step)
+    step = checkpoint_step(ckpt, step)
     state, _ = ckpt.restore(step, abstract_with_shardings(
         abstract, parallel.replicated_like(mesh, abstract)))
   finally:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from tp2p_jax.data import sketch as sketch_lib
+from tp2p_jax.data.image_files import float_to_uint8
 
 PREPARE_MODES = ("hand_drawn", "pad")
 
@@ -69,8 +70,7 @@ def restore_size(output: np.ndarray, prepared: PreparedSketch) -> np.ndarray:
   """Generator output (S, S, 3) in [-1, 1] -> uint8 (H, W, 3) at the input's
   size (the drawing's box, resized with Lanczos)."""
   top, left, bh, bw = prepared.box
-  crop = np.clip(np.round((np.asarray(output[top:top + bh, left:left + bw]) + 1.0) * 127.5),
-                 0, 255).astype(np.uint8)
+  crop = float_to_uint8(np.asarray(output[top:top + bh, left:left + bw]))
   h, w = prepared.size
   if (bh, bw) == (h, w):
     return crop

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tp2p_jax.data.image_files import float_to_uint8
 from tp2p_jax.data.image_files import save_png  # noqa: F401  (sample grids)
 
 
@@ -64,7 +65,7 @@ class MetricsWriter:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """[-1, 1] float images -> uint8 [0, 255]."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  return float_to_uint8(images, "-1..1")
 
 
 def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:

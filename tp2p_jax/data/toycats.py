@@ -781,24 +781,14 @@ def _make_coat(style: int, geo: _Geometry, rng: np.random.Generator) -> _Coat:
     coat = _new_coat(_jitter(rng, _WHITE_FUR, 0.03, 4.0), _PINK,
                      (232, 148, 158))
     coat.whisker = (172, 168, 164)
-  else:  # "other": calico, tortoiseshell or brown-spotted
-    kind = int(rng.integers(3))
-    if kind == 0:
-      coat = _new_coat(_jitter(rng, _WHITE_FUR, 0.03, 4.0), _PINK, _PINK)
-      colours = [_jitter(rng, _GINGER_FUR, 0.06, 6.0),
-                 _jitter(rng, (40, 34, 32), 0.15, 4.0)]
-      _add_blobs(coat, geo, rng, colours, 3, 6, 0.35)
-    elif kind == 1:
-      coat = _new_coat(_jitter(rng, (42, 32, 28), 0.15, 4.0), (120, 88, 90),
-                       dark_nose)
-      colours = [_jitter(rng, (176, 96, 40), 0.08, 6.0),
-                 _jitter(rng, (120, 64, 32), 0.08, 6.0)]
-      _add_blobs(coat, geo, rng, colours, 6, 14, 0.2)
-    else:
-      fur = _jitter(rng, (192, 152, 104), 0.06, 6.0)
-      coat = _new_coat(fur, _PINK, (150, 90, 80))
-      colours = [_jitter(rng, (84, 56, 34), 0.1, 4.0)]
-      _add_blobs(coat, geo, rng, colours, 5, 18, 0.1)
+  else:  # "other": brown-spotted
+    # One coat, not a mixture: at inference a class is drawn from its
+    # average embedding, and the average of unrelated coats (calico,
+    # tortoiseshell, spotted) is a blend that belongs to none of them.
+    fur = _jitter(rng, (192, 152, 104), 0.06, 6.0)
+    coat = _new_coat(fur, _PINK, (150, 90, 80))
+    colours = [_jitter(rng, (84, 56, 34), 0.1, 4.0)]
+    _add_blobs(coat, geo, rng, colours, 5, 18, 0.1)
   return coat
 
 

@@ -196,13 +196,17 @@ def _title_strip(titles: Sequence[str], width: int, column: int, pad: int) -> np
   return np.asarray(strip)
 
 
-def comparison_figure(columns: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
+def comparison_figure(columns: Sequence[np.ndarray], titles: Sequence[str],
+                      min_width: int = 96) -> np.ndarray:
   """Row i holds `columns[j][i]` side by side under a title row.
 
   Args:
     columns: equal-shape (N, S, S, 3) float arrays in [-1, 1] (e.g. sketch,
       pix2pix, TransPix2Pix, target).
     titles: one per column.
+    min_width: small images are enlarged by an integer factor (nearest
+      neighbour, so pixels stay as generated) to at least this width, so
+      that the titles fit over their columns.
 
   Returns:
     uint8 (H, W, 3).
@@ -210,6 +214,9 @@ def comparison_figure(columns: Sequence[np.ndarray], titles: Sequence[str]) -> n
   from tp2p_jax.train.run_log import image_grid
   if len(columns) != len(titles):
     raise ValueError(f"{len(columns)} columns but {len(titles)} titles")
+  factor = max(1, -(-min_width // columns[0].shape[2]))
+  columns = [np.repeat(np.repeat(np.asarray(c), factor, axis=1), factor, axis=2)
+             for c in columns]
   pad = 2
   grid = image_grid(columns, pad=pad)
   column_width = columns[0].shape[2]

@@ -48,7 +48,7 @@ def test_figure_has_a_title_row_over_the_columns():
   n, s = 3, 16
   columns = [np.full((n, s, s, 3), v, np.float32) for v in (-1.0, 0.0, 0.5, 1.0)]
   fig = compare_pix2pix.comparison_figure(columns, ["sketch", "pix2pix", "TransPix2Pix",
-                                                    "target"])
+                                                    "target"], min_width=s)
   pad = 2
   assert fig.dtype == np.uint8
   assert fig.shape[1] == 4 * (s + pad) + pad
@@ -58,6 +58,9 @@ def test_figure_has_a_title_row_over_the_columns():
   # First row, second column: the 0.0 image -> mid grey.
   y, x = title_height + pad, 2 * pad + s
   assert np.all(np.abs(fig[y:y + s, x:x + s].astype(int) - 128) <= 1)
+  # Small images are enlarged (nearest neighbour) to the minimum width.
+  big = compare_pix2pix.comparison_figure(columns, ["a", "b", "c", "d"], min_width=40)
+  assert big.shape[1] == 4 * (3 * s + pad) + pad
   with pytest.raises(ValueError):
     compare_pix2pix.comparison_figure(columns, ["only one"])
 

@@ -92,17 +92,25 @@ def _log(message: str) -> None:
   print(f"[compare] {message}", file=sys.stderr, flush=True)
 
 
+# Defaults of data fields added after some runs were made (their config.json
+# lacks them), as `sources_from_config` reads them.
+_FIELD_DEFAULTS: dict[str, Any] = {"data.background": "varied"}
+
+
 def _field(config: Mapping[str, Any], dotted: str) -> Any:
   value: Any = config
   for part in dotted.split("."):
+    if part not in value:
+      return _FIELD_DEFAULTS[dotted]
     value = value[part]
   return value
 
 
 def check_comparable(configs: Mapping[str, Mapping[str, Any]]) -> None:
   """`ValueError` unless the runs share their data and budget: the fields
-  of `_DATA_FIELDS` (toy cats also `data.body_probability` and
-  `data.num_train`) and `total_steps` and `batch_size`.
+  of `_DATA_FIELDS` (toy cats also `data.body_probability`,
+  `data.num_train` and `data.background`) and `total_steps` and
+  `batch_size`.
 
   Args:
     configs: model key -> resolved config (ConfigDict or the dict of a
@@ -111,7 +119,7 @@ def check_comparable(configs: Mapping[str, Mapping[str, Any]]) -> None:
   first = next(iter(configs.values()))
   fields = list(_DATA_FIELDS) + ["total_steps", "batch_size"]
   if _field(first, "data.source") == "toycats":
-    fields += ["data.body_probability", "data.num_train"]
+    fields += ["data.body_probability", "data.num_train", "data.background"]
   for name in fields:
     values = {k: _field(c, name) for k, c in configs.items()}
     if len(set(map(str, values.values()))) > 1:
@@ -239,14 +247,11 @@ def _figure_columns(workdirs: Mapping[str, str], num_rows: int) -> list[np.ndarr
   """sketch, each model's EMA output, target on the first `num_rows`
   held-out pairs of the first run's data."""
   from tp2p_jax.data import pipeline
-  from tp2p_jax.data.sources import make_sources
+  from tp2p_jax.data.sources import sources_from_config
   from tp2p_jax.inference import run_loading
   runs = {k: run_loading.load_trained_run(w) for k, w in workdirs.items()}
   c = next(iter(runs.values())).config
-  _, held_out = make_sources(
-      c.data.source, image_size=c.image_size, seed=c.seed, num_train=c.data.num_train,
-      num_eval=c.data.num_eval, body_probability=c.data.body_probability,
-      data_dir=c.data.data_dir)
+  _, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   batch = next(pipeline.make_eval_batches(held_out, batch_size=num_rows,
                                           image_size=c.image_size, num_examples=num_rows))
   outputs = []

@@ -73,6 +73,10 @@ def test_default_configs_are_comparable_and_differences_are_named():
   with pytest.raises(ValueError, match="total_steps"):
     compare_pix2pix.check_comparable(dicts)
   dicts["pix2pix"]["total_steps"] = dicts["transpix2pix"]["total_steps"]
+  del dicts["pix2pix"]["data"]["background"]  # a run made before the field: "varied"
+  with pytest.raises(ValueError, match="data.background"):
+    compare_pix2pix.check_comparable(dicts)
+  dicts["pix2pix"]["data"]["background"] = dicts["transpix2pix"]["data"]["background"]
   dicts["transpix2pix"]["data"]["data_dir"] = "/elsewhere"
   with pytest.raises(ValueError, match="data.data_dir"):
     compare_pix2pix.check_comparable(dicts)

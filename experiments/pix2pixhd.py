@@ -10,11 +10,15 @@ Staged training, as the release:
      steps (pix2pixHD's niter_fix_global; -1: for the whole run), 3. then
      everything jointly (the same run, after those steps):
        python run_train.py --config=experiments/pix2pixhd.py --workdir=runs/hd \
-           --config.fix_global_steps=10000
-     G1's parameters are frozen by an optax mask (their updates are exactly
-     zero), so they stay bit-identical while G2 learns. Loading stage 1's
-     G1 into this run (the release's --load_pretrain) is not wired yet:
-     G1 starts from its initialisation here.
+           --config.init_from=runs/hd-global --config.fix_global_steps=10000
+     `init_from` (the release's --load_pretrain) starts this run's G1 from
+     the stage-1 run's latest checkpoint: its trained G1 into the trained
+     copy, its EMA G1 into the EMA copy (the same weights with pix2pixHD's
+     ema_decay = 0); G1's output conv, unused inside the enhancer, is
+     dropped. Only a run starting from scratch loads it; a resumed run
+     continues from its own checkpoint. G1's parameters are frozen by an
+     optax mask (their updates are exactly zero), so they stay
+     bit-identical to stage 1's while G2 learns.
 Data: procedural toy cats by default; `--config.data.source=prepared
 --config.data.data_dir=DATASET_DIR` for a prepared dataset.
 Inspect: python run_train.py --config=experiments/pix2pixhd.py --workdir=/tmp/hd --dry_run
@@ -63,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lambda_feat = 10.0  # D feature matching (per-layer L1, 4 / (n_layers + 1) / num_d).
   c.lambda_perceptual = 1.0  # VGG16 relu2_2 MSE (the release: VGG19 L1 on 5 layers; 0: off).
   c.fix_global_steps = 0  # G1 frozen for this many steps (-1: always; 0: trained throughout).
+  c.init_from = ""  # Stage-1 (:global) run dir whose latest G1 starts a fresh run ("": off).
   c.total_steps = 200_000  # Training steps.
   return c
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import class_names, sources_from_config
-from tp2p_jax.train import builders, parallel, run_log
+from tp2p_jax.train import builders, parallel, run_log, warm_start
 from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, config_to_dict
 from tp2p_jax.train.state import create_style_state
 from tp2p_jax.train.steps import make_style_train_step, precise_batch_stats
@@ -95,13 +95,16 @@ def train_loop(*, stage: str, workdir: str, mesh: jax.sharding.Mesh,
                total_steps: int, log_every: int, checkpoint_every: int, keep: int,
                config_dict: dict[str, Any],
                on_sample: Callable[[int, Any], None] | None = None,
-               sample_every: int = 0) -> LoopResult:
+               sample_every: int = 0,
+               on_fresh_start: Callable[[Any], Any] | None = None) -> LoopResult:
   """Generic resumable loop shared by both stages.
 
   Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
   initialises with `init_fn(*init_args)`, then runs `step_fn(state, batch) ->
   (state, metrics)` jitted over the mesh (batch sharded on `data`, state
   replicated, state buffers donated) up to `total_steps`.
+  `on_fresh_start(state) -> state` edits the initial state of a run that
+  starts from scratch (never a resumed one, so resuming stays exact).
   """
   is_main = jax.process_index() == 0
   abstract = jax.eval_shape(init_fn, *init_args)
@@ -115,6 +118,8 @@ def train_loop(*, stage: str, workdir: str, mesh: jax.sharding.Mesh,
     log.info("%s: resumed from step %d", stage, start)
   else:
     state = jax.jit(init_fn, out_shardings=state_sharding)(*init_args)
+    if on_fresh_start is not None:
+      state = on_fresh_start(state)
   if start >= total_steps:
     ckpt.close()
     return LoopResult(state, start, False)
@@ -248,7 +253,17 @@ def _gan_stage(config: ml_collections.ConfigDict, workdir: str, mesh, train_sour
           seed=config.seed, augment=config.data.augment, worker_count=config.data.worker_count),
       total_steps=config.total_steps, log_every=config.log_every,
       checkpoint_every=config.checkpoint_every, keep=config.keep_checkpoints,
-      config_dict=config_dict, on_sample=on_sample, sample_every=config.sample_every)
+      config_dict=config_dict, on_sample=on_sample, sample_every=config.sample_every,
+      on_fresh_start=_init_from(config, mesh))
+
+
+def _init_from(config: ml_collections.ConfigDict, mesh) -> Callable[[Any], Any] | None:
+  """pix2pixHD stage 2: G1 from the stage-1 run `config.init_from` (a
+  fresh run only); None when the field is empty or absent."""
+  run_dir = config.get("init_from", "")
+  if not run_dir:
+    return None
+  return lambda state: warm_start.init_from_run(state, run_dir, mesh, subtree="global")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:

@@ -175,8 +175,14 @@ def test_eight_devices_equal_one(tiny_gan):
     state, m1 = step1(state, batch1)
     m1, m8 = jax.device_get(m1), jax.device_get(m8)
     for k in ("d_loss", "g_loss", "g_gan", "g_l1", "g_perceptual", "d_real", "d_fake",
-              "g_grad_norm", "d_grad_norm"):
+              "d_grad_norm"):
       np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-6, err_msg=f"step {i}: {k}")
+    # L1's derivative, sign(fake - real), jumps where a generated pixel meets
+    # its target, and the all-reduce order moves `fake` by ~1e-7: a few such
+    # pixels flip (measured on this batch: 1.6e-3 relative on one step, under
+    # 1e-4 with lambda_l1 = 0).
+    np.testing.assert_allclose(m1["g_grad_norm"], m8["g_grad_norm"], rtol=5e-3,
+                               err_msg=f"step {i}: g_grad_norm")
     assert len(jax.tree.leaves(state8)[0].sharding.device_set) == 8
 
 

@@ -17,9 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tp2p_jax.inference.run_loading import RunError, checkpoint_step, read_run_config
-from tp2p_jax.train import parallel
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.inference.run_loading import RunError, read_run_config, restore_run_state
 from tp2p_jax.train.cyclegan_builders import build_cyclegan, is_cyclegan
 from tp2p_jax.translate import Direction, translate
 
@@ -71,14 +69,7 @@ def load_cyclegan_run(workdir: str, step: int | None = None, dtype: str | None =
     raise RunError(f"{workdir}: not a CycleGAN run (its config has model="
                    f"{config.get('model', 'transpix2pix')!r})")
   parts = build_cyclegan(config, dtype)
-  abstract = jax.eval_shape(parts.init, jax.random.PRNGKey(0))
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
-  try:
-    step = checkpoint_step(ckpt, step)
-    state, _ = ckpt.restore(step, abstract_with_shardings(
-        abstract, parallel.replicated_like(mesh, abstract)))
-  finally:
-    ckpt.close()
+  state, step = restore_run_state(workdir, jax.eval_shape(parts.init, jax.random.PRNGKey(0)),
+                                 step)
   return CycleGANRun(workdir=workdir, config=config, step=step, generator=parts.generator,
                      params=dict(state.ema))

@@ -153,6 +153,34 @@ def checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:
   return step
 
 
+def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
+                      mesh: jax.sharding.Mesh | None = None) -> tuple[Any, int]:
+  """Restores `<workdir>/checkpoints/<step>` (default: the latest) into the
+  shapes and dtypes of `abstract` (e.g. `jax.eval_shape` of the run's init),
+  replicated on `mesh` (default: the first device).
+
+  Returns:
+    (state, step).
+
+  Raises:
+    RunError: naming the path, if there is no (such) checkpoint or it does
+      not fit `abstract`.
+  """
+  mesh = mesh or parallel.make_mesh(jax.devices()[:1])
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
+  try:
+    step = checkpoint_step(ckpt, step)
+    try:
+      state, _ = ckpt.restore(step, abstract_with_shardings(
+          abstract, parallel.replicated_like(mesh, abstract)))
+    except (ValueError, KeyError, TypeError) as e:
+      raise RunError(f"{ckpt.directory}/{step}: does not match {workdir}/config.json "
+                     f"({type(e).__name__}: {str(e)[:300]})") from None
+  finally:
+    ckpt.close()
+  return state, step
+
+
 def state_shapes(config: ml_collections.ConfigDict, generator: nn.Module) -> TrainState:
   """Abstract GAN `TrainState` of a config (shapes and dtypes only)."""
   discriminator = builders.discriminator_from_config(config)
@@ -195,15 +223,7 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   generator = builders.generator_from_config(config, dtype)
   encoder = (builders.style_encoder_from_config(config) if builders.uses_style(config)
              else None)
-  abstract = state_shapes(config, generator)
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
-  try:
-    step = checkpoint_step(ckpt, step)
-    state, _ = ckpt.restore(step, abstract_with_shardings(
-        abstract, parallel.replicated_like(mesh, abstract)))
-  finally:
-    ckpt.close()
+  state, step = restore_run_state(workdir, state_shapes(config, generator), step)
   return TrainedRun(
       workdir=workdir, config=config, step=step, generator=generator,
       generator_variables=dict(state.ema["g"]), style_encoder=encoder,

@@ -29,9 +29,9 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
-from tp2p_jax.inference.run_loading import RunError, read_run_config, state_shapes
+from tp2p_jax.inference.run_loading import (RunError, read_run_config, restore_run_state,
+                                             state_shapes)
 from tp2p_jax.train import builders, parallel
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
 from tp2p_jax.train.state import TrainState
 
 log = logging.getLogger("tp2p_jax.train")
@@ -56,21 +56,8 @@ def restore_latest_state(run_dir: str, mesh: Mesh) -> tuple[TrainState, int]:
   if not os.path.isdir(run_dir):
     raise RunError(f"{run_dir}: no such run directory")
   config = read_run_config(run_dir)
-  abstract = state_shapes(config, builders.generator_from_config(config))
-  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=10**9)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise RunError(f"{ckpt.directory}: no checkpoints")
-    try:
-      state, _ = ckpt.restore(step, abstract_with_shardings(
-          abstract, parallel.replicated_like(mesh, abstract)))
-    except (ValueError, KeyError, TypeError) as e:
-      raise RunError(f"{ckpt.directory}/{step}: does not match {run_dir}/config.json "
-                     f"({type(e).__name__}: {str(e)[:300]})") from None
-  finally:
-    ckpt.close()
-  return state, step
+  return restore_run_state(run_dir, state_shapes(config, builders.generator_from_config(config)),
+                           mesh=mesh)
 
 
 def _take_matching(target: Any, source: Any, what: str, where: str) -> Any:

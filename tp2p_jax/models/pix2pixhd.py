@@ -33,29 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, avg_pool_downsample
+from tp2p_jax.models.resnet_generator import ResnetBlock
 
 Dtype = Any
 _PAD1 = ((1, 1), (1, 1))
 _PAD3 = ((3, 3), (3, 3))
-
-
-class HDResnetBlock(nn.Module):
-  """x + norm(conv3x3(relu(norm(conv3x3(x))))), reflection padded, with
-  biases (pix2pixHD's ResnetBlock). Input and output (B, H, W, features)."""
-  features: int
-  norm: NormKind = "instance"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = PaddedConv(self.features, 3, 1, _PAD1, padding_mode="reflect", use_bias=True,
-                   name="conv1", **dt)(x)
-    y = nn.relu(Norm(self.norm, scale_mean=1.0, name="norm1", **dt)(y, train))
-    y = PaddedConv(self.features, 3, 1, _PAD1, padding_mode="reflect", use_bias=True,
-                   name="conv2", **dt)(y)
-    return x + Norm(self.norm, scale_mean=1.0, name="norm2", **dt)(y, train)
 
 
 def _conv_transpose_x2(features: int, name: str, dt: dict) -> nn.ConvTranspose:
@@ -102,7 +84,8 @@ class GlobalGenerator(nn.Module):
                      use_bias=True, name=f"down{i}", **dt)(x)
       x = norm_relu(x, f"down{i}_norm")
     for i in range(self.n_blocks):
-      x = HDResnetBlock(self.ngf * 2 ** self.n_downsample, self.norm, name=f"block{i}",
+      x = ResnetBlock(self.ngf * 2 ** self.n_downsample, self.norm, conv_bias=True,
+                      name=f"block{i}",
                         **dt)(x, train)
     for i in range(self.n_downsample):
       x = _conv_transpose_x2(self.ngf * 2 ** (self.n_downsample - i - 1), f"up{i}", dt)(x)
@@ -142,7 +125,7 @@ class LocalEnhancer(nn.Module):
     y = norm_relu(y, "front_down_norm")
     y = y + previous.astype(self.dtype)
     for i in range(self.n_blocks):
-      y = HDResnetBlock(2 * self.ngf, self.norm, name=f"block{i}", **dt)(y, train)
+      y = ResnetBlock(2 * self.ngf, self.norm, conv_bias=True, name=f"block{i}", **dt)(y, train)
     y = _conv_transpose_x2(self.ngf, "up", dt)(y)
     y = norm_relu(y, "up_norm")
     if not self.is_last:

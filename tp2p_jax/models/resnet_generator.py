@@ -33,13 +33,17 @@ class ResnetBlock(nn.Module):
   features: int
   norm: NormKind = "instance"
   dropout: float = 0.0
+  # None: no conv bias in front of BatchNorm (CycleGAN's release); pix2pixHD
+  # keeps the biases whatever the norm.
+  conv_bias: bool | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    use_bias = self.norm != "batch" if self.conv_bias is None else self.conv_bias
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, padding_mode="reflect",
-              use_bias=self.norm != "batch")
+              use_bias=use_bias)
     pad1 = ((1, 1), (1, 1))
     y = PaddedConv(self.features, 3, 1, pad1, name="conv1", **kw)(x)
     y = Norm(self.norm, scale_mean=1.0, dtype=self.dtype, param_dtype=self.param_dtype,

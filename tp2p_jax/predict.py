@@ -133,7 +133,7 @@ def _load(workdir: str) -> tuple[Any, Callable[..., Any]]:
   """(run, translate): translate maps (B, S, S, 3) in [-1, 1] (and (B, E)
   styles for a style-conditioned generator) to outputs, in `--direction`."""
   from tp2p_jax.inference import cyclegan_loading, run_loading
-  from tp2p_jax.train.cyclegan_builders import is_cyclegan
+  from tp2p_jax.train.builders import is_cyclegan
   style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
   if is_cyclegan(run_loading.read_run_config(workdir)):
     if style_flags:

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from tp2p_jax.inference.run_loading import RunError, read_run_config, restore_run_state
-from tp2p_jax.train.cyclegan_builders import build_cyclegan, is_cyclegan
+from tp2p_jax.train.builders import is_cyclegan
+from tp2p_jax.train.cyclegan_builders import build_cyclegan
 from tp2p_jax.translate import Direction, translate
 
 

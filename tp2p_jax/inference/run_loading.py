@@ -216,7 +216,7 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config = read_run_config(workdir)
-  if config.get("model", "") == "cyclegan":
+  if builders.is_cyclegan(config):
     raise RunError(f"{workdir} is a CycleGAN run: translate with `python -m "
                    "tp2p_jax.predict --direction=AtoB|BtoA` (evaluation and export "
                    "take paired runs)")

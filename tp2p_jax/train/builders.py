@@ -49,6 +49,12 @@ def discriminator_from_config(config: ml_collections.ConfigDict, dtype: str | No
                                     **kwargs)
 
 
+def is_cyclegan(config: ml_collections.ConfigDict) -> bool:
+  """Whether a config (or a run's saved one) is a CycleGAN experiment; the
+  paired family's configs have no `model` field."""
+  return config.get("model", "transpix2pix") == "cyclegan"
+
+
 def uses_style(config: ml_collections.ConfigDict) -> bool:
   """Whether the config's generator is style-conditioned (TransPix2Pix: a
   style-encoder stage and `config.style`), or takes real_a alone (pix2pix,
@@ -106,7 +112,7 @@ def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   discriminator, and the style encoder for style-conditioned generators),
   from shapes only (nothing is allocated). BatchNorm running statistics are
   not counted."""
-  if config.get("model", "transpix2pix") == "cyclegan":
+  if is_cyclegan(config):
     from tp2p_jax.train.cyclegan_builders import cyclegan_param_counts
     return cyclegan_param_counts(config)
   g = generator_from_config(config)

@@ -66,3 +66,13 @@ def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
 def config_to_dict(config: Any) -> dict[str, Any]:
   """A JSON-safe dict of an ml_collections config."""
   return json.loads(config.to_json_best_effort())
+
+
+def save_run_config(workdir: str, config: Any) -> dict[str, Any]:
+  """Writes `<workdir>/config.json` (main process only; the options saved
+  with every run) and returns the dict that checkpoints carry too."""
+  config_dict = config_to_dict(config)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_dict, f, indent=2, sort_keys=True)
+  return config_dict

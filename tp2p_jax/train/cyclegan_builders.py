@@ -107,5 +107,3 @@ def build_cyclegan(config: ml_collections.ConfigDict, dtype: str | None = None
       translate=functools.partial(translate, generator))
 
 
-def is_cyclegan(config: ml_collections.ConfigDict) -> bool:
-  return config.get("model", "transpix2pix") == "cyclegan"

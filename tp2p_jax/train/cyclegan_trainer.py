@@ -7,7 +7,6 @@ real_a | fake_b | real_b | fake_a (EMA generators).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ import numpy as np
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.unpaired import make_unpaired_sources
 from tp2p_jax.train import parallel, run_log
-from tp2p_jax.train.checkpoints import config_to_dict
+from tp2p_jax.train.checkpoints import save_run_config
 from tp2p_jax.train.cyclegan_builders import build_cyclegan
 from tp2p_jax.train.trainer import LoopResult, train_loop
 
@@ -29,10 +28,7 @@ log = logging.getLogger("tp2p_jax.train")
 def train_cyclegan(config: ml_collections.ConfigDict, workdir: str) -> LoopResult:
   """Runs (or resumes) CycleGAN training in `workdir`."""
   os.makedirs(workdir, exist_ok=True)
-  config_dict = config_to_dict(config)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_dict, f, indent=2, sort_keys=True)
+  config_dict = save_run_config(workdir, config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   d = config.data

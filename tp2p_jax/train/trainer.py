@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import class_names, sources_from_config
 from tp2p_jax.train import builders, parallel, run_log, warm_start
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, config_to_dict
+from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings, save_run_config
 from tp2p_jax.train.state import create_style_state
 from tp2p_jax.train.steps import make_style_train_step, precise_batch_stats
 
@@ -269,7 +269,7 @@ def _init_from(config: ml_collections.ConfigDict, mesh) -> Callable[[Any], Any] 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Runs (or resumes) the stages in `workdir`. Returns the process exit
   status: 0 when finished or cleanly stopped by SIGTERM."""
-  if config.get("model", "transpix2pix") == "cyclegan":
+  if builders.is_cyclegan(config):
     from tp2p_jax.train.cyclegan_trainer import train_cyclegan
     train_cyclegan(config, workdir)
     return 0
@@ -281,10 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
     config = config.copy_and_resolve_references()
     config.data.style_names = names
     log.info("style classes from the dataset: %s", ", ".join(names))
-  config_dict = config_to_dict(config)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_dict, f, indent=2, sort_keys=True)
+  config_dict = save_run_config(workdir, config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   with_style = builders.uses_style(config)

@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tp2p_jax.console import quiet_libraries
+from tp2p_jax.xla_flags import set_default_xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "toycats.py"),
@@ -41,6 +42,7 @@ def _default_workdir() -> str:
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_libraries()

@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 from tp2p_jax.data import pipeline  # noqa: E402
 from tp2p_jax.data.sources import sources_from_config  # noqa: E402
 from tp2p_jax.train import builders, parallel  # noqa: E402
+from tp2p_jax.xla_flags import set_default_xla_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_REPO_ROOT, "experiments", "transpix2pix.py"),
@@ -211,6 +212,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
       "platform": first.platform, "jax_version": jax.__version__,
       "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
       "xla_optimizations_disabled": optimizations_disabled,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
   _log(f"{num_devices} {first.platform} device(s) ({first.device_kind}); batch {batch_size}, "
        f"{size}x{size}, {config.dtype}")
@@ -346,6 +348,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)

@@ -49,6 +49,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import benchmark  # noqa: E402  (its flags are unused here)
+from tp2p_jax.xla_flags import set_default_xla_flags  # noqa: E402
 
 _P2P_CONFIG = config_flags.DEFINE_config_file(
     "pix2pix_config", os.path.join(_REPO_ROOT, "experiments", "pix2pix.py") + ":cpu",
@@ -335,6 +336,7 @@ def _config_name(flag_name: str) -> str:
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from tp2p_jax.console import quiet_libraries

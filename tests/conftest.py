@@ -11,6 +11,12 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# The entry points' CPU flags (tp2p_jax.xla_flags), so that tests and the
+# training subprocesses they start compile what users run.
+from tp2p_jax.xla_flags import set_default_xla_flags  # noqa: E402
+
+set_default_xla_flags()
+
 import jax  # noqa: E402
 
 # Tests run tiny models where compile time dominates; skipping most XLA

@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 
 from tp2p_jax.deepdream import DreamSettings
+from tp2p_jax.xla_flags import set_default_xla_flags
 
 _DEFAULTS = DreamSettings()
 _INPUT = flags.DEFINE_string("input", None, "Input image (any PIL-readable file).")
@@ -34,6 +35,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the jitter.")
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   for flag in (_INPUT, _OUTPUT):

@@ -31,6 +31,7 @@ import sys
 from absl import app, flags
 
 from tp2p_jax.console import quiet_libraries
+from tp2p_jax.xla_flags import set_default_xla_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "train"],
@@ -49,6 +50,7 @@ _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from tp2p_jax.inference import evaluation

@@ -21,6 +21,7 @@ import sys
 from absl import app, flags
 
 from tp2p_jax.console import quiet_libraries
+from tp2p_jax.xla_flags import set_default_xla_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file for the serialised program.")
@@ -33,6 +34,7 @@ _PLATFORMS = flags.DEFINE_list("platforms", None, "Lowering platforms, e.g. cpu,
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from tp2p_jax.inference import exporting

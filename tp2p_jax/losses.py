@@ -145,11 +145,11 @@ def perceptual_loss(fake: jax.Array, real: jax.Array,
     vgg_variables = vgg_variables_up_to(vgg.load_pretrained_vgg16(), layer)
   vgg_variables = jax.lax.stop_gradient(vgg_variables)
   net = vgg.VGG16(layers=(layer,), dtype=dtype)
-  # One VGG pass over [fake; real] instead of two: same result, one dispatch.
-  both = jnp.concatenate([to_vgg_input(fake), jax.lax.stop_gradient(to_vgg_input(real))])
-  feats = net.apply(vgg_variables, both)[layer].astype(jnp.float32)
-  f_fake, f_real = jnp.split(feats, 2)
-  return jnp.mean(jnp.square(f_fake - jax.lax.stop_gradient(f_real)))
+  # Two passes rather than one over [fake; real]: the gradient then flows
+  # back through the fake half only (a joint batch differentiates all of it).
+  f_fake = net.apply(vgg_variables, to_vgg_input(fake))[layer].astype(jnp.float32)
+  f_real = net.apply(vgg_variables, to_vgg_input(jax.lax.stop_gradient(real)))[layer]
+  return jnp.mean(jnp.square(f_fake - jax.lax.stop_gradient(f_real).astype(jnp.float32)))
 
 
 def cosface_loss(cosine: jax.Array, labels: jax.Array, scale: float = 5.0,

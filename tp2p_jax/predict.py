@@ -34,6 +34,7 @@ from absl import app, flags
 import numpy as np
 
 from tp2p_jax.console import quiet_libraries
+from tp2p_jax.xla_flags import set_default_xla_flags
 from PIL import Image, ImageDraw
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.")
@@ -196,6 +197,7 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from tp2p_jax.data.image_files import image_files_in

@@ -17,6 +17,7 @@ from absl import app, flags
 
 from tp2p_jax.style_transfer import (DEFAULT_STYLE_LAYER_WEIGHTS, DEFAULT_STYLE_LAYERS,
                                      StyleTransferWeights)
+from tp2p_jax.xla_flags import set_default_xla_flags
 
 _DEFAULTS = StyleTransferWeights()
 _CONTENT = flags.DEFINE_string("content", None, "Content image (any PIL-readable file).")
@@ -44,6 +45,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise start.")
 
 
 def main(argv: list[str]) -> None:
+  set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   for flag in (_CONTENT, _STYLE, _OUTPUT):

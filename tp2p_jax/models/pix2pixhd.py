@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.conv_transpose import ConvTransposeX2
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, avg_pool_downsample
 from tp2p_jax.models.resnet_generator import ResnetBlock
 
@@ -40,11 +41,11 @@ _PAD1 = ((1, 1), (1, 1))
 _PAD3 = ((3, 3), (3, 3))
 
 
-def _conv_transpose_x2(features: int, name: str, dt: dict) -> nn.ConvTranspose:
+def _conv_transpose_x2(features: int, name: str, dt: dict) -> ConvTransposeX2:
   # Padding (1, 2) on the stride-dilated input is PyTorch's
   # ConvTranspose2d(k=3, s=2, padding=1, output_padding=1): output exactly 2H.
-  return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                          use_bias=True, kernel_init=GAN_INIT, name=name, **dt)
+  return ConvTransposeX2(features, 3, ((1, 2), (1, 2)), use_bias=True, kernel_init=GAN_INIT,
+                         name=name, **dt)
 
 
 class GlobalGenerator(nn.Module):

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.conv_transpose import ConvTransposeX2
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv
 
 Dtype = Any
@@ -109,8 +110,8 @@ class ResnetGenerator(nn.Module):
       ch = ngf * 2 ** (self.n_downsampling - i - 1)
       # Padding (1, 2) on the stride-dilated input is PyTorch's
       # ConvTranspose2d(k=3, s=2, padding=1, output_padding=1): output 2H.
-      x = nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                           use_bias=bias, kernel_init=GAN_INIT, name=f"up{i}", **dt)(x)
+      x = ConvTransposeX2(ch, 3, ((1, 2), (1, 2)), use_bias=bias, kernel_init=GAN_INIT,
+                          name=f"up{i}", **dt)(x)
       x = nn.relu(norm(x, f"up{i}_norm"))
     x = PaddedConv(self.out_channels, 7, 1, ((3, 3), (3, 3)), padding_mode="reflect",
                    use_bias=True, name="head", **dt)(x)

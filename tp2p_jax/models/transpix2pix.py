@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.conv_transpose import ConvTransposeX2
 from tp2p_jax.models.layers import (GAN_INIT, ChannelSE, Norm, PaddedConv,
                                     SpatialSE, leaky_relu, same_pads, tile_to)
 
@@ -124,9 +125,8 @@ class UpConvBlock(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     # PyTorch ConvTranspose2d(k=4, s=2, p=1) == lax transpose conv whose
     # dilated input is padded by k - 1 - p = 2 on each side.
-    x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2),
-                         padding=((2, 2), (2, 2)), use_bias=False,
-                         kernel_init=GAN_INIT, name="convt", **kw)(x)
+    x = ConvTransposeX2(self.features, 4, ((2, 2), (2, 2)), use_bias=False,
+                        kernel_init=GAN_INIT, name="convt", **kw)(x)
     x = nn.relu(Norm("batch", name="norm1", scale_mean=self.norm_scale_mean, **kw)(x, train))
     if self.conv_bottleneck_reduction is not None:
       x = ConvBottleneck(self.conv_bottleneck_reduction, self.bottleneck,

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.conv_transpose import ConvTransposeX2
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, leaky_relu
 
 Dtype = Any
@@ -105,9 +106,8 @@ class UnetGenerator(nn.Module):
       out_ch = self.out_channels if outermost else channels[i - 1]
       # PyTorch ConvTranspose2d(k=4, s=2, p=1) == lax transpose conv whose
       # dilated input is padded by k - 1 - p = 2 on each side.
-      x = nn.ConvTranspose(out_ch, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           use_bias=bias or outermost, kernel_init=GAN_INIT,
-                           name=f"up{i}", **dt)(x)
+      x = ConvTransposeX2(out_ch, 4, ((2, 2), (2, 2)), use_bias=bias or outermost,
+                          kernel_init=GAN_INIT, name=f"up{i}", **dt)(x)
       if outermost:
         break
       x = norm(x, f"up{i}_norm")

@@ -107,6 +107,21 @@ def _validate_layers(layers: tuple[str, ...]) -> tuple[str, ...]:
   return layers
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 stride-2 max pooling (odd trailing rows/columns dropped, like
+  `nn.max_pool(x, (2, 2), strides=(2, 2))`), as a reshape and a max.
+
+  Same values as the reduce-window form; its gradient is an elementwise
+  mask instead of XLA's select-and-scatter, which on CPU cost more than the
+  convolutions around it (0.8 s of a 7 s train step at 256x256, batch 4).
+  Where a window holds tied maxima the gradient is split among them rather
+  than given to the first. Input (B, H, W, C); output (B, H // 2, W // 2, C).
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 class VGG16(nn.Module):
   """Convolutional part of VGG16 (Simonyan & Zisserman 2015), NHWC.
 
@@ -158,7 +173,7 @@ class VGG16(nn.Module):
     index = 0
     for block, (n_convs, features) in enumerate(_VGG16_BLOCKS, start=1):
       if block > 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
       for i in range(1, n_convs + 1):
         x = nn.Conv(
             features, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,

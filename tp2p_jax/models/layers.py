@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.convolution import Conv2D
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 NormKind = Literal["batch", "instance", "none"]
@@ -72,11 +74,9 @@ class PaddedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = pad2d(x, self.pads, self.padding_mode)
-    return nn.Conv(
-        self.features, (self.kernel, self.kernel),
-        strides=(self.stride, self.stride), padding="VALID",
-        use_bias=self.use_bias, kernel_init=self.kernel_init,
-        dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    return Conv2D(self.features, self.kernel, self.stride, use_bias=self.use_bias,
+                  kernel_init=self.kernel_init, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="conv")(x)
 
 
 def same_pads(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tp2p_jax.models.conv_transpose import ConvTransposeX2
+from tp2p_jax.models.convolution import ConvTransposeX2
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv
 
 Dtype = Any

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tp2p_jax.models.conv_transpose import ConvTransposeX2
+from tp2p_jax.models.convolution import ConvTransposeX2
 from tp2p_jax.models.layers import (GAN_INIT, ChannelSE, Norm, PaddedConv,
                                     SpatialSE, leaky_relu, same_pads, tile_to)
 

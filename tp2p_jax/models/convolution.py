@@ -1,6 +1,25 @@
-"""Stride-2 transposed convolution in sub-pixel form.
+"""Convolutions written the way XLA runs them fastest, with the parameters
+and results of `flax.linen.Conv` / `ConvTranspose`.
 
-XLA computes `lax.conv_transpose` as a convolution of the stride-dilated
+Every form below computes exactly the same function as the plain
+`lax.conv_general_dilated` call it replaces (up to float summation order);
+the choice only changes which kernels XLA emits, above all for the backward
+pass. Timings quoted are forward + backward on 2 AMD EPYC cores, batch 4,
+with the CPU flags of `tp2p_jax.xla_flags` (see experiments/PERFORMANCE.md).
+
+`conv2d` (VALID, stride 1 or 2):
+  * small outputs (at most 64 positions per image, the generator's inner
+    blocks): patches @ kernel as one matrix product. XLA's convolution
+    gradients at 2x2..8x8 spatial size are ~30x slower than the same FLOPs
+    as a matmul (0.091 s against 0.002 s for 4x4, 512 -> 512 on 5x5).
+  * stride 2 with an even kernel: space-to-depth, then a stride-1 conv with
+    a (K/2, K/2, 4 C_in, C_out) kernel. The input gradient of a strided
+    conv is a dilated convolution, slow on CPU; this form has none (0.085 s
+    -> 0.048 s for (4, 131, 131, 64) -> 128 channels).
+  * otherwise the plain convolution.
+
+`conv_transpose_x2` (stride-2 transposed conv, sub-pixel form):
+  XLA computes `lax.conv_transpose` as a convolution of the stride-dilated
 input, three quarters of whose entries are zeros. On CPU the kernel gradient
 of that dilated convolution runs at ~8 GFLOP/s (3.5 s for one (4, 32, 32,
 544) -> (4, 64, 64, 128) 4x4 layer on 2 cores), and every generator decoder
@@ -31,6 +50,89 @@ Initializer = Callable[..., jax.Array]
 Padding = tuple[int, int]
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def _patches(x: jax.Array, kernel_size: int, stride: int, out_h: int, out_w: int
+             ) -> jax.Array:
+  """(B, out_h, out_w, K * K * C) patches, taps in (row, column) order."""
+  span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+  return jnp.concatenate(
+      [x[:, i:i + span_h:stride, j:j + span_w:stride]
+       for i in range(kernel_size) for j in range(kernel_size)], axis=-1)
+
+
+def _space_to_depth(x: jax.Array) -> jax.Array:
+  """(B, 2H, 2W, C) -> (B, H, W, 4C), channel index (2 dy + dx) C + c."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+# Outputs up to this many positions per image are computed as one matmul.
+_MATMUL_MAX_POSITIONS = 64
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """VALID 2-D convolution (cross-correlation, like `nn.Conv`).
+
+  Args:
+    x: (B, H, W, C_in), NHWC, already padded.
+    kernel: (K, K, C_in, C_out), HWIO.
+    stride: 1 or 2 (any stride works; only these get the faster forms).
+
+  Returns:
+    (B, (H - K) // stride + 1, (W - K) // stride + 1, C_out).
+  """
+  b, h, w, c = x.shape
+  k, c_out = kernel.shape[0], kernel.shape[-1]
+  if kernel.shape[1] != k or kernel.shape[2] != c:
+    raise ValueError(f"kernel {kernel.shape} does not match input channels {c} "
+                     "(square HWIO kernels only)")
+  out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+  if out_h < 1 or out_w < 1:
+    raise ValueError(f"input {h}x{w} is smaller than the {k}x{k} kernel")
+  if out_h * out_w <= _MATMUL_MAX_POSITIONS:
+    patches = _patches(x, k, stride, out_h, out_w)
+    out = jnp.dot(patches.reshape(-1, k * k * c), kernel.reshape(k * k * c, c_out))
+    return out.reshape(b, out_h, out_w, c_out)
+  if stride == 2 and k % 2 == 0:
+    # Rows/columns past the last window are never read; crop them so the
+    # space-to-depth blocks tile the input.
+    x = _space_to_depth(x[:, :2 * (out_h - 1) + k, :2 * (out_w - 1) + k])
+    kernel = kernel.reshape(k // 2, 2, k // 2, 2, c, c_out).transpose(0, 2, 1, 3, 4, 5)
+    kernel = kernel.reshape(k // 2, k // 2, 4 * c, c_out)
+    stride = 1
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                      dimension_numbers=_DIMENSION_NUMBERS)
+
+
+class Conv2D(nn.Module):
+  """`nn.Conv(features, (K, K), strides=stride, padding="VALID")` computed by
+  `conv2d`: the same parameters ("kernel" (K, K, C_in, C_out), optional
+  "bias" (C_out,)), initialisers and outputs.
+
+  Input (B, H, W, C_in) (already padded); output (B, (H - K) // stride + 1,
+  (W - K) // stride + 1, features).
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  use_bias: bool = True
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        self.param_dtype)
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 def _output_size(n: int, kernel: int, padding: Padding) -> int:

@@ -69,11 +69,15 @@ def style_encoder_from_config(config: ml_collections.ConfigDict) -> StyleEncoder
                       num_classes=len(config.data.style_names), scale=s.scale)
 
 
-def objective_from_config(config: ml_collections.ConfigDict) -> GanObjective:
+def objective_from_config(config: ml_collections.ConfigDict, dtype: str | None = None
+                          ) -> GanObjective:
+  """The generator objective; `dtype` (default: config.dtype) is the VGG16
+  compute dtype, like the networks'."""
   return GanObjective(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
                       lambda_perceptual=config.lambda_perceptual,
                       perceptual_layer=config.perceptual_layer,
-                      lambda_feat=config.get("lambda_feat", 0.0), ema_decay=config.ema_decay)
+                      lambda_feat=config.get("lambda_feat", 0.0), ema_decay=config.ema_decay,
+                      perceptual_dtype=dtype or config.dtype)
 
 
 def gan_optimizers(config: ml_collections.ConfigDict
@@ -163,7 +167,7 @@ def build_gan(config: ml_collections.ConfigDict, dtype: str | None = None) -> Ga
   encoder = style_encoder_from_config(config) if uses_style(config) else None
   style_dim = config.style.embedding_dim if encoder is not None else None
   g_tx, d_tx, schedule = gan_optimizers(config)
-  objective = objective_from_config(config)
+  objective = objective_from_config(config, dtype)
   vgg_vars = None
   if objective.lambda_perceptual > 0:
     vgg_vars = vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)

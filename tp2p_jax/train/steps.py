@@ -44,6 +44,8 @@ class GanObjective:
       (pix2pixHD: 10; 0 disables it and D's extra real pass).
     ema_decay: per-step decay of the G and D EMAs (0: the EMA is the
       trained network itself).
+    perceptual_dtype: compute dtype of the frozen VGG16 ("bfloat16" with
+      mixed precision); its features are compared in float32.
   """
   gan_mode: str = "vanilla"
   lambda_l1: float = 100.0
@@ -51,6 +53,7 @@ class GanObjective:
   perceptual_layer: str = "relu2_2"
   lambda_feat: float = 0.0
   ema_decay: float = 0.98
+  perceptual_dtype: str = "float32"
 
 
 def style_embedding(style_encoder: nn.Module, variables: Any, photos: jax.Array) -> jax.Array:
@@ -145,7 +148,8 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
       g_l1 = losses.l1_loss(fake_images, real_b)
       if objective.lambda_perceptual > 0:
         g_perc = losses.perceptual_loss(fake_images, real_b, vgg_variables,
-                                        objective.perceptual_layer)
+                                        objective.perceptual_layer,
+                                        dtype=jnp.dtype(objective.perceptual_dtype))
       else:
         g_perc = jnp.float32(0.0)
       if objective.lambda_feat > 0:

@@ -5,15 +5,24 @@ r"""Times the GAN train step and EMA-generator inference of an experiment config
   python experiments/benchmark.py --config=experiments/toycats.py --dtype=bfloat16 \
       --config.generator_kwargs.transformer_layers=1
   python experiments/benchmark.py --config=experiments/transpix2pix.py --dry_run
+  python experiments/benchmark.py --config=experiments/transpix2pix.py --breakdown
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
       python experiments/benchmark.py --config=experiments/toycats.py:tiny --devices=4 --batch_size=8
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      python experiments/benchmark.py --config=experiments/toycats.py:tiny --scaling --batch_size=8
+
+The process sets the CPU flags of `tp2p_jax.xla_flags` unless XLA_FLAGS
+already names them (the JSON records the XLA_FLAGS in effect).
 
 The networks, optimisers, objective, train step and inference function are
 the library's own (`tp2p_jax.train.builders` / `steps`), jitted over a
 data-parallel mesh exactly as the trainer does it (state replicated and
 donated, batch sharded over `data`). The train step runs on a synthetic
 random batch in [-1, 1] so that input loading is not part of its time;
-`--data` measures the config's grain input pipeline separately.
+`--data` measures the config's grain input pipeline separately,
+`--breakdown` the step's parts on their own, `--scaling` the same steps on
+1, 2, 4, ... devices (a correctness check on simulated CPU devices). Results
+and their interpretation: experiments/PERFORMANCE.md.
 
 Progress goes to stderr; the last line of stdout is one JSON object with the
 results (seconds, images/s, XLA cost analysis, peak RSS and the environment).
@@ -41,10 +50,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
+from tp2p_jax import losses  # noqa: E402
 from tp2p_jax.data import pipeline  # noqa: E402
 from tp2p_jax.data.sources import sources_from_config  # noqa: E402
+from tp2p_jax.models import vgg  # noqa: E402
 from tp2p_jax.train import builders, parallel  # noqa: E402
+from tp2p_jax.train import steps as train_steps  # noqa: E402
+from tp2p_jax.train.state import ema_update  # noqa: E402
 from tp2p_jax.xla_flags import set_default_xla_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -71,6 +85,18 @@ _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir", None, "Trace 3 extra train steps into this directory with "
     "jax.profiler.trace (view with TensorBoard/XProf); their times are reported "
     "separately as profile_step_s.")
+_BREAKDOWN = flags.DEFINE_bool(
+    "breakdown", False, "Also compile and time the train step's parts on their own (style "
+    "embedding, G forward, G forward+backward, D passes, VGG16 loss, optimiser+EMA) with "
+    "their XLA FLOP and byte counts; the parts overlap and fuse inside the full step, so "
+    "their sum only approximates it.")
+_SCALING = flags.DEFINE_bool(
+    "scaling", False, "Instead of the benchmark, run --steps train steps from the same "
+    "initial state and batch on meshes of 1, 2, 4, ... devices (up to all), and report "
+    "each mesh's step time and its largest metric difference from the one-device run. On "
+    "CPU the devices are simulated (XLA_FLAGS=--xla_force_host_platform_device_count=N) "
+    "and share the host's cores: a correctness check of the sharded step, not a "
+    "measurement of parallel speed-up.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and trace (jax.eval_shape) the train state, train step and "
     "inference without compiling or running anything; report parameter counts.")
@@ -177,9 +203,84 @@ def _notes(platform: str, num_devices: int, optimizations_disabled: bool) -> lis
   return notes
 
 
+def _time_compiled(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
+  """Compiles `fn(*args)` and returns its XLA cost analysis and the median
+  wall time of `repeats` calls (after one untimed call)."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  cost = cost_analysis(compiled)
+  jax.block_until_ready(compiled(*args))
+  seconds = _median(_time_calls(lambda: compiled(*args), repeats))
+  return {"s": seconds, "gflop": cost["flops"] / 1e9, "gbytes": cost["bytes"] / 1e9,
+          "gflop_per_s": cost["flops"] / 1e9 / seconds}
+
+
+def step_breakdown(config: Any, state: Any, batch: dict[str, Any], repeats: int = 3
+                   ) -> dict[str, dict[str, float]]:
+  """Times the parts the paired GAN train step is made of, each jitted on its
+  own at the step's shapes (one device): where the step's FLOPs, bytes and
+  seconds go. The step runs the D passes three times (real and fake for the
+  D update, fake again for the G update), the VGG16 loss once.
+
+  Returns {part: {"s", "gflop", "gbytes", "gflop_per_s"}}.
+  """
+  gan = builders.build_gan(config)
+  generator, discriminator, encoder = gan.generator, gan.discriminator, gan.style_encoder
+  g_tx, _, _ = builders.gan_optimizers(config)
+  objective = builders.objective_from_config(config)
+  real_a, real_b = batch["real_a"], batch["real_b"]
+  key = jax.random.PRNGKey(0)
+  style = None
+  parts: dict[str, dict[str, float]] = {}
+  if encoder is not None:
+    embed = lambda v, photos: train_steps.style_embedding(encoder, v, photos)  # noqa: E731
+    parts["style_embedding"] = _time_compiled(embed, (state.style_variables, real_b), repeats)
+    style = jax.jit(embed)(state.style_variables, real_b)
+
+  def g_forward(params, sketches, style):
+    return train_steps.apply_generator(
+        generator, {"params": params, "batch_stats": state.g_batch_stats}, sketches, style,
+        train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0]
+
+  def g_forward_backward(params, sketches, style):
+    fake, pullback = jax.vjp(lambda p: g_forward(p, sketches, style), params)
+    return pullback(fake)
+
+  parts["g_forward"] = _time_compiled(g_forward, (state.g_params, real_a, style), repeats)
+  parts["g_forward_backward"] = _time_compiled(g_forward_backward,
+                                               (state.g_params, real_a, style), repeats)
+
+  def d_sum(params, pair):
+    out = discriminator.apply({"params": params, "batch_stats": state.d_batch_stats}, pair,
+                              train=True, mutable=["batch_stats"])[0]
+    return sum(jnp.sum(o) for o in jax.tree.leaves(out))
+
+  pair = jnp.concatenate([real_a, real_b], axis=-1)
+  parts["d_forward_backward_params"] = _time_compiled(jax.grad(d_sum), (state.d_params, pair),
+                                                      repeats)
+  parts["d_forward_backward_input"] = _time_compiled(jax.grad(d_sum, argnums=1),
+                                                     (state.d_params, pair), repeats)
+  if objective.lambda_perceptual > 0:
+    vgg_vars = losses.vgg_variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)
+    perceptual = jax.grad(lambda fake, real: losses.perceptual_loss(
+        fake, real, vgg_vars, objective.perceptual_layer,
+        dtype=jnp.dtype(objective.perceptual_dtype)))
+    parts["vgg_loss_forward_backward"] = _time_compiled(perceptual, (real_a, real_b), repeats)
+
+  def g_update(params, opt_state, grads, ema):
+    updates, opt_state = g_tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, ema_update(ema, params, objective.ema_decay)
+
+  parts["g_optimizer_and_ema"] = _time_compiled(
+      g_update, (state.g_params, state.g_opt_state, state.g_params, state.ema["g"]["params"]),
+      repeats)
+  return parts
+
+
 def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
                   devices: int = 0, data: bool = False, data_batches: int = 10,
-                  profile_dir: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                  profile_dir: str | None = None, dry_run: bool = False,
+                  breakdown: bool = False) -> dict[str, Any]:
   """Builds the config's GAN from the library, compiles and times it.
 
   Args:
@@ -192,6 +293,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
     data_batches: timed input-pipeline batches.
     profile_dir: trace `_PROFILED_STEPS` extra steps into this directory.
     dry_run: only trace shapes (jax.eval_shape); compile and run nothing.
+    breakdown: also time the step's parts on their own (`step_breakdown`).
 
   Returns:
     The JSON-able results.
@@ -326,6 +428,15 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   _log(f"inference: {result['infer_images_per_s']:.3g} images/s "
        f"(compiled in {result['infer_compile_s']:.2f} s)")
 
+  if breakdown:
+    if num_devices > 1:
+      raise app.UsageError("--breakdown times the parts on one device: add --devices=1")
+    _log("timing the train step's parts")
+    result["breakdown"] = step_breakdown(config, state, batch)
+    for name, part in result["breakdown"].items():
+      _log(f"  {name}: {part['s']:.3f} s, {part['gflop']:.3g} GFLOP, "
+           f"{part['gbytes']:.3g} GB, {part['gflop_per_s']:.3g} GFLOP/s")
+
   if data:
     result.update(measure_loader(config, batch_size, data_batches))
     _log(f"input pipeline: {result['loader_images_per_s']:.3g} images/s "
@@ -334,6 +445,74 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   result["notes"] = _notes(first.platform, num_devices, optimizations_disabled)
   return result
+
+
+_LOSS_METRICS = ("d_loss", "g_loss", "g_gan", "g_l1", "g_perceptual", "g_feat")
+
+
+def scaling(config: Any, *, steps: int) -> dict[str, Any]:
+  """The same `steps` train steps on meshes of 1, 2, 4, ... devices.
+
+  Every mesh starts from the same initial state (same seed) and sees the same
+  global batch (sharded over `data`), so the metrics must agree up to float
+  summation order. Returns the per-mesh step times and, for each mesh, the
+  largest relative differences from the one-device run.
+  """
+  available = jax.devices()
+  batch_size = int(config.batch_size)
+  counts = [n for n in (2 ** i for i in range(12)) if n <= len(available)
+            and batch_size % n == 0]
+  gan = builders.build_gan(config)
+  host_batch = synthetic_batch(batch_size, int(config.image_size),
+                               len(config.data.style_names), config.seed)
+  style_vars: Any = {}
+  if gan.style_encoder is not None:
+    s = config.style.image_size
+    style_vars = jax.device_get(jax.jit(lambda k: gan.style_encoder.init(
+        k, jnp.zeros((1, s, s, 3)), train=False))(jax.random.PRNGKey(0)))
+  runs = []
+  reference: list[dict[str, float]] | None = None
+  for n in counts:
+    mesh = parallel.make_mesh(available[:n])
+    abstract = jax.eval_shape(gan.init, jax.random.PRNGKey(config.seed), style_vars)
+    state_sharding = parallel.replicated_like(mesh, abstract)
+    state = jax.jit(gan.init, out_shardings=state_sharding)(
+        jax.random.PRNGKey(config.seed), style_vars)
+    step = jax.jit(gan.train_step, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+                   out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
+    batch = parallel.to_global_batch(host_batch, mesh)
+    history, times = [], []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      state, metrics = step(state, batch)
+      history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+      times.append(time.perf_counter() - t0)
+    if reference is None:
+      reference = history
+    # Relative differences from one device; metrics near zero (mean logits)
+    # get an absolute floor of 1e-3.
+    rel = lambda a, b: abs(a - b) / max(abs(b), 1e-3)  # noqa: E731
+    first_step = max(rel(history[0][k], reference[0][k]) for k in reference[0])
+    loss_diff = max(rel(m[k], r[k]) for m, r in zip(history, reference)
+                    for k in r if k in _LOSS_METRICS)
+    runs.append({"devices": n, "step_s_all": times,
+                 "step_s": _median(times[1:]) if steps > 1 else times[0],
+                 "first_step_max_rel_diff": first_step, "loss_max_rel_diff": loss_diff})
+    _log(f"{n} device(s): step {runs[-1]['step_s']:.3f} s; largest difference from 1 device: "
+         f"{first_step:.1e} (first step, all metrics), {loss_diff:.1e} (losses, all steps)")
+  platform = available[0].platform
+  notes = ["every mesh runs the same steps from the same state and batch: "
+           "first_step_max_rel_diff compares every metric of the first step (gradient norms "
+           "included), loss_max_rel_diff the losses of all steps. Gradient norms of later "
+           "steps are not compared: Adam's first update is lr * sign(g), so gradient entries "
+           "at rounding level move parameters by a full +-lr either way"]
+  if platform == "cpu":
+    notes.append("CPU devices are simulated and share the host's cores: the step times "
+                 "check that the sharded step runs, they do not measure parallel speed-up")
+  return {"scaling": runs, "batch_size": batch_size, "image_size": int(config.image_size),
+          "dtype": str(config.dtype), "platform": platform,
+          "device_kind": available[0].device_kind, "steps": steps, "notes": notes,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_version": jax.__version__}
 
 
 def _json_safe(value: Any) -> Any:
@@ -364,10 +543,14 @@ def main(argv: list[str]) -> None:
     config.batch_size = _BATCH_SIZE.value
   if _DTYPE.value is not None:
     config.dtype = _DTYPE.value
-  result = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
-                         infer_batches=_INFER_BATCHES.value, devices=_DEVICES.value,
-                         data=_DATA.value, data_batches=_DATA_BATCHES.value,
-                         profile_dir=_PROFILE_DIR.value, dry_run=_DRY_RUN.value)
+  if _SCALING.value:
+    result = scaling(config, steps=_STEPS.value)
+  else:
+    result = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
+                           infer_batches=_INFER_BATCHES.value, devices=_DEVICES.value,
+                           data=_DATA.value, data_batches=_DATA_BATCHES.value,
+                           profile_dir=_PROFILE_DIR.value, dry_run=_DRY_RUN.value,
+                           breakdown=_BREAKDOWN.value)
   config_flag = flags.FLAGS["config"]
   result["config"] = config_flags.get_config_filename(config_flag)
   overrides = config_flags.get_override_values(config_flag)

@@ -82,6 +82,35 @@ def test_tiny_benchmark_reports_timings_and_costs():
   assert result["xla_optimizations_disabled"] is True
 
 
+def test_breakdown_reports_each_part_of_the_step():
+  result = _last_json(_run([f"--config={_TINY}", "--steps=1", "--warmup=0",
+                            "--infer_batches=1", "--breakdown"]))
+  parts = result["breakdown"]
+  assert set(parts) == {"style_embedding", "g_forward", "g_forward_backward",
+                        "d_forward_backward_params", "d_forward_backward_input",
+                        "vgg_loss_forward_backward", "g_optimizer_and_ema"}
+  for name, part in parts.items():
+    assert all(_positive_finite(part[k]) for k in ("s", "gflop", "gbytes", "gflop_per_s")), name
+  # The backward pass costs about twice the forward: together at least 2x.
+  assert parts["g_forward_backward"]["gflop"] > 2 * parts["g_forward"]["gflop"]
+  assert sum(p["gflop"] for p in parts.values()) > 0.5 * result["flops_per_step"] / 1e9
+  assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot" in result["xla_flags"].split()
+
+
+def test_scaling_runs_the_same_steps_on_every_mesh_size():
+  result = _last_json(_run([f"--config={_TINY}", "--scaling", "--steps=2", "--batch_size=8"],
+                           num_cpu_devices=4))
+  runs = result["scaling"]
+  assert [r["devices"] for r in runs] == [1, 2, 4]
+  assert runs[0]["first_step_max_rel_diff"] == runs[0]["loss_max_rel_diff"] == 0.0
+  for run in runs:
+    assert len(run["step_s_all"]) == 2 and _positive_finite(run["step_s"])
+    # Same state, same batch: sharding only reorders float sums.
+    assert run["first_step_max_rel_diff"] < 1e-3, run
+    assert run["loss_max_rel_diff"] < 1e-3, run
+  assert any("simulated" in note for note in result["notes"])
+
+
 def test_dry_run_on_a_multi_device_mesh_with_overrides():
   # Shapes only: nothing is compiled, so this checks the flag plumbing and the
   # mesh set-up quickly.

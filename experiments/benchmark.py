@@ -29,9 +29,12 @@ results (seconds, images/s, XLA cost analysis, peak RSS and the environment).
 """
 from __future__ import annotations
 
+import glob
+import gzip
 import json
 import math
 import os
+import re
 import resource
 import statistics
 import sys
@@ -150,13 +153,25 @@ def _time_calls(fn: Callable[[], Any], count: int) -> list[float]:
   return times
 
 
-def measure_loader(config: Any, batch_size: int, batches: int, warmup: int = 2
-                   ) -> dict[str, float]:
-  """Throughput of the config's grain training pipeline (toy cats rendered,
-  resized, augmented, batched and converted on the host): batches/s * batch
-  over `batches` batches after `warmup` untimed ones."""
-  train_source, _ = sources_from_config(config.data, image_size=config.image_size,
-                                        seed=config.seed)
+def training_source(config: Any) -> Any:
+  """The config's training source; a config that cannot provide one (e.g. a
+  prepared-data config without data.data_dir) is a usage error, raised
+  before anything is compiled."""
+  try:
+    train_source, _ = sources_from_config(config.data, image_size=config.image_size,
+                                          seed=config.seed)
+  except (ValueError, FileNotFoundError) as e:
+    raise app.UsageError(f"--data: {e}") from e
+  return train_source
+
+
+def measure_loader(config: Any, batch_size: int, batches: int, warmup: int = 2,
+                   train_source: Any = None) -> dict[str, float]:
+  """Throughput of the config's grain training pipeline (examples read or
+  rendered, resized, augmented, batched and converted on the host):
+  batches/s * batch over `batches` batches after `warmup` untimed ones."""
+  if train_source is None:
+    train_source = training_source(config)
   t0 = time.perf_counter()
   iterator = pipeline.make_dataset_iterator(
       train_source, global_batch_size=batch_size, image_size=config.image_size,
@@ -201,6 +216,33 @@ def _notes(platform: str, num_devices: int, optimizations_disabled: bool) -> lis
                  "flops_per_step, bytes_per_step and infer_flops_per_image are that times "
                  "num_devices, the *_per_device fields are as analysed")
   return notes
+
+
+def top_ops(profile_dir: str, hlo_text: str, steps: int, count: int = 25
+            ) -> list[dict[str, Any]]:
+  """The `count` HLO ops with the most traced time per step, from the
+  Perfetto trace `jax.profiler.trace(..., create_perfetto_trace=True)` wrote
+  under `profile_dir`, each with its output shape and the layer (`op_name`
+  metadata) it came from. Backends whose traces carry no per-op events
+  (or no trace file) give an empty list."""
+  files = sorted(glob.glob(os.path.join(profile_dir, "**", "*perfetto_trace.json.gz"),
+                           recursive=True), key=os.path.getmtime)
+  if not files:
+    return []
+  with gzip.open(files[-1], "rt") as f:
+    trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  ops = {}
+  for m in re.finditer(r"^\s*%(\S+) = (\S+) [^\n]*?(?:op_name=\"([^\"]*)\")?[^\n]*$",
+                       hlo_text, re.M):
+    ops[m.group(1)] = (m.group(2), m.group(3) or "")
+  seconds: dict[str, float] = {}
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in ops:
+      seconds[e["name"]] = seconds.get(e["name"], 0.0) + e.get("dur", 0) / 1e6
+  slowest = sorted(seconds.items(), key=lambda kv: -kv[1])[:count]
+  return [{"hlo": name, "s_per_step": total / steps, "shape": ops[name][0].split("{")[0],
+           "layer": ops[name][1]} for name, total in slowest]
 
 
 def _time_compiled(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
@@ -319,6 +361,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   _log(f"{num_devices} {first.platform} device(s) ({first.device_kind}); batch {batch_size}, "
        f"{size}x{size}, {config.dtype}")
 
+  train_source = training_source(config) if data and not dry_run else None
   t0 = time.perf_counter()
   gan = builders.build_gan(config)  # includes loading the VGG16 weights
   result["build_s"] = time.perf_counter() - t0
@@ -391,7 +434,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   warm = _time_calls(one_step, warmup)
   result["warmup_step_s_all"] = warm
-  _log(f"{warmup} warm-up step(s): " + ", ".join(f"{t:.3f}" for t in warm) + " s")
+  if warm:
+    _log(f"{warmup} warm-up step(s): " + ", ".join(f"{t:.3f}" for t in warm) + " s")
   times = _time_calls(one_step, steps)
   result["train_step_s_all"] = times
   result["train_step_s"] = _median(times)
@@ -405,13 +449,16 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   if profile_dir:
     profiled = []
-    with jax.profiler.trace(profile_dir):
+    with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
       for i in range(_PROFILED_STEPS):
         with jax.profiler.StepTraceAnnotation("train", step_num=int(i)):
           profiled += _time_calls(one_step, 1)
     result["profile_dir"] = os.path.abspath(profile_dir)
     result["profile_step_s"] = profiled
-    _log(f"traced {_PROFILED_STEPS} steps into {result['profile_dir']}")
+    result["profile_top_ops"] = top_ops(profile_dir, step.as_text(), _PROFILED_STEPS)
+    _log(f"traced {_PROFILED_STEPS} steps into {result['profile_dir']}; slowest ops:")
+    for op in result["profile_top_ops"][:10]:
+      _log(f"  {op['s_per_step']:.3f} s  {op['hlo']}  {op['shape']}  {op['layer']}")
 
   generate_jit = jax.jit(generate_fn, in_shardings=(state_sharding, data_sharding, data_sharding),
                          out_shardings=data_sharding)
@@ -438,7 +485,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
            f"{part['gbytes']:.3g} GB, {part['gflop_per_s']:.3g} GFLOP/s")
 
   if data:
-    result.update(measure_loader(config, batch_size, data_batches))
+    result.update(measure_loader(config, batch_size, data_batches,
+                                 train_source=train_source))
     _log(f"input pipeline: {result['loader_images_per_s']:.3g} images/s "
          f"({config.data.worker_count} grain worker(s))")
 
@@ -492,14 +540,17 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
     # Relative differences from one device; metrics near zero (mean logits)
     # get an absolute floor of 1e-3.
     rel = lambda a, b: abs(a - b) / max(abs(b), 1e-3)  # noqa: E731
-    first_step = max(rel(history[0][k], reference[0][k]) for k in reference[0])
+    first_step, worst_metric = max((rel(history[0][k], reference[0][k]), k)
+                                   for k in reference[0])
     loss_diff = max(rel(m[k], r[k]) for m, r in zip(history, reference)
                     for k in r if k in _LOSS_METRICS)
     runs.append({"devices": n, "step_s_all": times,
                  "step_s": _median(times[1:]) if steps > 1 else times[0],
-                 "first_step_max_rel_diff": first_step, "loss_max_rel_diff": loss_diff})
+                 "first_step_max_rel_diff": first_step, "first_step_worst_metric": worst_metric,
+                 "loss_max_rel_diff": loss_diff})
     _log(f"{n} device(s): step {runs[-1]['step_s']:.3f} s; largest difference from 1 device: "
-         f"{first_step:.1e} (first step, all metrics), {loss_diff:.1e} (losses, all steps)")
+         f"{first_step:.1e} (first step, all metrics; {worst_metric}), {loss_diff:.1e} "
+         "(losses, all steps)")
   platform = available[0].platform
   notes = ["every mesh runs the same steps from the same state and batch: "
            "first_step_max_rel_diff compares every metric of the first step (gradient norms "

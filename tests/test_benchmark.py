@@ -82,9 +82,15 @@ def test_tiny_benchmark_reports_timings_and_costs():
   assert result["xla_optimizations_disabled"] is True
 
 
-def test_breakdown_reports_each_part_of_the_step():
+def test_breakdown_and_profile_report_where_the_step_spends_its_time(tmp_path):
   result = _last_json(_run([f"--config={_TINY}", "--steps=1", "--warmup=0",
-                            "--infer_batches=1", "--breakdown"]))
+                            "--infer_batches=1", "--breakdown", f"--profile_dir={tmp_path}"]))
+  ops = result["profile_top_ops"]
+  assert ops and all(_positive_finite(op["s_per_step"]) for op in ops)
+  assert [op["s_per_step"] for op in ops] == sorted((op["s_per_step"] for op in ops),
+                                                    reverse=True)
+  assert any("conv" in op["layer"] for op in ops), ops[:5]
+  assert all(op["shape"] for op in ops)
   parts = result["breakdown"]
   assert set(parts) == {"style_embedding", "g_forward", "g_forward_backward",
                         "d_forward_backward_params", "d_forward_backward_input",

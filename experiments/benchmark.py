@@ -233,9 +233,9 @@ def top_ops(profile_dir: str, hlo_text: str, steps: int, count: int = 25
     trace = json.load(f)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
   ops = {}
-  for m in re.finditer(r"^\s*%(\S+) = (\S+) [^\n]*?(?:op_name=\"([^\"]*)\")?[^\n]*$",
-                       hlo_text, re.M):
-    ops[m.group(1)] = (m.group(2), m.group(3) or "")
+  for m in re.finditer(r"^\s*%(\S+) = (\S+) (.*)$", hlo_text, re.M):
+    layer = re.search(r'op_name="([^"]*)"', m.group(3))
+    ops[m.group(1)] = (m.group(2), layer.group(1) if layer else "")
   seconds: dict[str, float] = {}
   for e in events:
     if e.get("ph") == "X" and e.get("name") in ops:

@@ -100,7 +100,7 @@ def test_breakdown_and_profile_report_where_the_step_spends_its_time(tmp_path):
   # The backward pass costs about twice the forward: together at least 2x.
   assert parts["g_forward_backward"]["gflop"] > 2 * parts["g_forward"]["gflop"]
   assert sum(p["gflop"] for p in parts.values()) > 0.5 * result["flops_per_step"] / 1e9
-  assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot" in result["xla_flags"].split()
+  assert "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution" in result["xla_flags"].split()
 
 
 def test_scaling_runs_the_same_steps_on_every_mesh_size():

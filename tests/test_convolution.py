@@ -62,6 +62,7 @@ def test_conv_transpose_x2_rejects_odd_outputs():
     (36, 4, 2),   # odd trailing row never read: cropped
     (20, 4, 1),   # plain convolution
     (21, 3, 2),   # odd kernel, stride 2: plain strided convolution
+    (3, 4, 1),    # input smaller than the kernel: empty output, as nn.Conv
 ])
 def test_conv2d_equals_flax_in_every_form(size, kernel, stride):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 3))
@@ -120,5 +121,5 @@ def test_default_xla_flags_never_override_the_user():
   value = xla_flags.set_default_xla_flags(env)
   assert env["XLA_FLAGS"] == value
   assert value.split()[0] == "--xla_force_host_platform_device_count=8"
-  assert f"{name}=individual_dot" in value.split()
+  assert f"{name}=-individual_convolution" in value.split()
   assert xla_flags.set_default_xla_flags(env) == value  # idempotent

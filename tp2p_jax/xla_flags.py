@@ -6,13 +6,14 @@ first thing in `main`. A flag the user already gave in `XLA_FLAGS` is left
 exactly as given.
 
 Why each flag:
-  --xla_cpu_experimental_ynn_fusion_type=individual_dot
+  --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
     jaxlib 0.10's CPU backend routes convolutions to YNNPACK by default,
     which runs our 4x4 convolutions and their kernel gradients at 6-100
     GFLOP/s; its Eigen convolutions run the same ones at 180-480 GFLOP/s
-    (measured on 2 AMD EPYC cores; experiments/PERFORMANCE.md). Matrix
-    products stay on YNNPACK, which is the faster of the two for them. The
-    flag only concerns the CPU backend: GPU and TPU runs ignore it.
+    (measured on 2 AMD EPYC cores; experiments/PERFORMANCE.md). The leading
+    "-" removes convolutions from the default YNNPACK set and keeps the rest
+    (matrix products, where YNNPACK is the faster, and reductions). The flag
+    only concerns the CPU backend: GPU and TPU runs ignore it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import os
 from typing import MutableMapping
 
 DEFAULT_XLA_FLAGS: tuple[str, ...] = (
-    "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
 )
 
 _log = logging.getLogger(__name__)

@@ -89,13 +89,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     raise ValueError(f"kernel {kernel.shape} does not match input channels {c} "
                      "(square HWIO kernels only)")
   out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
-  if out_h < 1 or out_w < 1:
-    raise ValueError(f"input {h}x{w} is smaller than the {k}x{k} kernel")
-  if out_h * out_w <= _MATMUL_MAX_POSITIONS:
+  # An input smaller than the kernel takes the plain path and gives an empty
+  # output, as nn.Conv does (a multi-scale discriminator's coarsest scale on
+  # small images).
+  empty = out_h < 1 or out_w < 1
+  if not empty and out_h * out_w <= _MATMUL_MAX_POSITIONS:
     patches = _patches(x, k, stride, out_h, out_w)
     out = jnp.dot(patches.reshape(-1, k * k * c), kernel.reshape(k * k * c, c_out))
     return out.reshape(b, out_h, out_w, c_out)
-  if stride == 2 and k % 2 == 0:
+  if not empty and stride == 2 and k % 2 == 0:
     # Rows/columns past the last window are never read; crop them so the
     # space-to-depth blocks tile the input.
     x = _space_to_depth(x[:, :2 * (out_h - 1) + k, :2 * (out_w - 1) + k])

@@ -80,7 +80,10 @@ def test_style_transfer_lowers_its_loss_monotonically(vgg_variables):
   totals = [h["total"] for h in history]
   assert all(b <= a * (1 + 1e-6) for a, b in zip(totals, totals[1:])), totals
   assert totals[-1] < totals[0]
-  assert history[0]["content"] == 0.0  # it starts from the content image
+  # It starts from the content image. Not exactly 0: the targets and the
+  # loss are separate compiled programs, whose convolutions may sum in a
+  # different order.
+  assert history[0]["content"] < 1e-8  # float32 rounding of O(1) activations: ~1e-12
   assert history[0]["style"] > 0.0
   assert out.shape == content.shape
   assert float(jnp.min(out)) >= 0.0 and float(jnp.max(out)) <= 1.0

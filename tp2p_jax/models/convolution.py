@@ -39,6 +39,7 @@ padding (1, 2).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -72,6 +73,10 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
 _MATMUL_MAX_POSITIONS = 64
 
 
+# jit: one compiled program per shape when called eagerly (op by op these
+# forms are dozens of small dispatches); inside a traced function it is
+# inlined like any other call.
+@functools.partial(jax.jit, static_argnames=("stride",))
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   """VALID 2-D convolution (cross-correlation, like `nn.Conv`).
 
@@ -152,6 +157,7 @@ def _phase(r: int, n: int, kernel: int, padding: Padding) -> tuple[int, int, int
   return k0, taps, offset, outputs
 
 
+@functools.partial(jax.jit, static_argnames=("padding",))
 def conv_transpose_x2(x: jax.Array, kernel: jax.Array, padding: tuple[Padding, Padding]
                       ) -> jax.Array:
   """Stride-2 transposed convolution (flax.linen.ConvTranspose semantics) as

@@ -142,6 +142,20 @@ def synthetic_batch(batch_size: int, image_size: int, num_classes: int,
           "label": rng.integers(0, num_classes, (batch_size,)).astype(np.int32)}
 
 
+def style_variables(encoder: Any, config: Any, abstract: bool = False) -> Any:
+  """Freshly initialised style-encoder variables (host arrays; shapes only
+  with `abstract`), or {} for a generator without style input (pix2pix,
+  pix2pixHD)."""
+  if encoder is None:
+    return {}
+  s = config.style.image_size
+  init = lambda key: encoder.init(key, jnp.zeros((1, s, s, 3), jnp.float32),  # noqa: E731
+                                  train=False)
+  if abstract:
+    return jax.eval_shape(init, jax.random.PRNGKey(0))
+  return jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
+
+
 def _time_calls(fn: Callable[[], Any], count: int) -> list[float]:
   """Wall time of `count` calls of `fn`, each waited for with
   `jax.block_until_ready`."""
@@ -369,16 +383,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   t_init = time.perf_counter()
   key = jax.random.PRNGKey(config.seed)
-  style_vars: Any = {}  # pix2pix, pix2pixHD: no style input
-  if encoder is not None:
-    s = config.style.image_size
-    style_zeros = jnp.zeros((1, s, s, 3), jnp.float32)
-    if dry_run:
-      style_vars = jax.eval_shape(
-          lambda: encoder.init(jax.random.PRNGKey(0), style_zeros, train=False))
-    else:
-      style_vars = jax.device_get(jax.jit(
-          lambda k: encoder.init(k, style_zeros, train=False))(jax.random.PRNGKey(0)))
+  style_vars = style_variables(encoder, config, abstract=dry_run)
   abstract = jax.eval_shape(init, key, style_vars)
   result["params"] = {"generator": builders.count_params(abstract.g_params),
                       "discriminator": builders.count_params(abstract.d_params)}
@@ -513,11 +518,7 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
   gan = builders.build_gan(config)
   host_batch = synthetic_batch(batch_size, int(config.image_size),
                                len(config.data.style_names), config.seed)
-  style_vars: Any = {}
-  if gan.style_encoder is not None:
-    s = config.style.image_size
-    style_vars = jax.device_get(jax.jit(lambda k: gan.style_encoder.init(
-        k, jnp.zeros((1, s, s, 3)), train=False))(jax.random.PRNGKey(0)))
+  style_vars = style_variables(gan.style_encoder, config)
   runs = []
   reference: list[dict[str, float]] | None = None
   for n in counts:

@@ -113,6 +113,22 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
                                       dimension_numbers=_DIMENSION_NUMBERS)
 
 
+def _kernel_and_bias(module: nn.Module, in_channels: int
+                     ) -> tuple[jax.Array, jax.Array | None]:
+  """Creates `module`'s "kernel" (K, K, in_channels, features) and, with
+  `use_bias`, "bias" (features,) as flax's Conv/ConvTranspose do (same
+  names, shapes, initialisers, param_dtype); returns them in the module's
+  compute dtype (bias None without `use_bias`). Call from a compact method."""
+  k = module.kernel_size
+  kernel = module.param("kernel", module.kernel_init, (k, k, in_channels, module.features),
+                        module.param_dtype)
+  bias = None
+  if module.use_bias:
+    bias = module.param("bias", module.bias_init, (module.features,),
+                        module.param_dtype).astype(module.dtype)
+  return kernel.astype(module.dtype), bias
+
+
 class Conv2D(nn.Module):
   """`nn.Conv(features, (K, K), strides=stride, padding="VALID")` computed by
   `conv2d`: the same parameters ("kernel" (K, K, C_in, C_out), optional
@@ -132,14 +148,9 @@ class Conv2D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
-                        self.param_dtype)
-    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    kernel, bias = _kernel_and_bias(self, x.shape[-1])
+    y = conv2d(x.astype(self.dtype), kernel, self.stride)
+    return y if bias is None else y + bias
 
 
 def _output_size(n: int, kernel: int, padding: Padding) -> int:
@@ -218,12 +229,6 @@ class ConvTransposeX2(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
-                        self.param_dtype)
-    y = conv_transpose_x2(x.astype(self.dtype), kernel.astype(self.dtype),
-                          tuple(tuple(p) for p in self.padding))
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    kernel, bias = _kernel_and_bias(self, x.shape[-1])
+    y = conv_transpose_x2(x.astype(self.dtype), kernel, tuple(tuple(p) for p in self.padding))
+    return y if bias is None else y + bias

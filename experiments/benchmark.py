@@ -270,16 +270,15 @@ def _time_compiled(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
           "gflop_per_s": cost["flops"] / 1e9 / seconds}
 
 
-def step_breakdown(config: Any, state: Any, batch: dict[str, Any], repeats: int = 3
-                   ) -> dict[str, dict[str, float]]:
+def step_breakdown(config: Any, gan: builders.GanParts, state: Any, batch: dict[str, Any],
+                   repeats: int = 3) -> dict[str, dict[str, float]]:
   """Times the parts the paired GAN train step is made of, each jitted on its
-  own at the step's shapes (one device): where the step's FLOPs, bytes and
-  seconds go. The step runs the D passes three times (real and fake for the
+  own at the step's shapes (one device), with the benchmark's already built
+  networks: where the step's FLOPs, bytes and seconds go. The step runs the D passes three times (real and fake for the
   D update, fake again for the G update), the VGG16 loss once.
 
   Returns {part: {"s", "gflop", "gbytes", "gflop_per_s"}}.
   """
-  gan = builders.build_gan(config)
   generator, discriminator, encoder = gan.generator, gan.discriminator, gan.style_encoder
   g_tx, _, _ = builders.gan_optimizers(config)
   objective = builders.objective_from_config(config)
@@ -484,7 +483,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
     if num_devices > 1:
       raise app.UsageError("--breakdown times the parts on one device: add --devices=1")
     _log("timing the train step's parts")
-    result["breakdown"] = step_breakdown(config, state, batch)
+    result["breakdown"] = step_breakdown(config, gan, state, batch)
     for name, part in result["breakdown"].items():
       _log(f"  {name}: {part['s']:.3f} s, {part['gflop']:.3g} GFLOP, "
            f"{part['gbytes']:.3g} GB, {part['gflop_per_s']:.3g} GFLOP/s")

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tp2p_jax.models.layers import Norm, NormKind, PaddedConv, PaddingMode, leaky_relu
+from tp2p_jax.models.layers import (Norm, NormKind, PaddedConv, PaddingMode, at_least_float32,
+                                    leaky_relu)
 
 Dtype = Any
 
@@ -70,7 +71,7 @@ class PatchGANDiscriminator(nn.Module):
       x = leaky_relu(x)
       features.append(x)
     x = PaddedConv(1, 4, 1, pad1, use_bias=True, name="logits", **kw)(x)
-    x = x.astype(jnp.float32)
+    x = x.astype(at_least_float32(x.dtype))
     if return_features:
       return features + [x]
     return x

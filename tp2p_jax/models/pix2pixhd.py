@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from tp2p_jax.models.convolution import ConvTransposeX2
-from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, avg_pool_downsample
+from tp2p_jax.models.layers import (GAN_INIT, Norm, NormKind, PaddedConv, at_least_float32,
+                                    avg_pool_downsample)
 from tp2p_jax.models.resnet_generator import ResnetBlock
 
 Dtype = Any
@@ -95,7 +96,7 @@ class GlobalGenerator(nn.Module):
       return x
     x = PaddedConv(self.out_channels, 7, 1, _PAD3, padding_mode="reflect", use_bias=True,
                    name="head", **dt)(x)
-    return jnp.tanh(x.astype(jnp.float32))
+    return jnp.tanh(x.astype(at_least_float32(x.dtype)))
 
 
 class LocalEnhancer(nn.Module):
@@ -133,7 +134,7 @@ class LocalEnhancer(nn.Module):
       return y
     y = PaddedConv(self.out_channels, 7, 1, _PAD3, padding_mode="reflect", use_bias=True,
                    name="head", **dt)(y)
-    return jnp.tanh(y.astype(jnp.float32))
+    return jnp.tanh(y.astype(at_least_float32(y.dtype)))
 
 
 class Pix2PixHDGenerator(nn.Module):

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from tp2p_jax.models.convolution import ConvTransposeX2
-from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv
+from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, at_least_float32
 
 Dtype = Any
 
@@ -115,7 +115,7 @@ class ResnetGenerator(nn.Module):
       x = nn.relu(norm(x, f"up{i}_norm"))
     x = PaddedConv(self.out_channels, 7, 1, ((3, 3), (3, 3)), padding_mode="reflect",
                    use_bias=True, name="head", **dt)(x)
-    return jnp.tanh(x.astype(jnp.float32))
+    return jnp.tanh(x.astype(at_least_float32(x.dtype)))
 
 
 ResnetGenerator9Blocks = functools.partial(ResnetGenerator, n_blocks=9)

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tp2p_jax.models.layers import BatchNorm, at_least_float32
+
 Dtype = Any
 
 # PyTorch's kaiming_normal_ (fan_in, untruncated normal), as the reference.
@@ -19,19 +21,21 @@ HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 class _ConvBNReLU(nn.Module):
+  """relu(bn(conv3x3(x)) + residual): the release adds a block's residual
+  between its BatchNorm and its ReLU. Submodules `conv` and `bn`."""
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool,
+               residual: jax.Array | None = None) -> jax.Array:
     x = nn.Conv(self.features, (3, 3), strides=(self.stride, self.stride),
                 padding=((1, 1), (1, 1)), kernel_init=HE_NORMAL, dtype=self.dtype,
                 param_dtype=self.param_dtype, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)
-    return nn.relu(x)
+    x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
+    return nn.relu(x if residual is None else x + residual)
 
 
 class StyleEncoder(nn.Module):
@@ -39,7 +43,9 @@ class StyleEncoder(nn.Module):
 
   Block 1: conv32 -> spatial dropout -> conv32 (+ residual). Blocks 2-4: conv
   (stride 2) -> conv (+ residual) -> spatial dropout -> conv (+ residual), at
-  64, 128, 256 channels. Dropout after each block (0.5 after the last). Then
+  64, 128, 256 channels. Each conv is followed by BN and ReLU; where a
+  residual r is added the layer computes relu(bn(conv(x)) + r), with r taken
+  before the spatial dropout (the release's function). Dropout after each block (0.5 after the last). Then
   BN, flatten, dense 1024, dropout, dense `embedding_dim` (the embedding; the
   reference has no nonlinearity between the two dense layers). The CosFace
   head compares the BatchNorm'd embedding with `num_classes` learned class
@@ -80,32 +86,27 @@ class StyleEncoder(nn.Module):
     x = photo.astype(self.dtype)
     n_blocks = len(self.block_features)
     for b, ch in enumerate(self.block_features):
+      # Each residual is taken before the spatial dropout, as the release.
       if b == 0:
         x = _ConvBNReLU(ch, name="b0_conv0", **kw)(x, train)
-        x = sdrop(x)
-        x = x + _ConvBNReLU(ch, name="b0_conv1", **kw)(x, train)
+        x = _ConvBNReLU(ch, name="b0_conv1", **kw)(sdrop(x), train, residual=x)
       else:
         x = _ConvBNReLU(ch, stride=2, name=f"b{b}_conv0", **kw)(x, train)
-        x = x + _ConvBNReLU(ch, name=f"b{b}_conv1", **kw)(x, train)
-        x = sdrop(x)
-        x = x + _ConvBNReLU(ch, name=f"b{b}_conv2", **kw)(x, train)
+        x = _ConvBNReLU(ch, name=f"b{b}_conv1", **kw)(x, train, residual=x)
+        x = _ConvBNReLU(ch, name=f"b{b}_conv2", **kw)(sdrop(x), train, residual=x)
       rate = self.last_block_dropout if b == n_blocks - 1 else self.block_dropout
       x = nn.Dropout(rate)(x, deterministic=not train)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     name="bn_features", **kw)(x)
+    x = BatchNorm(name="bn_features", **kw)(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.hidden, kernel_init=HE_NORMAL, name="fc1", **kw)(x)
     x = nn.Dropout(self.head_dropout)(x, deterministic=not train)
     embedding = nn.Dense(self.embedding_dim, kernel_init=HE_NORMAL, name="fc2", **kw)(x)
-    embedding = embedding.astype(jnp.float32)
+    embedding = embedding.astype(at_least_float32(embedding.dtype))
 
-    e = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     param_dtype=self.param_dtype, name="bn_embedding")(embedding)
+    e = BatchNorm(param_dtype=self.param_dtype, name="bn_embedding")(embedding, train)
     centres = self.param("class_vectors", nn.initializers.xavier_uniform(),
                          (self.num_classes, self.embedding_dim), self.param_dtype)
-    cosine = _normalize(e) @ _normalize(centres).T
+    # The release's cosine: <e, c> / max(|e| |c|, 1e-8).
+    norms = jnp.outer(jnp.linalg.norm(e, axis=-1), jnp.linalg.norm(centres, axis=-1))
+    cosine = (e @ centres.T) / jnp.maximum(norms, 1e-8)
     return {"embedding": embedding, "cosine": cosine, "logits": self.scale * cosine}
-
-
-def _normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)

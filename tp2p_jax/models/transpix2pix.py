@@ -14,15 +14,15 @@ Layout NHWC; sketches and outputs in [-1, 1].
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from tp2p_jax.models.convolution import ConvTransposeX2
-from tp2p_jax.models.layers import (GAN_INIT, ChannelSE, Norm, PaddedConv,
-                                    SpatialSE, leaky_relu, same_pads, tile_to)
+from tp2p_jax.models.layers import (GAN_INIT, ChannelSE, Norm, PaddedConv, SpatialSE,
+                                    at_least_float32, leaky_relu, same_pads, tile_to)
 
 Dtype = Any
 
@@ -39,11 +39,13 @@ def _stride1_conv(features: int, pointwise: bool, name: str, kw: dict) -> Padded
 
 def _se_residual_tail(x: jax.Array, id1: jax.Array, *, features: int, pointwise: bool,
                       norm: str, activation, scale_mean: float, train: bool,
-                      kw: dict) -> jax.Array:
+                      kw: dict, conv: PaddedConv | None = None) -> jax.Array:
   """conv2 -> norm2 -> act -> cSE -> + id1 -> sSE -> norm3 -> act: the part
   DownConvBlock and UpConvBlock share. Called inside their compact methods,
-  so the submodules are theirs (named conv2, norm2, cse, sse, norm3)."""
-  x = _stride1_conv(features, pointwise, "conv2", kw)(x)
+  so the submodules are theirs (named conv2, norm2, cse, sse, norm3).
+  `conv` replaces the default stride-1 conv2. The residual add broadcasts,
+  which the release relies on when conv2 shrinks a 2x2 map to 1x1."""
+  x = (conv or _stride1_conv(features, pointwise, "conv2", kw))(x)
   x = activation(Norm(norm, name="norm2", scale_mean=scale_mean, **kw)(x, train))
   x = ChannelSE(name="cse", **kw)(x)
   x = x + id1
@@ -56,6 +58,11 @@ class DownConvBlock(nn.Module):
 
   conv4x4/s2 -> [BN] -> LReLU (= id1) -> conv (4x4 same, or 1x1 for the
   bottleneck) -> [BN] -> LReLU -> cSE -> + id1 -> sSE -> [BN] -> LReLU.
+
+  At 2x2 (E7 of the reference generator) the release pads 1 on every side
+  and runs the 4x4 conv unpadded: the conv path is 1x1 and is broadcast over
+  id1's 2x2 in the residual add. That is the release's function and is kept
+  (same parameters either way).
 
   Input (B, H, W, C_in); output (B, H/2, W/2, features).
   """
@@ -72,9 +79,12 @@ class DownConvBlock(nn.Module):
     norm = "batch" if self.norm else "none"
     x = PaddedConv(self.features, 4, 2, ((1, 1), (1, 1)), name="conv1", **kw)(x)
     x = leaky_relu(Norm(norm, name="norm1", scale_mean=self.norm_scale_mean, **kw)(x, train))
+    conv2 = None
+    if not self.bottleneck and x.shape[1:3] == (2, 2):
+      conv2 = PaddedConv(self.features, 4, 1, ((1, 1), (1, 1)), name="conv2", **kw)
     return _se_residual_tail(x, x, features=self.features, pointwise=self.bottleneck, norm=norm,
                              activation=leaky_relu, scale_mean=self.norm_scale_mean,
-                             train=train, kw=kw)
+                             train=train, kw=kw, conv=conv2)
 
 
 class ConvBottleneck(nn.Module):
@@ -140,6 +150,21 @@ class UpConvBlock(nn.Module):
     return x
 
 
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float | None = None
+               ) -> jax.Array:
+  """softmax(scale * q k^T) v over (B, T, heads, head_dim) arrays.
+
+  `jax.nn.dot_product_attention` (fused kernels on accelerators) computes
+  its softmax in float32; a float64 network (the golden tests' gradient
+  check) takes the explicit form so that it stays float64 throughout.
+  """
+  if q.dtype != jnp.float64:
+    return jax.nn.dot_product_attention(q, k, v, scale=scale)
+  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+  weights = jax.nn.softmax(jnp.einsum("btnh,bsnh->bnts", q, k) * scale, axis=-1)
+  return jnp.einsum("bnts,bsnh->btnh", weights, v)
+
+
 class MultiHeadSelfAttention(nn.Module):
   """PyTorch-style multi-head self-attention (biased q/k/v/out projections).
 
@@ -168,11 +193,12 @@ class MultiHeadSelfAttention(nn.Module):
     q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
     if train and self.attention_dropout > 0:
       logits = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(head_dim)
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+      weights = jax.nn.softmax(logits.astype(at_least_float32(logits.dtype)), axis=-1)
+      weights = weights.astype(self.dtype)
       weights = nn.Dropout(self.attention_dropout)(weights, deterministic=False)
       out = jnp.einsum("bnts,bsnh->btnh", weights, v)
     else:
-      out = jax.nn.dot_product_attention(q, k, v)
+      out = _attention(q, k, v)
     return nn.DenseGeneral(d_model, axis=(-2, -1), kernel_init=GAN_INIT,
                            dtype=self.dtype, param_dtype=self.param_dtype,
                            name="out")(out)
@@ -198,10 +224,10 @@ class TransformerEncoderLayer(nn.Module):
     drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=not train)  # noqa: E731
     y = MultiHeadSelfAttention(self.num_heads, self.attention_dropout,
                                name="attention", **kw)(x, train)
-    x = nn.LayerNorm(epsilon=1e-5, name="norm1", **kw)(x + drop(y))
+    x = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name="norm1", **kw)(x + drop(y))
     y = nn.Dense(self.ff_multiplier * d_model, kernel_init=GAN_INIT, name="ff1", **kw)(x)
     y = nn.Dense(d_model, kernel_init=GAN_INIT, name="ff2", **kw)(drop(nn.relu(y)))
-    return nn.LayerNorm(epsilon=1e-5, name="norm2", **kw)(x + drop(y))
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name="norm2", **kw)(x + drop(y))
 
 
 class TransformerBlock(nn.Module):
@@ -236,13 +262,24 @@ class TransformerBlock(nn.Module):
     return Norm("batch", name="norm", scale_mean=self.norm_scale_mean, **kw)(z, train)
 
 
+AttentionLayout = Literal["release", "spatial"]
+
+
 class SelfAttentionBlock(nn.Module):
   """The decoder's parameter-free attention: softmax(X X^T) X over the H*W
   positions (one head, no projections, no 1/sqrt(d) scaling, as the
   reference), then BN.
 
+  `layout` says how the attended (B, H*W, C) sequence becomes a map again:
+    "release": as the release's `view(B, C, H, W)` of that buffer, a
+      reinterpretation of memory that mixes channels and positions (the
+      release's function, the default);
+    "spatial": position t back to (t // W, t % W) with its C channels, the
+      evident intent (a corrected form; trains from scratch only).
+
   Input and output (B, H, W, C).
   """
+  layout: AttentionLayout = "release"
   norm_scale_mean: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -251,8 +288,14 @@ class SelfAttentionBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     b, h, w, c = x.shape
     seq = x.reshape(b, h * w, 1, c)
-    out = jax.nn.dot_product_attention(seq, seq, seq, scale=1.0)
-    out = out.reshape(b, h, w, c)
+    out = _attention(seq, seq, seq, scale=1.0)
+    if self.layout == "release":
+      out = out.reshape(b, c, h, w).transpose(0, 2, 3, 1)
+    elif self.layout == "spatial":
+      out = out.reshape(b, h, w, c)
+    else:
+      raise ValueError(f"unknown attention layout {self.layout!r}; expected 'release' or "
+                       "'spatial'")
     return Norm("batch", name="norm", scale_mean=self.norm_scale_mean, dtype=self.dtype,
                 param_dtype=self.param_dtype)(out, train)
 
@@ -301,6 +344,9 @@ class TransPix2PixGenerator(nn.Module):
     norm_scale_mean: BatchNorm scales start at N(norm_scale_mean, 0.02); the
       release uses 0, which makes an untrained net's outputs tiny and its
       first thousand steps slow; 1 (pix2pix) trains faster on short runs.
+    attention_layout: how the decoder self-attention's sequence becomes a
+      map again: "release" (default, the release's memory reinterpretation)
+      or "spatial" (the corrected form); see SelfAttentionBlock.
     out_channels: output image channels.
     dtype: compute dtype; parameters are always float32.
 
@@ -325,6 +371,7 @@ class TransPix2PixGenerator(nn.Module):
   transformer_dropout: float = 0.1
   attention_dropout: float = 0.1
   norm_scale_mean: float = 0.0
+  attention_layout: AttentionLayout = "release"
   out_channels: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -380,15 +427,17 @@ class TransPix2PixGenerator(nn.Module):
     decoder_out = [self.features[depth - 2 - k] for k in range(depth - 1)]
     decoder_out.append(self.features[0] // 2)
     for k in range(depth):
-      inputs = [x] if k == 0 else [x, skips[depth - 1 - k]]
-      inputs.append(tile_to(style_parts[k], x.shape[1:3]).astype(self.dtype))
+      # The release's channel order: (style, bottleneck) into stage 0,
+      # (previous stage, style, skip) into the others.
+      style_map = tile_to(style_parts[k], x.shape[1:3]).astype(self.dtype)
+      inputs = [style_map, x] if k == 0 else [x, style_map, skips[depth - 1 - k]]
       x = UpConvBlock(
           decoder_out[k], dropout=k in self.dropout_stages, bottleneck=k == 0,
           conv_bottleneck_reduction=conv_bottlenecks.get(k),
           dropout_rate=self.decoder_dropout, name=f"D{k}", **nkw)(
               jnp.concatenate(inputs, axis=-1), train)
       if k in self.attention_stages:
-        x = SelfAttentionBlock(name=f"SA{k}", **nkw)(x, train)
+        x = SelfAttentionBlock(self.attention_layout, name=f"SA{k}", **nkw)(x, train)
 
     x = PaddedConv(self.out_channels, 1, name="final", **kw)(x)
-    return jnp.tanh(x.astype(jnp.float32))
+    return jnp.tanh(x.astype(at_least_float32(x.dtype)))

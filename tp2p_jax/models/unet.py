@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from tp2p_jax.models.convolution import ConvTransposeX2
-from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, leaky_relu
+from tp2p_jax.models.layers import (GAN_INIT, Norm, NormKind, PaddedConv, at_least_float32,
+                                    leaky_relu)
 
 Dtype = Any
 
@@ -113,7 +114,7 @@ class UnetGenerator(nn.Module):
       x = norm(x, f"up{i}_norm")
       if self.use_dropout and 1 <= j <= depth - 5:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return jnp.tanh(x.astype(jnp.float32))
+    return jnp.tanh(x.astype(at_least_float32(x.dtype)))
 
 
 UnetGenerator256 = functools.partial(UnetGenerator, num_downs=8)

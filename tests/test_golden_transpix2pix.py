@@ -1,0 +1,18 @@
+"""Golden tests: the TransPix2Pix release's networks and ours, same weights,
+same inputs, same outputs (eval and train mode), input gradients and
+BatchNorm statistics within 1e-4 relative. Fixtures: tests/golden/, written
+by tools/make_golden_fixtures.py from the release."""
+from __future__ import annotations
+
+import pytest
+
+from tests.golden_check import check
+
+FIXTURES = ["transpix2pix_generator", "transpix2pix_discriminator", "transpix2pix_style_encoder",
+            "transpix2pix_style_encoder_checkpoint"]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_matches_release(name: str) -> None:
+  errors = check(name)
+  assert errors and max(errors.values()) < 1e-4

@@ -55,6 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.generator_kwargs.transformer_heads = 8  # Attention heads.
   c.generator_kwargs.attention_dropout = 0.1  # On attention weights (0: fused kernels in training too).
   c.generator_kwargs.norm_scale_mean = 0.0  # BatchNorm scale init N(this, 0.02); release: 0.
+  # Decoder self-attention back to a map: "release" (its view(B, C, H, W) of
+  # the (B, HW, C) result, mixing channels and positions) | "spatial" (fixed).
+  c.generator_kwargs.attention_layout = "release"
 
   # --- discriminator (netD) -------------------------------------------------
   c.discriminator = "patchgan"  # "patchgan" | "multiscale_patchgan" (pix2pixHD's, num_d scales).

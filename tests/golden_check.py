@@ -8,7 +8,6 @@ torch is not needed here.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import pathlib
@@ -52,26 +51,6 @@ def _indexed(data: dict[str, Any], prefix: str) -> list[np.ndarray]:
   return [data[f"{prefix}/{i}"] for i in range(n)]
 
 
-@contextlib.contextmanager
-def _optimized():
-  """Compiles with XLA's optimisations, as users' jitted steps run. The suite
-  turns most of them off for compile speed (conftest.py); unoptimised (and
-  op-by-op) XLA:CPU programs accumulated the style encoder's float32 input
-  gradient 7% off, while the optimised program agrees with PyTorch and with
-  float64 to 1e-6."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", False)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
-def check(name: str) -> dict[str, float]:
-  """All four comparisons for one fixture; returns the relative errors."""
-  return _check(name)
-
-
 def _variables(data: dict[str, Any], name: str) -> Any:
   """The original's weights: from its .pth checkpoint when the fixture has
   one (the release's own file format, read without torch), else rebuilt
@@ -80,7 +59,8 @@ def _variables(data: dict[str, Any], name: str) -> Any:
   return checkpoint if checkpoint.exists() else synthetic_state_dict(data["layout"])
 
 
-def _check(name: str) -> dict[str, float]:
+def check(name: str) -> dict[str, float]:
+  """All four comparisons for one fixture; returns the relative errors."""
   data = load(name)
   meta = data["meta"]
   conversion = convert(meta["kind"], _variables(data, name), **meta["options"])
@@ -130,8 +110,11 @@ def _input_gradients_float64(train_module, variables, inputs, train_pass) -> lis
   """d/d inputs of sum_i <train output i, output_weights(i)> with the whole
   network in float64, as the fixture's reference (see the driver: float32
   gradients through ReLUs are not reproducible even by the original)."""
-  previous = jax.config.read("jax_enable_x64")
+  previous = jax.config.read("jax_enable_x64"), jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_enable_x64", True)
+  # Unoptimised float64 convolutions at 256x256 run minutes; the optimised
+  # program compiles longer but runs five times faster.
+  jax.config.update("jax_disable_most_optimizations", False)
   try:
     module64 = train_module.clone(dtype=jnp.float64, param_dtype=jnp.float64)
     variables64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)
@@ -145,4 +128,5 @@ def _input_gradients_float64(train_module, variables, inputs, train_pass) -> lis
     grads = jax.jit(jax.grad(scalar, argnums=tuple(range(len(inputs)))))(*inputs64)
     return [np.asarray(g) for g in grads]
   finally:
-    jax.config.update("jax_enable_x64", previous)
+    jax.config.update("jax_enable_x64", previous[0])
+    jax.config.update("jax_disable_most_optimizations", previous[1])

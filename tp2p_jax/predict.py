@@ -17,7 +17,9 @@ for any number and size of inputs) and written to `OUTPUT/<name>.png` at the
 input's own size. `--grid` writes `OUTPUT/<name>_styles.png` instead: the
 sketch and its output in every style class. Runs of generators without a
 style input (pix2pix, pix2pixHD) take no style option; CycleGAN runs
-translate either way (`--direction`).
+translate either way (`--direction`). Runs imported from PyTorch checkpoints
+(`python -m tp2p_jax.import_torch`) without training data have no class
+averages: they style by `--style_image`.
 
 Unreadable inputs are named on stderr and skipped; the exit status is 1 if
 any input failed, 2 for a usage error (bad run, unknown class), else 0.
@@ -100,9 +102,14 @@ def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[st
 def _style_vectors(run, num: int) -> np.ndarray:
   """(num, E) embeddings from --style / --style_image / --style_mix."""
   from tp2p_jax.data.image_files import describe_error, load_image
-  from tp2p_jax.inference import styles
+  from tp2p_jax.inference import run_loading, styles
   given = [f for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX) if f.value]
   if len(given) != 1:
+    if run_loading.names_no_dataset(run.config):
+      # An imported run: no classes to name, only reference photos.
+      run.require_style_encoder()
+      raise UsageError("give --style_image=PHOTO (this run has no class-average style "
+                       "embeddings)")
     raise UsageError("give exactly one of --style=CLASS, --style_image=PHOTO, "
                      "--style_mix=A:B:T (or --grid); this run's classes: "
                      f"{', '.join(run.class_names)}")
@@ -114,6 +121,7 @@ def _style_vectors(run, num: int) -> np.ndarray:
                        f"{describe_error(e)}") from None
     vector = np.asarray(run.embed(photo[None].astype(np.float32) / 127.5 - 1.0))[0]
   else:
+    run.require_class_styles()
     bank = styles.class_embeddings(run)
     try:
       if _STYLE.value:
@@ -136,9 +144,13 @@ def _load(workdir: str) -> tuple[Any, Callable[..., Any]]:
   from tp2p_jax.inference import cyclegan_loading, run_loading
   from tp2p_jax.train.builders import is_cyclegan
   style_flags = [f"--{f.name}" for f in (_STYLE, _STYLE_IMAGE, _STYLE_MIX, _GRID) if f.value]
-  if is_cyclegan(run_loading.read_run_config(workdir)):
+  config = run_loading.read_run_config(workdir)
+  if is_cyclegan(config):
     if style_flags:
       raise UsageError(f"CycleGAN takes no style input; drop {', '.join(style_flags)}")
+    if _DIRECTION.value == "BtoA" and "generator_b" in run_loading.imported_fresh(config):
+      raise UsageError("this run was imported without G_BA (--generator_b), so it translates "
+                       "AtoB only")
     cycle = cyclegan_loading.load_cyclegan_run(workdir, _STEP.value, _DTYPE.value)
     return cycle, lambda x: cycle.translate(x, _DIRECTION.value)
   run = run_loading.load_trained_run(workdir, _STEP.value, _DTYPE.value)
@@ -173,6 +185,7 @@ def predict(argv_files: Sequence[pathlib.Path]) -> int:
   if prepared:
     sketches = np.stack([p.image for p in prepared])
     if _GRID.value:
+      run.require_class_styles()
       bank = styles.class_embeddings(run)
       classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
       per = len(classes)

@@ -70,7 +70,9 @@ def _to_torch(x: np.ndarray) -> torch.Tensor:
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
-  a = t.detach().cpu().numpy().astype(np.float32)
+  """NHWC numpy; float64 stays float64 (the stored gradients), the rest float32."""
+  a = t.detach().cpu().numpy()
+  a = a.astype(np.float64 if a.dtype == np.float64 else np.float32)
   return np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1))) if a.ndim == 4 else a
 
 

@@ -67,6 +67,11 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
 
   run = run_loading.load_trained_run(workdir, step, dtype)
   c = run.config
+  if run_loading.names_no_dataset(c):
+    raise run_loading.RunError(
+        f"{run.workdir}: its config names no dataset (a run imported from PyTorch "
+        "checkpoints), so there are no held-out pairs: import it with "
+        "--config.data.data_dir=DATASET")
   train_source, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   source = held_out if split == "validation" else train_source
   if num_examples is None and split == "train":

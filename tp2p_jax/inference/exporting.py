@@ -39,6 +39,7 @@ def write_export(run, output: str, platforms: Sequence[str] | None = None) -> di
   `output.json`; returns the JSON summary."""
   from tp2p_jax.atomic_files import write_npz_atomically
   from tp2p_jax.inference import styles
+  from tp2p_jax.inference.run_loading import imported_fresh, names_no_dataset
   exported = export_generator(run, platforms)
   data = exported.serialize()
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -51,7 +52,11 @@ def write_export(run, output: str, platforms: Sequence[str] | None = None) -> di
              "style_dim": run.style_dim, "inputs": [str(a) for a in exported.in_avals],
              "outputs": [str(a) for a in exported.out_avals],
              "platforms": list(exported.platforms)}
-  if run.takes_style:
+  if run.takes_style and (names_no_dataset(run.config)
+                         or "style_encoder" in imported_fresh(run.config)):
+    # An imported run without training data or encoder: no class averages.
+    summary["styles"] = []
+  elif run.takes_style:
     bank = styles.class_embeddings(run)
     write_npz_atomically(output + ".styles.npz", {"names": np.asarray(bank.names),
                                                   "means": bank.means, "counts": bank.counts})

@@ -93,14 +93,33 @@ class TrainedRun:
     if not self.takes_style:
       raise ValueError(f"this run's generator ({self.model_name}) takes no style input")
 
+  def require_style_encoder(self) -> None:
+    """`RunError` if the style encoder's weights are random: a run imported
+    from PyTorch checkpoints without one (`tp2p_jax.import_torch`)."""
+    self.require_style()
+    if "style_encoder" in imported_fresh(self.config):
+      raise RunError(f"{self.workdir}: imported without a style encoder (its weights are "
+                     f"random), so it cannot embed photos: give the generator "
+                     f"{self.style_dim}-d style embeddings (python -m tp2p_jax.export), or "
+                     "import again with --style_encoder=STYLE.pth")
+
+  def require_class_styles(self) -> None:
+    """`RunError` if the run has no class-average style embeddings and no
+    training data to compute them from (an imported run)."""
+    self.require_style_encoder()
+    if names_no_dataset(self.config):
+      raise RunError(f"{self.workdir}: no class-average style embeddings (the run was "
+                     "imported without training data): use --style_image=PHOTO, or import "
+                     "again with --config.data.data_dir=DATASET")
+
   def embed(self, photos: jax.Array) -> jax.Array:
     """Style embeddings (B, E) of photos (B, H, W, 3) in [-1, 1] (jitted)."""
-    self.require_style()
+    self.require_style_encoder()
     return encoder_outputs(self.style_encoder, self.style_variables, photos)["embedding"]
 
   def classify(self, photos: jax.Array) -> jax.Array:
     """Style-encoder class cosines (B, C) of photos (B, H, W, 3) in [-1, 1]."""
-    self.require_style()
+    self.require_style_encoder()
     return encoder_outputs(self.style_encoder, self.style_variables, photos)["cosine"]
 
 
@@ -138,6 +157,24 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
                    f"run_train.py?") from None
   except (OSError, json.JSONDecodeError) as e:
     raise RunError(f"{path}: unreadable config ({e})") from None
+
+
+def names_no_dataset(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run's config names no dataset to read: a run imported from
+  PyTorch checkpoints (`tp2p_jax.import_torch`) without
+  --config.data.data_dir, which has no held-out pairs and no class-average
+  style embeddings."""
+  data = config.get("data")
+  return data is None or (data.get("source", "prepared") == "prepared"
+                          and not data.get("data_dir", ""))
+
+
+def imported_fresh(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Networks of a run imported from PyTorch checkpoints that were
+  initialised from its config instead ("discriminator", "style_encoder",
+  "generator_b", ...); () for runs trained here."""
+  imported = config.get("imported")
+  return tuple(imported.get("fresh", ())) if imported else ()
 
 
 def checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:

@@ -112,11 +112,6 @@ def convert_generator(state_dict: Mapping[str, np.ndarray], *,
     raise WeightImportError(f"transpix2pix_generator: tensor 'StylePreNet.fcl3.weight' has "
                             f"{style_out} outputs, not a multiple of the {depth} decoder stages")
   last_features = int(sd[f"Decoder.{stage_idx[-1]}.ConvBlock1.0.weight"].shape[1])
-  if last_features != features[0] // 2:
-    raise WeightImportError(
-        f"transpix2pix_generator: tensor 'Decoder.{stage_idx[-1]}.ConvBlock1.0.weight' gives "
-        f"{last_features} channels at the last stage; this generator has features[0] // 2 = "
-        f"{features[0] // 2}")
   module = TransPix2PixGenerator(
       image_size=image_size, features=tuple(features), transformer_blocks=tuple(transformer_blocks),
       attention_stages=tuple(attention_stages), dropout_stages=tuple(dropout_stages),
@@ -124,6 +119,7 @@ def convert_generator(state_dict: Mapping[str, np.ndarray], *,
       style_part_channels=style_out // depth, style_hidden=style_hidden,
       transformer_layers=n_layers, transformer_heads=transformer_heads,
       transformer_ff_multiplier=ff, attention_layout=attention_layout,
+      last_stage_features=last_features,
       out_channels=int(sd["final.final_conv.weight"].shape[0]), dtype=dtype)
   in_channels = int(sd[f"Encoder.{block_idx[0]}.ConvBlock1.0.weight"].shape[1])
   expected = expected_variables(module, jnp.zeros((1, image_size, image_size, in_channels)),

@@ -330,7 +330,7 @@ class TransPix2PixGenerator(nn.Module):
     image_size: input height and width (square); must be divisible by
       2**len(features) so the bottleneck is at least 1x1.
     features: encoder output channels, one per DownConvBlock. Decoder stage k
-      outputs features[-2-k], the last stage features[0] // 2.
+      outputs features[-2-k], the last stage `last_stage_features`.
     transformer_blocks: 1-based encoder blocks followed by a TransformerBlock.
     attention_stages: decoder stages followed by a SelfAttentionBlock.
     dropout_stages: decoder stages with dropout 0.3.
@@ -344,6 +344,9 @@ class TransPix2PixGenerator(nn.Module):
     norm_scale_mean: BatchNorm scales start at N(norm_scale_mean, 0.02); the
       release uses 0, which makes an untrained net's outputs tiny and its
       first thousand steps slow; 1 (pix2pix) trains faster on short runs.
+    last_stage_features: channels of the last decoder stage (the release
+      has 32 whatever features[0]); None: features[0] // 2, which is 32 at
+      the reference channel list.
     attention_layout: how the decoder self-attention's sequence becomes a
       map again: "release" (default, the release's memory reinterpretation)
       or "spatial" (the corrected form); see SelfAttentionBlock.
@@ -372,6 +375,7 @@ class TransPix2PixGenerator(nn.Module):
   attention_dropout: float = 0.1
   norm_scale_mean: float = 0.0
   attention_layout: AttentionLayout = "release"
+  last_stage_features: int | None = None
   out_channels: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -425,7 +429,7 @@ class TransPix2PixGenerator(nn.Module):
         name="style_prenet", **kw)(style, train)
     conv_bottlenecks = dict(self.conv_bottlenecks)
     decoder_out = [self.features[depth - 2 - k] for k in range(depth - 1)]
-    decoder_out.append(self.features[0] // 2)
+    decoder_out.append(self.last_stage_features or self.features[0] // 2)
     for k in range(depth):
       # The release's channel order: (style, bottleneck) into stage 0,
       # (previous stage, style, skip) into the others.

@@ -16,7 +16,6 @@ import logging
 import pathlib
 from typing import Any, Iterator
 
-from absl import flags
 from absl import logging as absl_logging
 import jax
 import numpy as np
@@ -24,6 +23,7 @@ from PIL import Image
 import pytest
 
 from tests.golden_check import load
+from tests.subprocess_runs import run_module
 from tp2p_jax import import_torch
 from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import cyclegan_loading, evaluation, exporting, run_loading
@@ -60,20 +60,12 @@ def _import_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def _predict(capsys, *args: str) -> tuple[int, str]:
-  """`python -m tp2p_jax.predict ARGS` in-process: (status, stderr)."""
-  from tp2p_jax import predict  # defines its flags in absl's global registry
-  registry = flags.FLAGS
-  was_parsed = registry.is_parsed()
-  registry.unparse_flags()
-  registry(["predict", *args])
-  try:
-    with _restored_logging(), pytest.raises(SystemExit) as exit_info:
-      predict.main(["predict"])
-  finally:
-    registry.unparse_flags()
-    if was_parsed:
-      registry.mark_as_parsed()
-  return int(exit_info.value.code), capsys.readouterr().err
+  """`python -m tp2p_jax.predict ARGS` in a subprocess, as users run it (its
+  absl flags would collide with other CLIs' in a shared test process):
+  (status, stderr)."""
+  del capsys
+  out = run_module("tp2p_jax.predict", list(args))
+  return out.returncode, out.stderr
 
 
 def _assert_one_line_error(status: int, err: str, *fragments: str) -> None:

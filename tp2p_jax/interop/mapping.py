@@ -76,6 +76,13 @@ class Conversion:
     return self.sources["/".join((collection, *path))]
 
 
+def strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """DataParallel checkpoints prefix every name with 'module.'; drop it."""
+  if state_dict and all(k.startswith("module.") for k in state_dict):
+    return {k[len("module."):]: v for k, v in state_dict.items()}
+  return dict(state_dict)
+
+
 def _flatten(tree: Mapping[str, Any], prefix: Path = ()) -> dict[Path, Any]:
   out: dict[Path, Any] = {}
   for k, v in tree.items():

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tp2p_jax.interop.mapping import (Conversion, StateDictMapper, WeightImportError,
-                                      expected_variables)
+                                      expected_variables, strip_module_prefix)
 from tp2p_jax.models.multiscale import MultiScaleDiscriminator
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
 from tp2p_jax.models.pix2pixhd import Pix2PixHDGenerator
@@ -62,13 +62,6 @@ from tp2p_jax.models.unet import UnetGenerator
 # used in eval mode too).
 _TRACKED_INSTANCE_NORM = ("*.running_mean", "*.running_var")
 _NORMS = ("batch", "instance")
-
-
-def _strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """DataParallel checkpoints prefix every name with 'module.'."""
-  if state_dict and all(k.startswith("module.") for k in state_dict):
-    return {k[len("module."):]: v for k, v in state_dict.items()}
-  return dict(state_dict)
 
 
 def _indices(sd: Mapping[str, np.ndarray], prefix: str) -> list[int]:
@@ -174,7 +167,7 @@ def _unet_levels(sd: Mapping[str, np.ndarray]) -> list[str]:
 def _convert_unet(kind: str, num_downs: int, state_dict: Mapping[str, np.ndarray], *,
                   norm: str | None = None, use_dropout: bool = True,
                   dtype: Any = jnp.float32) -> Conversion:
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   first = _require(kind, sd, "model.model.0.weight", "a junyanz UnetGenerator")
   levels = _unet_levels(sd)
   if len(levels) != num_downs:
@@ -259,7 +252,7 @@ def _resnet_layout(kind: str, sd: Mapping[str, np.ndarray], prefix: str, has_hea
 def _convert_resnet(kind: str, n_blocks: int, state_dict: Mapping[str, np.ndarray], *,
                     norm: str | None = None, use_dropout: bool | None = None,
                     dtype: Any = jnp.float32) -> Conversion:
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   stem_w = _require(kind, sd, "model.1.weight", "a junyanz ResnetGenerator")
   stem, downs, ups, head, blocks = _resnet_layout(kind, sd, "model.", has_head=True)
   if len(blocks) != n_blocks:
@@ -343,7 +336,7 @@ def convert_patchgan(state_dict: Mapping[str, np.ndarray], *, norm: str | None =
   module returns logits.
   """
   kind = "patchgan"
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   first = _require(kind, sd, "model.0.weight", "a junyanz NLayerDiscriminator")
   found_layers = _patchgan_convs(kind, sd, "model.")
   _check(kind, "n_layers", n_layers, found_layers, "convs counted at 'model.*'")
@@ -382,7 +375,7 @@ def convert_pix2pixhd_global(state_dict: Mapping[str, np.ndarray], *, norm: str 
   Also read off the tensors: ngf, input and output channels.
   """
   kind = "pix2pixhd_global"
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   stem_w = _require(kind, sd, "model.1.weight", "a pix2pixHD GlobalGenerator")
   stem, downs, ups, head, blocks = _resnet_layout(kind, sd, "model.", has_head=True)
   _check(kind, "n_downsample_global", n_downsample_global, len(downs),
@@ -440,7 +433,7 @@ def convert_pix2pixhd_local(state_dict: Mapping[str, np.ndarray], *, norm: str |
   our `ngf_global`), input and output channels.
   """
   kind = "pix2pixhd_local"
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   stem_w = _require(kind, sd, "model.1.weight", "a pix2pixHD LocalEnhancer")
   n_local = 0
   while any(k.startswith(f"model{n_local + 1}_1.") for k in sd):
@@ -519,7 +512,7 @@ def convert_pix2pixhd_multiscale_discriminator(
   imported: the module returns logits.
   """
   kind = "pix2pixhd_multiscale_discriminator"
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   interm = "scale0_layer0.0.weight" in sd
   if interm:
     found_d = _count(sd, "scale{}_layer0.0.weight")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tp2p_jax.interop.mapping import (Conversion, StateDictMapper, WeightImportError,
-                                      expected_variables)
+                                      expected_variables, strip_module_prefix)
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
 from tp2p_jax.models.style_encoder import StyleEncoder
 from tp2p_jax.models.transpix2pix import TransPix2PixGenerator
@@ -26,13 +26,6 @@ GENERATOR_UNUSED = (
     "step",  # forward-pass counter
 )
 STYLE_ENCODER_UNUSED = ("step",)
-
-
-def _strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """DataParallel checkpoints prefix every name with 'module.'."""
-  if state_dict and all(k.startswith("module.") for k in state_dict):
-    return {k[len("module."):]: v for k, v in state_dict.items()}
-  return dict(state_dict)
 
 
 def _count(state_dict: Mapping[str, np.ndarray], fmt: str, start: int = 0) -> int:
@@ -68,7 +61,7 @@ def convert_generator(state_dict: Mapping[str, np.ndarray], *,
   Style-Pre-Net sizes, output channels, and the image size (from the
   transformers' positional tables).
   """
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   n_modules = _count(sd, "Encoder.{}")
   transformer_idx = [i for i in range(n_modules) if f"Encoder.{i}.pos_embedding.weight" in sd]
   block_idx = [i for i in range(n_modules) if i not in transformer_idx]
@@ -190,7 +183,7 @@ def convert_discriminator(state_dict: Mapping[str, np.ndarray], *,
   """The release's `Discriminator` (model_discriminator.py;
   EMA_disc_iter_N.pth): a reflect-padded, BatchNorm PatchGAN. Our module
   takes the channel-concatenated (sketch, photo) pair."""
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   if "initial.0.weight" not in sd:
     raise WeightImportError("transpix2pix_discriminator: the state_dict has no tensor "
                             "'initial.0.weight' (not a TransPix2Pix discriminator)")
@@ -222,7 +215,7 @@ def convert_style_encoder(state_dict: Mapping[str, np.ndarray], *, image_size: i
   The release flattens (C, H, W); this module flattens NHWC, so fcl1's input
   rows are permuted on import (the function is unchanged).
   """
-  sd = _strip_module_prefix(state_dict)
+  sd = strip_module_prefix(state_dict)
   if "init_block.conv1.weight" not in sd:
     raise WeightImportError("transpix2pix_style_encoder: the state_dict has no tensor "
                             "'init_block.conv1.weight' (not a TransPix2Pix style encoder)")

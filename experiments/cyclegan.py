@@ -24,63 +24,42 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.base import base_config as shared_base_config
+
 
 def base_config() -> ml_collections.ConfigDict:
-  """The reference CycleGAN configuration, unlocked for variants to edit."""
-  c = ml_collections.ConfigDict()
-  c.model = "cyclegan"  # Model family: selects the CycleGAN trainer and parameter counts.
-  c.seed = 0  # Seeds parameters, pools, the data order and the A/B unpairing.
-  c.image_size = 256  # Height and width of both domains' images (multiple of 4).
-  c.batch_size = 1  # Global batch (split over all devices and hosts); release: 1.
-  c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
+  """The reference CycleGAN configuration, unlocked for variants to edit.
+  Fields not set here are documented in experiments/base.py."""
+  c = shared_base_config("cyclegan")
+  c.batch_size = 1  # Release: 1.
 
-  # --- data -----------------------------------------------------------------
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "toycats"  # "toycats": sketches (A) <-> photos (B); "folders": data_dir.
-  c.data.data_dir = ""  # folders: holds trainA/, trainB/ (and testA/, testB/ for samples).
+  # --- data: toy cats, sketches (A) <-> photos (B), unpaired by shuffling -----
+  c.data.source = "toycats"  # "toycats" | "folders": data_dir/trainA, trainB (testA, testB).
   c.data.num_train = 1000  # toycats: distinct training examples per domain.
   c.data.num_eval = 16  # toycats: held-out examples (a disjoint seed range).
-  c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
-  c.data.background = "varied"  # toycats: "varied" (patterned, coloured) | "studio" (pale).
   c.data.augment = "jitter"  # The release: resize to 286/256 of the size, random crop, mirror.
-  c.data.worker_count = 0  # grain worker processes (0: load in the main process).
 
   # --- generators (netG: G_AB and G_BA) -------------------------------------
   c.generator = "resnet_9blocks"  # "resnet_9blocks" (256x256) | "resnet_6blocks" (128x128).
-  c.generator_kwargs = ml_collections.ConfigDict()
   c.generator_kwargs.base_features = 64  # ngf.
   c.generator_kwargs.norm = "instance"  # "instance" | "none".
   c.generator_kwargs.dropout = 0.0  # Dropout in residual blocks (release default: off).
 
   # --- discriminators (netD: D_A and D_B) -----------------------------------
-  c.discriminator = "patchgan"  # Registry name in tp2p_jax.models.DISCRIMINATORS.
-  c.discriminator_kwargs = ml_collections.ConfigDict()
-  c.discriminator_kwargs.base_features = 64  # ndf.
-  c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
   c.discriminator_kwargs.norm = "instance"  # "instance" | "none".
   c.discriminator_kwargs.padding_mode = "zeros"  # CycleGAN pads D with zeros.
 
   # --- objective ------------------------------------------------------------
-  c.gan_mode = "lsgan"  # "lsgan" (release) | "vanilla" | "hinge".
+  c.gan_mode = "lsgan"  # The release's.
   c.lambda_cycle = 10.0  # Weight of each cycle-consistency L1 (A->B->A and B->A->B).
   c.lambda_identity = 0.5  # Identity L1 weight as a fraction of lambda_cycle (0: off).
   c.pool_size = 50  # Generated images remembered per discriminator (0: no history).
 
   # --- optimisation ---------------------------------------------------------
-  c.lr = 2e-4  # Adam learning rate for both generators and both discriminators.
-  c.b1 = 0.5  # Adam beta1.
-  c.b2 = 0.999  # Adam beta2.
   c.lr_constant_steps = 100_000  # Steps at the full learning rate ...
   c.lr_decay_steps = 100_000  # ... then linearly to zero over this many steps.
   c.total_steps = 200_000  # Steps to train (normally constant + decay).
-  c.ema_decay = 0.999  # Per-step EMA of both generators (used for samples and translate).
-
-  # --- bookkeeping ----------------------------------------------------------
-  c.log_every = 100  # Steps between metrics.jsonl / TensorBoard rows (and NaN checks).
-  c.checkpoint_every = 5000  # Steps between checkpoints (and always at the end).
-  c.keep_checkpoints = 3  # Checkpoints kept.
-  c.sample_every = 5000  # Steps between sample grids (and at the end).
-  c.num_samples = 8  # Held-out rows in each sample grid.
+  c.ema_decay = 0.999  # Per-step EMA of both generators (used for samples and predict).
   return c
 
 

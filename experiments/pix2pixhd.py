@@ -58,7 +58,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.discriminator_kwargs.base_features = 64  # ndf of each PatchGAN.
   c.discriminator_kwargs.n_layers = 3  # Stride-2 convs of each PatchGAN.
   c.discriminator_kwargs.norm = "instance"  # Instance norm (convs keep their biases).
-  c.discriminator_kwargs.norm_scale_mean = 1.0  # Unused without BatchNorm.
   c.discriminator_kwargs.padding_mode = "zeros"  # Zero padding ...
   c.discriminator_kwargs.pad = 2  # ... of 2 pixels, as the release.
 

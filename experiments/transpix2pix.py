@@ -1,6 +1,6 @@
 r"""TransPix2Pix at the reference configuration (256x256, batch 4, 400k steps).
 
-Run (on a dataset prepared by `python -m tp2p_jax.data.prepare`, see README):
+Run (on a dataset prepared by `python -m tp2p_jax.cli.prepare`, see README):
   python run_train.py --config=experiments/transpix2pix.py --workdir=runs/transpix2pix \
       --config.data.data_dir=data/cats
 Inspect (prints the resolved config and the parameter counts, trains nothing):
@@ -10,40 +10,22 @@ Variants (`--config=experiments/transpix2pix.py:VARIANT`):
   cpu: 64x64 and the toy job's slim model, for a prepared dataset on CPUs.
   tiny: seconds-scale model for tests.
 
-Every other experiment starts from `base_config()` here and overrides what it
-changes, so each field is documented once.
+Fields shared with the other experiments are documented in experiments/base.py.
 """
 from __future__ import annotations
 
 import ml_collections
 
-STYLE_NAMES = ("black", "black-white", "gray", "siberian", "siamese", "ginger",
-               "ginger-white", "white", "other")
+from experiments.base import paired_gan_config
 
 
 def base_config() -> ml_collections.ConfigDict:
   """The reference TransPix2Pix configuration, unlocked for variants to edit."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0  # Seeds parameters, dropout and the data order.
-  c.image_size = 256  # Height and width of sketches and photos.
-  c.batch_size = 4  # Global batch (split over all devices and hosts).
-  c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
-
-  # --- data -----------------------------------------------------------------
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "prepared"  # "prepared": a dataset from tp2p_jax.data.prepare; "toycats".
-  c.data.data_dir = ""  # prepared: the --data_dir given to tp2p_jax.data.prepare.
-  c.data.num_train = 20000  # toycats: number of distinct training examples.
-  c.data.num_eval = 200  # toycats: held-out examples (a disjoint seed range).
-  c.data.body_probability = 0.5  # toycats: chance a cat is drawn with its body.
-  c.data.background = "varied"  # toycats: "varied" (patterned, coloured) | "studio" (pale).
-  c.data.augment = True  # p=0.5 flip or random sized crop (230..256 of 256).
-  c.data.worker_count = 0  # grain worker processes (0: load in the main process).
-  c.data.style_names = STYLE_NAMES  # Style classes in label order (prepared: the dataset's).
+  c = paired_gan_config()
+  c.data.augment = True  # p=0.5 flip or random sized crop (230..256 of 256), as the release.
 
   # --- generator (netG) -----------------------------------------------------
   c.generator = "transpix2pix"  # Registry name in tp2p_jax.models.GENERATORS.
-  c.generator_kwargs = ml_collections.ConfigDict()
   c.generator_kwargs.features = (64, 128, 256, 512, 512, 512, 512, 512)  # Encoder channels.
   c.generator_kwargs.transformer_blocks = (4, 5, 6)  # Encoder blocks followed by a transformer.
   c.generator_kwargs.attention_stages = (1, 2, 3)  # Decoder stages followed by self-attention.
@@ -58,16 +40,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Decoder self-attention back to a map: "release" (its view(B, C, H, W) of
   # the (B, HW, C) result, mixing channels and positions) | "spatial" (fixed).
   c.generator_kwargs.attention_layout = "release"
-
-  # --- discriminator (netD) -------------------------------------------------
-  c.discriminator = "patchgan"  # "patchgan" | "multiscale_patchgan" (pix2pixHD's, num_d scales).
-  c.num_d = 3  # multiscale_patchgan: PatchGANs at 1, 1/2, 1/4 ... scale.
-  c.discriminator_kwargs = ml_collections.ConfigDict()
-  c.discriminator_kwargs.base_features = 64  # ndf.
-  c.discriminator_kwargs.n_layers = 3  # 3: the 70x70 PatchGAN.
-  c.discriminator_kwargs.norm = "batch"  # "batch" | "instance" | "none".
-  c.discriminator_kwargs.padding_mode = "reflect"  # The release pads by reflection.
-  c.discriminator_kwargs.norm_scale_mean = 0.0  # BatchNorm scale init N(this, 0.02); release: 0.
 
   # --- style encoder (stage 1) ----------------------------------------------
   c.style = ml_collections.ConfigDict()
@@ -84,31 +56,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.style.lr_decay_every = 1000  # ... every this many steps.
   c.style.weight_decay = 1e-4  # L2 on conv/dense kernels (not biases, norms).
   c.style.checkpoint_every = 2000  # Stage-1 checkpoint interval (steps).
-
-  # --- objective ------------------------------------------------------------
-  c.gan_mode = "vanilla"  # "vanilla" (BCE) | "lsgan" | "hinge".
-  c.lambda_l1 = 100.0  # Weight of L1(G(x), y).
-  c.lambda_perceptual = 1.0  # Weight of the VGG16 feature MSE.
-  c.perceptual_layer = "relu2_2"  # VGG16 activation compared.
-  c.lambda_feat = 0.0  # D feature matching (pix2pixHD: 10, with multiscale_patchgan; 0: off).
-
-  # --- optimisation (stage 2) -----------------------------------------------
-  c.lr = 2e-4  # Adam learning rate for netG and netD.
-  c.b1 = 0.5  # Adam beta1.
-  c.b2 = 0.999  # Adam beta2.
-  c.lr_milestones = (100_000, 200_000, 300_000)  # Steps where lr is multiplied ...
-  c.lr_decay_factor = 0.5  # ... by this.
-  c.weight_decay = 1e-6  # L2 on conv/dense kernels (not biases, norms, SE, transformer).
-  c.g_clip_norm = 1.0  # netG gradient clipped to this global norm (0: off).
-  c.ema_decay = 0.98  # Per-step EMA of G and D (half-life ln 0.5 / ln 0.98 = 34.3 steps).
-  c.total_steps = 400_000  # Stage-2 steps.
-
-  # --- bookkeeping ----------------------------------------------------------
-  c.log_every = 100  # Steps between metrics.jsonl / TensorBoard rows (and NaN checks).
-  c.checkpoint_every = 5000  # Steps between checkpoints (and always at the end).
-  c.keep_checkpoints = 3  # Checkpoints kept per stage.
-  c.sample_every = 5000  # Steps between sample grids (and at the end).
-  c.num_samples = 8  # Held-out examples in each sample grid.
   return c
 
 

@@ -11,9 +11,9 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
-# The entry points' CPU flags (tp2p_jax.xla_flags), so that tests and the
+# The entry points' CPU flags (tp2p_jax.core.xla_flags), so that tests and the
 # training subprocesses they start compile what users run.
-from tp2p_jax.xla_flags import set_default_xla_flags  # noqa: E402
+from tp2p_jax.core.xla_flags import set_default_xla_flags  # noqa: E402
 
 set_default_xla_flags()
 
@@ -53,3 +53,20 @@ def tiny_run(tmp_path_factory) -> pathlib.Path:
   out = run_train([*TINY, f"--workdir={workdir}"])
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+  """Command-line entry points run in-process quiet the libraries' loggers
+  and attach a handler to the test's captured stderr; every test starts and
+  ends with the logging state it found."""
+  import logging
+
+  from absl import logging as absl_logging
+  ours = logging.getLogger("tp2p_jax")
+  saved = (ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity())
+  yield
+  ours.setLevel(saved[0])
+  ours.handlers[:] = saved[1]
+  ours.propagate = saved[2]
+  absl_logging.set_verbosity(saved[3])

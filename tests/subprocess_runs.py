@@ -15,9 +15,16 @@ TINY = ["--config=experiments/toycats.py:tiny", "--config.total_steps=40",
         "--config.checkpoint_every=10"]
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(num_cpu_devices: int = 1) -> dict[str, str]:
+  """The inherited environment on `num_cpu_devices` CPU devices (1: like a
+  plain run), most XLA optimisations off (tiny programs: compile time
+  dominates), sharing the test session's persistent compilation cache."""
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device, like a plain run
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  if num_cpu_devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={num_cpu_devices}")
+  env["XLA_FLAGS"] = " ".join(flags)
   env["JAX_PLATFORMS"] = "cpu"
   env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
   env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
@@ -35,3 +42,12 @@ def run_module(module: str, args: list[str], timeout: float = 600
   """`python -m MODULE ARGS` in the repository root."""
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(),
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_script(script: str, args: list[str], num_cpu_devices: int = 1, timeout: float = 600
+               ) -> subprocess.CompletedProcess:
+  """`python SCRIPT ARGS` (a path relative to the repository root) on
+  `num_cpu_devices` simulated CPU devices."""
+  return subprocess.run([sys.executable, script, *args], cwd=REPO,
+                        env=cli_env(num_cpu_devices), capture_output=True, text=True,
+                        timeout=timeout)

@@ -1,4 +1,4 @@
-"""Tests of experiments/benchmark.py, run as the command-line script it is."""
+"""Tests of benchmarks/benchmark.py, run as the command-line script it is."""
 from __future__ import annotations
 
 import json
@@ -6,14 +6,14 @@ import math
 import os
 import statistics
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SCRIPT = os.path.join(_REPO_ROOT, "experiments", "benchmark.py")
-_TINY = os.path.join(_REPO_ROOT, "experiments", "toycats.py") + ":tiny"
+from tests.subprocess_runs import run_script
+
+_SCRIPT = os.path.join("benchmarks", "benchmark.py")
+_TINY = os.path.join("experiments", "toycats.py") + ":tiny"
 
 _REQUIRED_KEYS = (
     "train_step_s", "train_step_s_all", "compile_s", "init_s", "infer_images_per_s",
@@ -22,28 +22,9 @@ _REQUIRED_KEYS = (
     "jax_version", "cpu_count", "loader_images_per_s")
 
 
-def _env(num_cpu_devices: int) -> dict[str, str]:
-  """The inherited environment on `num_cpu_devices` CPU devices, with most XLA
-  optimisations off (tiny programs: compile time dominates) and the test
-  session's persistent compilation cache, if any."""
-  env = dict(os.environ)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  if num_cpu_devices > 1:
-    flags.append(f"--xla_force_host_platform_device_count={num_cpu_devices}")
-  env["XLA_FLAGS"] = " ".join(flags)
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
-  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
-    env["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
-  return env
-
-
 def _run(args: list[str], num_cpu_devices: int = 1, timeout: float = 300
          ) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, _SCRIPT, *args], cwd=_REPO_ROOT,
-                        env=_env(num_cpu_devices), capture_output=True, text=True,
-                        timeout=timeout)
+  return run_script(_SCRIPT, args, num_cpu_devices, timeout)
 
 
 def _last_json(proc: subprocess.CompletedProcess) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""experiments/compare_pix2pix.py: the comparability checks, the finished-run
+"""benchmarks/compare_pix2pix.py: the comparability checks, the finished-run
 test, the markdown table and the side-by-side figure (on fake results)."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from experiments import compare_pix2pix, pix2pix, toycats
-from tp2p_jax.train.checkpoints import config_to_dict
+from benchmarks import compare_pix2pix
+from experiments import pix2pix, toycats
+from tp2p_jax.core.run_dir import config_to_dict
 
 
 def _fake_rows() -> list[dict]:

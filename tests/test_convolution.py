@@ -14,8 +14,8 @@ import pytest
 from experiments import toycats
 from tp2p_jax.models.convolution import Conv2D, ConvTransposeX2
 from tp2p_jax.models.vgg import max_pool_2x2
-from tp2p_jax.train import builders
-from tp2p_jax import xla_flags
+from tp2p_jax.methods import paired_gan
+from tp2p_jax.core import xla_flags
 
 
 def _assert_same_module(reference: nn.Module, ours: nn.Module, x: jax.Array) -> None:
@@ -97,7 +97,7 @@ def test_train_step_has_no_dilated_convolutions():
   discriminator and VGG loss are written so that the whole train step has
   none."""
   config = toycats.get_config("tiny")
-  parts = builders.build_gan(config)
+  parts = paired_gan.build(config)
   s = config.style.image_size
   style_vars = jax.eval_shape(lambda: parts.style_encoder.init(
       jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)), train=False))
@@ -106,7 +106,7 @@ def test_train_step_has_no_dilated_convolutions():
   batch = {"real_a": jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32),
            "real_b": jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
-  text = jax.jit(parts.train_step).lower(state, batch).as_text()
+  text = jax.jit(parts.train_step).lower(state, batch, parts.frozen).as_text()
   assert text.count("stablehlo.convolution") > 10
   dilations = re.findall(r"lhs_dilate = \[(\d+), (\d+)\]", text)
   assert {d for pair in dilations for d in pair} <= {"1"}

@@ -4,11 +4,8 @@ through the shared trainer with an exact resume."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -22,17 +19,17 @@ from experiments import cyclegan as cyclegan_config
 from tp2p_jax import models
 from tp2p_jax.data.image_files import ImageReadError
 from tp2p_jax.data.unpaired import UnpairedSource, make_unpaired_sources
-from tp2p_jax.inference.cyclegan_loading import load_cyclegan_run
-from tp2p_jax.train.builders import param_counts
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
-from tp2p_jax.train.cyclegan_builders import build_cyclegan, linear_decay_schedule
-from tp2p_jax.train.cyclegan_state import create_cyclegan_state
-from tp2p_jax.train.cyclegan_steps import CycleGANObjective, cycle_loss, make_cyclegan_train_step
-from tp2p_jax.train.cyclegan_trainer import train_cyclegan
-from tp2p_jax.train.image_pool import create_image_pool, query_image_pool
-from tp2p_jax.translate import translate
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.run_dir import restore_run_state
+from tp2p_jax.inference.run_loading import load_trained_run
+from tp2p_jax.methods.cyclegan import build as build_cyclegan
+from tp2p_jax.methods.cyclegan import linear_decay_schedule, translate
+from tp2p_jax.methods.cyclegan_step import (CycleGANObjective, create_cyclegan_state,
+                                            cycle_loss, make_cyclegan_train_step)
+from tp2p_jax.methods.image_pool import create_image_pool, query_image_pool
+from tp2p_jax.training import param_counts, train_and_evaluate
+from tp2p_jax.cli import train as train_cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 # --- sizes ------------------------------------------------------------------------------
@@ -261,7 +258,8 @@ def test_translate_in_both_directions_uses_the_right_generator():
   np.testing.assert_allclose(
       ab, parts.generator.apply({"params": state.ema["ab"]}, x, train=False), atol=1e-6)
   np.testing.assert_allclose(
-      parts.translate({"ab": state.g_params["ab"], "ba": state.g_params["ba"]}, x, "BtoA"),
+      translate(parts.generator, {"ab": state.g_params["ab"], "ba": state.g_params["ba"]}, x,
+                "BtoA"),
       ba, atol=1e-6)
   with pytest.raises(ValueError, match="direction"):
     translate(parts.generator, state, x, "AtoC")
@@ -274,8 +272,7 @@ def _rows(workdir: pathlib.Path) -> dict[int, dict]:
 
 def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   straight = tmp_path / "straight"
-  result = train_cyclegan(_tiny(4), str(straight))
-  assert result.step == 4 and not result.interrupted
+  assert train_and_evaluate(_tiny(4), str(straight)) == 0
   rows = _rows(straight)
   assert sorted(rows) == [2, 4]
   assert all(np.isfinite(v) for r in rows.values() for v in r.values())
@@ -283,37 +280,36 @@ def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   assert (straight / "samples" / "step_0000004.png").exists()
   assert rows[4]["lr"] == pytest.approx(5e-4)  # 2 steps constant, then halfway down
 
-  run = load_cyclegan_run(str(straight))
-  assert run.step == 4
+  run = load_trained_run(str(straight))
+  assert run.step == 4 and run.predictor.directions == ("AtoB", "BtoA")
+  assert run.predictor.style_dim is None and run.predictor.prepare == "pad"
+  parts = build_cyclegan(_tiny(4))
+  final, _ = restore_run_state(str(straight),
+                               jax.eval_shape(parts.init, jax.random.PRNGKey(0)))
   x = jnp.linspace(-1, 1, 2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
   for direction in ("AtoB", "BtoA"):
-    np.testing.assert_allclose(run.translate(x, direction),
-                               translate(run.generator, result.state, x, direction),
-                               atol=1e-5)
+    np.testing.assert_allclose(run.predictor.generate(x, direction=direction),
+                               translate(parts.generator, final, x, direction), atol=1e-5)
 
   # A run stopped right after its step-2 checkpoint (what kill -9 leaves),
   # then restarted: it must end at the uninterrupted run's losses, so the
   # pools, RNG, optimiser states and input position all came back.
   resumed = tmp_path / "resumed"
   shutil.copytree(straight / "checkpoints" / "2", resumed / "checkpoints" / "2")
-  result = train_cyclegan(_tiny(4), str(resumed))
-  assert result.step == 4
+  assert train_and_evaluate(_tiny(4), str(resumed)) == 0
   again = _rows(resumed)
   assert sorted(again) == [4]
   for key in ("g_loss", "d_loss", "cycle_a", "cycle_b", "d_fake_a", "d_fake_b"):
     assert again[4][key] == pytest.approx(rows[4][key], rel=1e-5), key
 
 
-def test_dry_run_prints_one_count_per_network(tmp_path):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
-  env["JAX_PLATFORMS"] = "cpu"
-  out = subprocess.run([sys.executable, "run_train.py", "--config=experiments/cyclegan.py",
-                        f"--workdir={tmp_path}", "--dry_run"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert json.loads(out.stdout.strip().splitlines()[-1])["params"] == {
+def test_dry_run_prints_one_count_per_network(tmp_path, capsys):
+  status = train_cli.main(["run_train.py", "--config=experiments/cyclegan.py",
+                           f"--workdir={tmp_path}", "--dry_run"])
+  out = capsys.readouterr()
+  assert status == 0
+  assert json.loads(out.out.strip().splitlines()[-1])["params"] == {
       "generator_ab": 11_378_179, "generator_ba": 11_378_179,
       "discriminator_a": 2_764_737, "discriminator_b": 2_764_737}
-  assert "lambda_cycle: 10.0" in out.stdout
+  assert "lambda_cycle: 10.0" in out.out
   assert not (tmp_path / "checkpoints").exists()

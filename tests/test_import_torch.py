@@ -1,4 +1,4 @@
-"""`python -m tp2p_jax.import_torch`: PyTorch checkpoints of the originals
+"""`python -m tp2p_jax.cli.import_torch`: PyTorch checkpoints of the originals
 become a run directory that `load_trained_run`, predict and export use like
 a trained one.
 
@@ -23,13 +23,16 @@ from PIL import Image
 import pytest
 
 from tests.golden_check import load
-from tests.subprocess_runs import run_module
-from tp2p_jax import import_torch
+from tp2p_jax.cli import import_torch as import_cli
+from tp2p_jax.cli import predict as predict_cli
+from tp2p_jax.core.run_dir import RunError, restore_run_state
 from tp2p_jax.data.toycats import render_example
-from tp2p_jax.inference import cyclegan_loading, evaluation, exporting, run_loading
+from tp2p_jax.inference import evaluation, exporting, run_loading
+from tp2p_jax.interop import run_import
 from tp2p_jax.interop.synthetic import synthetic_state_dict
 from tp2p_jax.interop.torch_weights import convert
-from tp2p_jax.train import builders
+from tp2p_jax.methods import networks, paired_gan
+from tp2p_jax.methods.base import encoder_outputs
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 RESNET_G = GOLDEN / "import" / "resnet_6blocks_ngf2.pth"  # junyanz netG, ngf 2, 3 -> 3
@@ -52,20 +55,17 @@ def _restored_logging() -> Iterator[None]:
 
 
 def _import_cli(capsys, *args: str) -> tuple[int, str, str]:
-  """`python -m tp2p_jax.import_torch ARGS` in-process: (status, stdout, stderr)."""
+  """`python -m tp2p_jax.cli.import_torch ARGS` in-process: (status, stdout, stderr)."""
   with _restored_logging():
-    status = import_torch.main(["import_torch", *args])
+    status = import_cli.main(["import_torch", *args])
   out = capsys.readouterr()
   return status, out.out, out.err
 
 
 def _predict(capsys, *args: str) -> tuple[int, str]:
-  """`python -m tp2p_jax.predict ARGS` in a subprocess, as users run it (its
-  absl flags would collide with other CLIs' in a shared test process):
-  (status, stderr)."""
-  del capsys
-  out = run_module("tp2p_jax.predict", list(args))
-  return out.returncode, out.stderr
+  """`python -m tp2p_jax.cli.predict ARGS` in-process: (status, stderr)."""
+  status = predict_cli.main(["predict", *args])
+  return status, capsys.readouterr().err
 
 
 def _assert_one_line_error(status: int, err: str, *fragments: str) -> None:
@@ -118,21 +118,21 @@ def test_pix2pix_cli_run_restores_and_predicts(tmp_path, capsys, images):
   assert "as resnet_6blocks (ResnetGenerator), 8,339 parameters" in out
   assert "as patchgan (PatchGANDiscriminator)" in out
   assert "dropped 3 tensor(s) the original never uses: 3 BatchNorm counters" in out
-  assert f"python -m tp2p_jax.predict --workdir={workdir} --input=SKETCHES --output=OUT" in out
+  assert f"python -m tp2p_jax.cli.predict --workdir={workdir} --input=SKETCHES --output=OUT" in out
 
   # The config describes exactly the imported networks ...
   g = convert("resnet_6blocks", RESNET_G)
   d = convert("patchgan", PATCHGAN_D)
   run = run_loading.load_trained_run(str(workdir))
-  assert run.step == 0 and run.image_size == 64 and not run.takes_style
-  assert run.generator == g.module
-  assert builders.discriminator_from_config(run.config) == d.module
+  predictor = run.predictor
+  assert run.step == 0 and predictor.image_size == 64 and predictor.style_dim is None
+  assert predictor.generator == g.module
+  assert networks.discriminator_from_config(run.config) == d.module
   assert run.config.imported.fresh == [] and run.config.imported.kinds.generator == "resnet_6blocks"
 
   # ... and the checkpoint is the trainer's: G as trained and EMA weights,
   # the imported D (with its BatchNorm statistics), fresh optimiser states.
-  state, step = run_loading.restore_run_state(
-      str(workdir), run_loading.state_shapes(run.config, run.generator))
+  state, step = restore_run_state(str(workdir), paired_gan.state_shapes(run.config))
   assert step == 0 and int(state.step) == 0
   for got, want in [(state.g_params, g.variables["params"]), (state.ema["g"]["params"],
                                                                g.variables["params"]),
@@ -145,9 +145,9 @@ def test_pix2pix_cli_run_restores_and_predicts(tmp_path, capsys, images):
 
   # The restored EMA generator computes the imported network's function.
   x = _sketch(64)
-  expected = run_loading.apply_generator(g.module, _like(g.variables, run.generator_variables),
-                                         x, None)
-  np.testing.assert_allclose(np.asarray(run.generate(x)), np.asarray(expected), atol=1e-6)
+  expected = jax.jit(lambda v, x: g.module.apply(v, x, train=False))(
+      _like(g.variables, predictor.variables["AtoB"]), x)
+  np.testing.assert_allclose(np.asarray(predictor.generate(x)), np.asarray(expected), atol=1e-6)
 
   out_dir = tmp_path / "out"
   status, err = _predict(capsys, f"--workdir={workdir}", f"--input={images['sketches']}",
@@ -170,28 +170,30 @@ def test_pix2pix_cli_run_restores_and_predicts(tmp_path, capsys, images):
 def test_transpix2pix_run_styles_by_reference_photo(tmp_path, capsys, images):
   workdir = tmp_path / "release"
   generator = _narrow_transpix2pix()
-  result = import_torch.import_run("transpix2pix", str(workdir), generator,
-                                   style_encoder=STYLE_ENCODER, step=1200)
-  lines = import_torch.report(result)
+  result = run_import.import_run("transpix2pix", str(workdir), generator,
+                                 style_encoder=STYLE_ENCODER, step=1200)
+  lines = run_import.report(result)
   text = "\n".join(lines)
   assert "--style_image=PHOTO" in lines[-1] and "discriminator: not given" in text
   assert "no class-average style embeddings" in text
 
   g, e = result.conversions["generator"], result.conversions["style_encoder"]
   run = run_loading.load_trained_run(str(workdir))
-  assert run.step == 1200 and run.image_size == 256 and run.style_dim == 8
-  assert run.generator == g.module and run.style_encoder == e.module
+  predictor = run.predictor
+  assert run.step == 1200 and predictor.image_size == 256 and predictor.style_dim == 8
+  assert predictor.generator == g.module and predictor.style_encoder == e.module
   assert len(run.class_names) == 9  # the encoder's classes
 
   photo = (np.asarray(Image.open(images["photo"]), np.float32) / 127.5 - 1.0)[None]
   style = np.asarray(run.embed(photo))
   np.testing.assert_allclose(
-      style, np.asarray(run_loading.encoder_outputs(
-          e.module, _like(e.variables, run.style_variables), photo)["embedding"]), atol=1e-6)
+      style, np.asarray(encoder_outputs(
+          e.module, _like(e.variables, predictor.style_variables), photo)["embedding"]),
+      atol=1e-6)
   x = _sketch(256)
-  expected = run_loading.apply_generator(g.module, _like(g.variables, run.generator_variables),
-                                         x, style)
-  np.testing.assert_allclose(np.asarray(run.generate(x, style)), np.asarray(expected),
+  expected = jax.jit(lambda v, x, s: g.module.apply(v, x, s, train=False))(
+      _like(g.variables, predictor.variables["AtoB"]), x, style)
+  np.testing.assert_allclose(np.asarray(predictor.generate(x, style)), np.asarray(expected),
                              atol=1e-6)
 
   out_dir = tmp_path / "out"
@@ -204,7 +206,7 @@ def test_transpix2pix_run_styles_by_reference_photo(tmp_path, capsys, images):
   for args in (["--style=black"], []):
     status, err = _predict(capsys, *common, *args)
     _assert_one_line_error(status, err, "--style_image=PHOTO")
-  with pytest.raises(run_loading.RunError, match="--config.data.data_dir"):
+  with pytest.raises(RunError, match="--config.data.data_dir"):
     evaluation.evaluate(str(workdir))
   summary = exporting.write_export(run, str(tmp_path / "g.jaxexport"))
   assert summary["styles"] == [] and summary["style_dim"] == 8
@@ -213,14 +215,14 @@ def test_transpix2pix_run_styles_by_reference_photo(tmp_path, capsys, images):
 def test_transpix2pix_without_style_encoder_needs_embeddings(tmp_path, capsys, images):
   release_width = synthetic_state_dict(load("transpix2pix_generator")["layout"])
   # The committed encoder's 8-d embeddings do not fit a 256-d style input.
-  with pytest.raises(import_torch.ImportRunError, match="8-d.*256-d"):
-    import_torch.import_run("transpix2pix", str(tmp_path / "mismatch"), release_width,
-                            style_encoder=STYLE_ENCODER)
+  with pytest.raises(run_import.ImportRunError, match="8-d.*256-d"):
+    run_import.import_run("transpix2pix", str(tmp_path / "mismatch"), release_width,
+                          style_encoder=STYLE_ENCODER)
   assert not (tmp_path / "mismatch").exists()
 
   workdir = tmp_path / "no_encoder"
-  result = import_torch.import_run("transpix2pix", str(workdir), release_width)
-  text = "\n".join(import_torch.report(result))
+  result = run_import.import_run("transpix2pix", str(workdir), release_width)
+  text = "\n".join(run_import.report(result))
   assert "needs 256-d style embeddings" in text and "--style_encoder=STYLE.pth" in text
   assert result.fresh == ("discriminator", "style_encoder")
   status, err = _predict(capsys, f"--workdir={workdir}", f"--input={images['sketches']}",
@@ -229,20 +231,22 @@ def test_transpix2pix_without_style_encoder_needs_embeddings(tmp_path, capsys, i
 
 
 def test_cyclegan_run_translates_with_the_imported_generator(tmp_path, capsys, images):
-  config = import_torch.load_family_config("cyclegan")
+  config = run_import.load_family_config("cyclegan")
   config.image_size = 32
   workdir = tmp_path / "cyclegan"
-  result = import_torch.import_run("cyclegan", str(workdir), RESNET_G, config=config)
+  result = run_import.import_run("cyclegan", str(workdir), RESNET_G, config=config)
   assert result.fresh == ("discriminator", "generator_b", "discriminator_b")
-  assert "only --direction=AtoB translates" in "\n".join(import_torch.report(result))
+  assert "only --direction=AtoB translates" in "\n".join(run_import.report(result))
   g = result.conversions["generator"]
-  run = cyclegan_loading.load_cyclegan_run(str(workdir))
-  assert run.generator == g.module and run.step == 0
+  run = run_loading.load_trained_run(str(workdir))
+  predictor = run.predictor
+  assert predictor.generator == g.module and run.step == 0
+  assert predictor.directions == ("AtoB",)  # imported without G_BA
   x = _sketch(32)
   expected = jax.jit(lambda v, x: g.module.apply(v, x, train=False))(
-      _like(g.variables, {"params": run.params["ab"]}), x)
-  np.testing.assert_allclose(np.asarray(run.translate(x, "AtoB")), np.asarray(expected),
-                             atol=1e-6)
+      _like(g.variables, predictor.variables["AtoB"]), x)
+  np.testing.assert_allclose(np.asarray(predictor.generate(x, direction="AtoB")),
+                             np.asarray(expected), atol=1e-6)
   status, err = _predict(capsys, f"--workdir={workdir}", f"--input={images['sketches']}",
                          f"--output={tmp_path / 'out'}", "--direction=BtoA")
   _assert_one_line_error(status, err, "AtoB only")
@@ -282,6 +286,6 @@ def test_refuses_workdirs_and_missing_flags(tmp_path, capsys):
 
 
 def test_step_from_release_file_names():
-  assert import_torch.parse_step("runs/EMA_gen_iter_400000.pth") == 400000
-  assert import_torch.parse_step("checkpoints/facades/latest_net_G.pth") == 0
-  assert import_torch.parse_step({"a": np.zeros(1)}) == 0
+  assert run_import.parse_step("runs/EMA_gen_iter_400000.pth") == 400000
+  assert run_import.parse_step("checkpoints/facades/latest_net_G.pth") == 0
+  assert run_import.parse_step({"a": np.zeros(1)}) == 0

@@ -1,5 +1,8 @@
 """Inference on a trained run: predict, evaluate and export, end to end on
-the shared tiny toy-cats run, plus the pieces they are built from."""
+the shared tiny toy-cats run, plus the pieces they are built from.
+
+The command lines run in-process (`main(argv)`, output through capsys); one
+test per command runs it as users do, `python -m` in a subprocess."""
 from __future__ import annotations
 
 import json
@@ -11,6 +14,7 @@ from PIL import Image
 import pytest
 
 from tests.subprocess_runs import run_module
+from tp2p_jax.cli import evaluate as evaluate_cli, export as export_cli, predict as predict_cli
 from tp2p_jax.data.sketch import content_box
 from tp2p_jax.data.toycats import STYLE_NAMES, render_example
 from tp2p_jax.inference import run_loading, sketch_io, styles
@@ -43,14 +47,24 @@ def loaded(run_dir) -> run_loading.TrainedRun:
   return run_loading.load_trained_run(str(run_dir))
 
 
+def _cli(capsys, module, *args: str) -> tuple[int, str, str]:
+  """`python -m MODULE ARGS` in-process: (status, stdout, stderr)."""
+  status = module.main([module.__name__.rsplit(".", 1)[-1], *args])
+  out = capsys.readouterr()
+  return status, out.out, out.err
+
+
 def test_predict_writes_each_input_at_its_own_size(run_dir, sketches, tmp_path):
+  """The subprocess smoke test of predict: `python -m tp2p_jax.cli.predict`."""
   out_dir = tmp_path / "out"
-  out = run_module("tp2p_jax.predict", [f"--workdir={run_dir}", f"--input={sketches}",
-                                        f"--output={out_dir}", "--style=ginger",
-                                        "--batch_size=2"])
+  out = run_module("tp2p_jax.cli.predict", [f"--workdir={run_dir}", f"--input={sketches}",
+                                            f"--output={out_dir}", "--style=ginger",
+                                            "--batch_size=2"])
   assert out.returncode == 1, out.stderr[-3000:]  # one corrupt input
   assert "broken.png" in out.stderr and "Traceback" not in out.stderr
   assert "notes.txt" not in out.stderr
+  assert out.stdout.strip().splitlines()[-1] == (
+      f"wrote 3 image(s) to {out_dir} (run step 40); 1 input(s) failed")
   assert sorted(p.name for p in out_dir.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
   for i, (h, w) in enumerate(SIZES):
     image = Image.open(out_dir / f"cat{i}.png")
@@ -59,16 +73,17 @@ def test_predict_writes_each_input_at_its_own_size(run_dir, sketches, tmp_path):
   assert (run_dir / styles.CLASS_EMBEDDINGS_FILE).is_file()
 
 
-def test_predict_style_image_mix_and_grid(run_dir, sketches, tmp_path):
+def test_predict_style_image_mix_and_grid(run_dir, sketches, tmp_path, capsys):
   single = sketches / "cat1.png"
   photo = tmp_path / "photo.png"
   Image.fromarray(render_example(5, 40, style=5)["photo"]).save(photo)
   for name, extra in [("image", [f"--style_image={photo}"]),
                       ("mix", ["--style_mix=black:white:0.3"]),
                       ("grid", ["--grid"])]:
-    out = run_module("tp2p_jax.predict", [f"--workdir={run_dir}", f"--input={single}",
-                                          f"--output={tmp_path / name}", *extra])
-    assert out.returncode == 0, (name, out.stderr[-3000:])
+    status, out, err = _cli(capsys, predict_cli, f"--workdir={run_dir}", f"--input={single}",
+                            f"--output={tmp_path / name}", *extra)
+    assert status == 0, (name, err)
+    assert f"wrote 1 image(s) to {tmp_path / name}" in out
   assert Image.open(tmp_path / "image" / "cat1.png").size == (64, 64)
   assert Image.open(tmp_path / "mix" / "cat1.png").size == (64, 64)
   grid = Image.open(tmp_path / "grid" / "cat1_styles.png")
@@ -83,19 +98,60 @@ def test_predict_style_image_mix_and_grid(run_dir, sketches, tmp_path):
     (["--style=black", "--style_mix=black:white:0.5"], "give exactly one of"),
     (["--style_mix=black:white:2"], "must be in [0, 1]"),
 ])
-def test_predict_usage_errors_are_one_line(run_dir, sketches, tmp_path, args, message):
-  out = run_module("tp2p_jax.predict", [f"--workdir={run_dir}",
-                                        f"--input={sketches / 'cat0.png'}",
-                                        f"--output={tmp_path}", *args])
-  assert out.returncode == 2
-  assert message in out.stderr and "Traceback" not in out.stderr
+def test_predict_usage_errors_are_one_line(run_dir, sketches, tmp_path, capsys, args,
+                                           message):
+  status, out, err = _cli(capsys, predict_cli, f"--workdir={run_dir}",
+                          f"--input={sketches / 'cat0.png'}", f"--output={tmp_path}", *args)
+  assert status == 2 and out == ""
+  assert err.strip().splitlines()[-1].startswith("error: ") and message in err
 
 
-def test_predict_names_a_missing_run(tmp_path, sketches):
-  out = run_module("tp2p_jax.predict", [f"--workdir={tmp_path / 'nope'}",
-                                        f"--input={sketches}", f"--output={tmp_path}",
-                                        "--style=black"])
-  assert out.returncode == 2 and "config.json: not found" in out.stderr
+def test_predict_names_a_missing_run(tmp_path, sketches, capsys):
+  status, _, err = _cli(capsys, predict_cli, f"--workdir={tmp_path / 'nope'}",
+                        f"--input={sketches}", f"--output={tmp_path}", "--style=black")
+  assert status == 2 and "config.json: not found" in err
+
+
+def test_predict_files_reports_what_it_wrote(loaded, sketches, tmp_path):
+  """The library function behind the command line."""
+  files = [sketches / "cat1.png", sketches / "broken.png", tmp_path / "absent.png"]
+  result = predict_cli.predict_files(loaded, files, tmp_path / "out", style="black",
+                                     batch_size=2, prepare="pad")
+  assert result.written == (tmp_path / "out" / "cat1.png",)
+  assert [path.name for path, _ in result.failed] == ["broken.png", "absent.png"]
+  assert "not an image" in result.failed[0][1]
+  assert Image.open(result.written[0]).size == (SIZES[1][1], SIZES[1][0])
+  # Options the run cannot honour are refused before any input is read.
+  with pytest.raises(predict_cli.UsageError, match="give exactly one of"):
+    predict_cli.predict_files(loaded, files, tmp_path / "refused")
+  with pytest.raises(predict_cli.UsageError, match="translates AtoB only"):
+    predict_cli.predict_files(loaded, files, tmp_path / "refused", style="black",
+                              direction="BtoA")
+  assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("module", [predict_cli, evaluate_cli, export_cli],
+                         ids=["predict", "evaluate", "export"])
+def test_cli_help_and_usage_errors(module, capsys, tmp_path):
+  """Each command's flags live in a registry of its own: `main` runs again
+  and again in one process, beside the other commands' flags of the same
+  names."""
+  name = module.__name__.rsplit(".", 1)[-1]
+  for _ in range(2):
+    status, out, err = _cli(capsys, module, "--help")
+    assert status == 0 and err == ""
+    assert f"python -m tp2p_jax.cli.{name}" in out and f"tp2p {name}" in out
+    assert "--workdir: Run directory" in out
+  for args, fragment in [(["--no_such_flag=1"], "no_such_flag"),
+                         ([f"--workdir={tmp_path}", "extra"], "unexpected arguments"),
+                         (["--batch_size=0"] if module is not export_cli else
+                          ["--direction=sideways"], "--"),
+                         ([], "required")]:
+    status, out, err = _cli(capsys, module, *args)
+    assert status == 2 and out == "", (args, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (
+        args, err)
 
 
 def _inception_npz(path: pathlib.Path) -> pathlib.Path:
@@ -105,11 +161,13 @@ def _inception_npz(path: pathlib.Path) -> pathlib.Path:
 
 
 def test_evaluate_reports_every_metric(run_dir, tmp_path):
+  """The subprocess smoke test of evaluate: `python -m tp2p_jax.cli.evaluate`."""
   weights = _inception_npz(tmp_path / "inception.npz")
-  out = run_module("tp2p_jax.evaluate", [f"--workdir={run_dir}", "--batch_size=4",
-                                         f"--inception_weights={weights}",
-                                         "--inception_size=75"])
+  out = run_module("tp2p_jax.cli.evaluate", [f"--workdir={run_dir}", "--batch_size=4",
+                                             f"--inception_weights={weights}",
+                                             "--inception_size=75"])
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["step"] == 40 and result["split"] == "validation"
   assert result["num_examples"] == 8
@@ -130,30 +188,36 @@ def test_untrained_floor_is_the_runs_own_initial_generator(loaded):
   """l1_untrained uses the weights the trainer started from (same seed and
   init path), not some other random draw."""
   import jax
-  from tp2p_jax.train import builders
-  gan = builders.build_gan(loaded.config)
-  start = jax.jit(gan.init)(jax.random.PRNGKey(loaded.config.seed), loaded.style_variables)
-  untrained = run_loading.untrained_generator_variables(loaded)
+  from tp2p_jax.methods import paired_gan
+  gan = paired_gan.build(loaded.config)
+  start = jax.jit(gan.init)(jax.random.PRNGKey(loaded.config.seed),
+                            loaded.predictor.style_variables)
+  untrained = loaded.predictor.initial_variables()["AtoB"]
   for a, b in zip(jax.tree.leaves(untrained), jax.tree.leaves(start.ema["g"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(untrained),
-                                                      jax.tree.leaves(loaded.generator_variables))]
+                                                      jax.tree.leaves(loaded.predictor.variables["AtoB"]))]
   assert any(moved)  # 40 steps moved the EMA generator away from its start
 
 
-def test_export_round_trip_with_symbolic_batch(loaded, tmp_path):
+def test_export_round_trip_with_symbolic_batch(run_dir, loaded, tmp_path):
+  """The subprocess smoke test of export: `python -m tp2p_jax.cli.export`."""
   from tp2p_jax.inference import exporting
-  summary = exporting.write_export(loaded, str(tmp_path / "g.jaxexport"))
+  out = run_module("tp2p_jax.cli.export", [f"--workdir={run_dir}",
+                                           f"--output={tmp_path / 'g.jaxexport'}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
   assert summary["step"] == 40 and summary["styles"] == list(STYLE_NAMES)
+  assert json.loads((tmp_path / "g.jaxexport.json").read_text()) == summary
   program = exporting.load_exported(str(tmp_path / "g.jaxexport"))
   rng = np.random.default_rng(0)
   for batch in (1, 3):
     x = rng.uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32)
-    s = rng.normal(size=(batch, loaded.style_dim)).astype(np.float32)
+    s = rng.normal(size=(batch, loaded.predictor.style_dim)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(program.call(x, s)),
-                               np.asarray(loaded.generate(x, s)), rtol=1e-5, atol=1e-5)
+                               np.asarray(loaded.predictor.generate(x, s)), rtol=1e-5, atol=1e-5)
   with np.load(tmp_path / "g.jaxexport.styles.npz") as f:
-    assert f["means"].shape == (len(STYLE_NAMES), loaded.style_dim)
+    assert f["means"].shape == (len(STYLE_NAMES), loaded.predictor.style_dim)
 
 
 def test_class_embeddings_are_class_means(loaded):
@@ -220,64 +284,90 @@ def test_content_box_centres_the_longer_side():
 def pix2pix_run(tmp_path_factory) -> pathlib.Path:
   """A 4-step tiny pix2pix run: a generator without a style input."""
   from experiments import pix2pix
-  from tp2p_jax.train import trainer
+  from tp2p_jax import training
   workdir = tmp_path_factory.mktemp("pix2pix_run")
   config = pix2pix.get_config("tiny")
   with config.unlocked():
     config.batch_size = 8  # one example per simulated device
-  assert trainer.train_and_evaluate(config, str(workdir)) == 0
+  assert training.train_and_evaluate(config, str(workdir)) == 0
   return workdir
 
 
-def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_path):
-  from tp2p_jax.inference import evaluation, exporting
+def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_path,
+                                                     capsys):
+  from tp2p_jax.inference import exporting
   args = [f"--workdir={pix2pix_run}", f"--input={sketches / 'cat0.png'}",
           f"--output={tmp_path / 'out'}"]
-  out = run_module("tp2p_jax.predict", [*args, "--style=black"])
-  assert out.returncode == 2 and "(unet) takes no style input" in out.stderr
-  out = run_module("tp2p_jax.predict", args)
-  assert out.returncode == 0, out.stderr[-3000:]
+  status, _, err = _cli(capsys, predict_cli, *args, "--style=black")
+  assert status == 2 and "(unet) takes no style input; drop --style" in err
+  status, _, err = _cli(capsys, predict_cli, *args, "--grid")
+  assert status == 2 and "drop --grid" in err
+  status, _, err = _cli(capsys, predict_cli, *args)
+  assert status == 0, err
   assert Image.open(tmp_path / "out" / "cat0.png").size == (SIZES[0][1], SIZES[0][0])
 
-  result = evaluation.evaluate(str(pix2pix_run), batch_size=4)
+  status, out, err = _cli(capsys, evaluate_cli, f"--workdir={pix2pix_run}", "--batch_size=4")
+  assert status == 0, err
+  result = json.loads(out.strip().splitlines()[-1])
   assert result["model"] == "unet" and result["step"] == 4
   assert np.isfinite(result["l1"]) and np.isfinite(result["l1_untrained"])
   assert "style_accuracy" not in result and "encoder_eer" not in result
 
   run = run_loading.load_trained_run(str(pix2pix_run))
-  summary = exporting.write_export(run, str(tmp_path / "p2p.jaxexport"))
-  assert "styles" not in summary
+  status, out, err = _cli(capsys, export_cli, f"--workdir={pix2pix_run}",
+                          f"--output={tmp_path / 'p2p.jaxexport'}")
+  assert status == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert "styles" not in summary and summary["style_dim"] is None
   program = exporting.load_exported(str(tmp_path / "p2p.jaxexport"))
   x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(program.call(x)), np.asarray(run.generate(x)),
+  np.testing.assert_allclose(np.asarray(program.call(x)), np.asarray(run.predictor.generate(x)),
                              rtol=1e-5, atol=1e-5)
 
 
-def test_cyclegan_runs_predict_both_ways(sketches, tmp_path):
+def test_cyclegan_runs_predict_both_ways(sketches, tmp_path, capsys):
   import jax
   from experiments import cyclegan as cyclegan_config
-  from tp2p_jax.train.cyclegan_trainer import train_cyclegan
+  from tp2p_jax import training
   config = cyclegan_config.get_config("tiny")
   config.batch_size = len(jax.devices())
   config.total_steps = 2
   workdir = tmp_path / "cyclegan"
-  assert train_cyclegan(config, str(workdir)).step == 2
+  assert training.train_and_evaluate(config, str(workdir)) == 0
   for direction in ("AtoB", "BtoA"):
     out_dir = tmp_path / direction
-    out = run_module("tp2p_jax.predict", [f"--workdir={workdir}", f"--input={sketches}",
-                                          f"--output={out_dir}", f"--direction={direction}"])
-    assert out.returncode == 1 and "broken.png" in out.stderr, out.stderr[-3000:]
+    status, _, err = _cli(capsys, predict_cli, f"--workdir={workdir}", f"--input={sketches}",
+                          f"--output={out_dir}", f"--direction={direction}")
+    assert status == 1 and "broken.png" in err, err
     for i, (h, w) in enumerate(SIZES):
       assert Image.open(out_dir / f"cat{i}.png").size == (w, h)
-  out = run_module("tp2p_jax.predict", [f"--workdir={workdir}", f"--input={sketches}",
-                                        f"--output={tmp_path}", "--style=black"])
-  assert out.returncode == 2 and "CycleGAN takes no style input" in out.stderr
-  with pytest.raises(run_loading.RunError, match="is a CycleGAN run"):
-    run_loading.load_trained_run(str(workdir))
+  status, _, err = _cli(capsys, predict_cli, f"--workdir={workdir}", f"--input={sketches}",
+                        f"--output={tmp_path}", "--style=black")
+  assert status == 2 and "takes no style input" in err
+  # One loader for every method: the CycleGAN run exports either generator.
+  from tp2p_jax.inference import exporting
+  run = run_loading.load_trained_run(str(workdir))
+  assert run.step == 2 and run.predictor.directions == ("AtoB", "BtoA")
+  x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  for direction in ("AtoB", "BtoA"):
+    path = str(tmp_path / f"{direction}.jaxexport")
+    assert exporting.write_export(run, path, direction=direction)["direction"] == direction
+    np.testing.assert_allclose(np.asarray(exporting.load_exported(path).call(x)),
+                               np.asarray(run.predictor.generate(x, direction=direction)),
+                               rtol=1e-5, atol=1e-5)
 
 
-def test_paired_runs_refuse_the_reverse_direction(run_dir, sketches, tmp_path):
-  out = run_module("tp2p_jax.predict", [f"--workdir={run_dir}", f"--input={sketches}",
-                                        f"--output={tmp_path}", "--style=black",
-                                        "--direction=BtoA"])
-  assert out.returncode == 2 and "translates one way" in out.stderr
+def test_paired_runs_refuse_the_reverse_direction(run_dir, sketches, tmp_path, capsys):
+  status, _, err = _cli(capsys, predict_cli, f"--workdir={run_dir}", f"--input={sketches}",
+                        f"--output={tmp_path}", "--style=black", "--direction=BtoA")
+  assert status == 2 and "translates AtoB only" in err
+  status, out, err = _cli(capsys, export_cli, f"--workdir={run_dir}",
+                          f"--output={tmp_path / 'g.jaxexport'}", "--direction=BtoA")
+  assert status == 2 and out == "" and "translates AtoB, not BtoA" in err
+  assert not (tmp_path / "g.jaxexport").exists()
+
+
+def test_evaluate_and_export_name_a_missing_run(tmp_path, capsys):
+  for module, extra in [(evaluate_cli, []), (export_cli, [f"--output={tmp_path / 'g'}"])]:
+    status, out, err = _cli(capsys, module, f"--workdir={tmp_path / 'nope'}", *extra)
+    assert status == 2 and out == "" and "config.json: not found" in err, err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import toycats
-from tp2p_jax.train import builders
+from tp2p_jax.methods import paired_gan
 
 _STEPS = 3
 # bfloat16 keeps 8 bits of mantissa (relative rounding 2**-9 = 0.2%); through
@@ -22,7 +22,7 @@ _RTOL = 0.05
 
 
 def _run(config, dtype: str):
-  parts = builders.build_gan(config, dtype)
+  parts = paired_gan.build(config, dtype)
   s = config.style.image_size
   style_vars = parts.style_encoder.init(jax.random.PRNGKey(1), jnp.zeros((1, s, s, 3)),
                                         train=False)
@@ -40,7 +40,7 @@ def _run(config, dtype: str):
   step = jax.jit(parts.train_step)
   history = []
   for _ in range(_STEPS):
-    state, metrics = step(state, batch)
+    state, metrics = step(state, batch, parts.frozen)
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   return parts, state, history
 

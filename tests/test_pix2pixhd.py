@@ -16,8 +16,10 @@ from tp2p_jax.models.layers import avg_pool_downsample
 from tp2p_jax.models.multiscale import MultiScaleDiscriminator
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
 from tp2p_jax.models.pix2pixhd import Pix2PixHDGenerator
-from tp2p_jax.train import builders, parallel, trainer
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax import training
+from tp2p_jax.core import mesh as parallel
+from tp2p_jax.methods import paired_gan
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
 
 
 @settings(max_examples=4)
@@ -103,12 +105,12 @@ def test_staged_run_freezes_g1_then_trains_jointly(tmp_path):
   with config.unlocked():
     config.batch_size = 8  # one example per simulated device
   assert config.fix_global_steps == 2
-  assert trainer.train_and_evaluate(config, str(tmp_path)) == 0
+  assert training.train_and_evaluate(config, str(tmp_path)) == 0
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(v) for r in rows for v in r.values())
   assert all(r["g_feat"] > 0 for r in rows)
 
-  gan = builders.build_gan(config)
+  gan = paired_gan.build(config)
   mesh = parallel.make_mesh(jax.devices()[:1])
   abstract = jax.eval_shape(gan.init, jax.random.PRNGKey(config.seed), {})
   sharding = parallel.replicated_like(mesh, abstract)
@@ -132,7 +134,7 @@ def test_transpix2pix_takes_the_multiscale_discriminator_and_feature_matching():
     config.num_d = 2
     config.lambda_feat = 10.0
     config.lambda_perceptual = 0.0
-  gan = builders.build_gan(config)
+  gan = paired_gan.build(config)
   s, e = config.image_size, config.style.image_size
   style_vars = jax.eval_shape(lambda: gan.style_encoder.init(
       jax.random.key(0), jnp.zeros((1, e, e, 3)), train=False))
@@ -141,8 +143,8 @@ def test_transpix2pix_takes_the_multiscale_discriminator_and_feature_matching():
   batch = {"real_a": jax.ShapeDtypeStruct((2, s, s, 3), jnp.float32),
            "real_b": jax.ShapeDtypeStruct((2, s, s, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
-  new_state, metrics = jax.eval_shape(gan.train_step, state, batch)
+  new_state, metrics = jax.eval_shape(gan.train_step, state, batch, gan.frozen)
   assert "g_feat" in metrics
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
-  counts = builders.param_counts(config)
+  counts = training.param_counts(config)
   assert set(counts) == {"generator", "discriminator", "style_encoder"}

@@ -4,11 +4,8 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import os
 import pathlib
 import pickle
-import subprocess
-import sys
 from typing import Any
 from unittest import mock
 
@@ -17,9 +14,11 @@ from PIL import Image, ImageDraw
 import pytest
 import tensorflow_datasets as tfds
 
-from tp2p_jax.data import paired_dataset, pipeline, sketch, toycats
+from tests.subprocess_runs import run_module
+from tp2p_jax.cli import prepare as prepare_cli
+from tp2p_jax.data import pipeline, prepared, sketch, toycats
+from tp2p_jax.data.prepared import builder as prepared_builder
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 S = 64  # stored image side in these tests
 
 
@@ -88,13 +87,13 @@ _READABLE = {"indoor/a.jpg", "indoor/b.png", "indoor/grey.png",
 @pytest.fixture(scope="module")
 def folder_dataset(photo_folder: pathlib.Path,
                    tmp_path_factory: pytest.TempPathFactory
-                   ) -> paired_dataset.BuildResult:
+                   ) -> prepared.BuildResult:
   out = tmp_path_factory.mktemp("folder_out")
-  return paired_dataset.build("folder", str(photo_folder), str(out),
-                              image_size=S, val_fraction=0.3)
+  return prepared.build("folder", str(photo_folder), str(out),
+                        image_size=S, val_fraction=0.3)
 
 
-def test_folder_source_acceptance(folder_dataset: paired_dataset.BuildResult):
+def test_folder_source_acceptance(folder_dataset: prepared.BuildResult):
   result = folder_dataset
   assert result.written == len(_READABLE)
   assert {s.file for s in result.skipped} == {"outdoor/broken.jpg",
@@ -117,7 +116,7 @@ def test_folder_source_acceptance(folder_dataset: paired_dataset.BuildResult):
     for ex in examples:
       name = ex["filename"].decode()
       records[name] = ex
-      assert split == ("validation" if paired_dataset.is_validation(
+      assert split == ("validation" if prepared.is_validation(
           name, 0.3) else "train")
   assert set(records) == _READABLE
   for name, ex in records.items():
@@ -136,8 +135,8 @@ def test_folder_source_acceptance(folder_dataset: paired_dataset.BuildResult):
 
 def test_folder_build_is_deterministic(folder_dataset, photo_folder,
                                        tmp_path: pathlib.Path):
-  again = paired_dataset.build("folder", str(photo_folder), str(tmp_path),
-                               image_size=S, val_fraction=0.3)
+  again = prepared.build("folder", str(photo_folder), str(tmp_path),
+                         image_size=S, val_fraction=0.3)
   first, second = (_read_all(r.dataset_dir) for r in (folder_dataset, again))
   assert first.keys() == second.keys()
   for split in first:
@@ -145,15 +144,15 @@ def test_folder_build_is_deterministic(folder_dataset, photo_folder,
       assert a["filename"] == b["filename"]
       np.testing.assert_array_equal(a["photo"], b["photo"])
       np.testing.assert_array_equal(a["sketch"], b["sketch"])
-  with pytest.raises(paired_dataset.InputError, match="already exists"):
-    paired_dataset.build("folder", str(photo_folder), str(tmp_path),
-                         image_size=S, val_fraction=0.3)
+  with pytest.raises(prepared.InputError, match="already exists"):
+    prepared.build("folder", str(photo_folder), str(tmp_path),
+                   image_size=S, val_fraction=0.3)
 
 
 def test_worker_processes_change_nothing(folder_dataset, photo_folder,
-                                        tmp_path: pathlib.Path,
-                                        monkeypatch: pytest.MonkeyPatch):
-  monkeypatch.setattr(paired_dataset, "_MIN_ITEMS_FOR_WORKERS", 1)
+                                         tmp_path: pathlib.Path,
+                                         monkeypatch: pytest.MonkeyPatch):
+  monkeypatch.setattr(prepared_builder, "_MIN_ITEMS_FOR_WORKERS", 1)
   pools = []
   real_pool = concurrent.futures.ProcessPoolExecutor
 
@@ -163,9 +162,9 @@ def test_worker_processes_change_nothing(folder_dataset, photo_folder,
 
   monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
                       recording_pool)
-  parallel = paired_dataset.build("folder", str(photo_folder), str(tmp_path),
-                                  image_size=S, val_fraction=0.3,
-                                  num_workers=2)
+  parallel = prepared.build("folder", str(photo_folder), str(tmp_path),
+                            image_size=S, val_fraction=0.3,
+                            num_workers=2)
   assert len(pools) == 1 and pools[0]._max_workers == 2
   assert parallel.skipped == folder_dataset.skipped
   first, second = (_read_all(r.dataset_dir) for r in (folder_dataset,
@@ -180,21 +179,21 @@ def test_worker_processes_change_nothing(folder_dataset, photo_folder,
 def test_style_name_folders_use_the_toy_cat_labels(tmp_path: pathlib.Path):
   _save(Image.fromarray(_photo(0)), tmp_path / "in" / "ginger" / "x.png")
   _save(Image.fromarray(_photo(1)), tmp_path / "in" / "black" / "y.png")
-  result = paired_dataset.build("folder", str(tmp_path / "in"),
-                                str(tmp_path / "out"), image_size=S)
+  result = prepared.build("folder", str(tmp_path / "in"),
+                          str(tmp_path / "out"), image_size=S)
   assert result.classes == toycats.STYLE_NAMES
   labels = {ex["filename"].decode(): int(ex["label"])
             for exs in _read_all(result.dataset_dir).values() for ex in exs}
   assert labels == {"ginger/x.png": toycats.STYLE_NAMES.index("ginger"),
                     "black/y.png": toycats.STYLE_NAMES.index("black")}
-  assert paired_dataset.class_names(tmp_path / "out") == toycats.STYLE_NAMES
+  assert prepared.class_names(tmp_path / "out") == toycats.STYLE_NAMES
 
 
 def test_flat_folder_is_one_class(tmp_path: pathlib.Path):
   for i in range(3):
     _save(Image.fromarray(_photo(i)), tmp_path / "cats" / f"{i}.png")
-  result = paired_dataset.build("folder", str(tmp_path / "cats"),
-                                str(tmp_path / "out"), image_size=S)
+  result = prepared.build("folder", str(tmp_path / "cats"),
+                          str(tmp_path / "out"), image_size=S)
   assert result.classes == ("cats",) and result.written == 3
 
 
@@ -207,8 +206,8 @@ def test_split_folders_are_looked_through_and_huge_images_skipped(
   _save(Image.fromarray(_photo(3, 80)), root / "train" / "tuxedo" / "d.png")
   (root / "README.txt").write_text("photos of cats\n")
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
-  result = paired_dataset.build("folder", str(root), str(tmp_path / "out"),
-                                image_size=S)
+  result = prepared.build("folder", str(root), str(tmp_path / "out"),
+                          image_size=S)
   assert result.classes == ("tabby", "tuxedo")
   assert result.written == 3
   reasons = {s.file: s.reason for s in result.skipped}
@@ -219,17 +218,17 @@ def test_split_folders_are_looked_through_and_huge_images_skipped(
 
 def test_empty_or_unusable_input_is_an_error(tmp_path: pathlib.Path):
   (tmp_path / "empty").mkdir()
-  with pytest.raises(paired_dataset.InputError, match="empty"):
-    paired_dataset.build("folder", str(tmp_path / "empty"),
-                         str(tmp_path / "out"))
+  with pytest.raises(prepared.InputError, match="empty"):
+    prepared.build("folder", str(tmp_path / "empty"),
+                   str(tmp_path / "out"))
   (tmp_path / "junk").mkdir()
   (tmp_path / "junk" / "a.txt").write_text("x")
-  with pytest.raises(paired_dataset.InputError, match="no usable images"):
-    paired_dataset.build("folder", str(tmp_path / "junk"),
-                         str(tmp_path / "out"))
-  with pytest.raises(paired_dataset.InputError, match="does not exist"):
-    paired_dataset.build("folder", str(tmp_path / "nope"),
-                         str(tmp_path / "out"))
+  with pytest.raises(prepared.InputError, match="no usable images"):
+    prepared.build("folder", str(tmp_path / "junk"),
+                   str(tmp_path / "out"))
+  with pytest.raises(prepared.InputError, match="does not exist"):
+    prepared.build("folder", str(tmp_path / "nope"),
+                   str(tmp_path / "out"))
   assert not (tmp_path / "out" / "sketch_photo_pairs").exists() or not list(
       (tmp_path / "out" / "sketch_photo_pairs").glob("*/*/dataset_info.json"))
 
@@ -250,7 +249,7 @@ def test_pix2pix_side_by_side_both_directions(tmp_path: pathlib.Path):
     _save(Image.fromarray(np.concatenate([a, b], axis=1)),
           tmp_path / "ab" / f"{i}.png")
   for direction in ("AtoB", "BtoA"):
-    result = paired_dataset.build(
+    result = prepared.build(
         "pix2pix", str(tmp_path / "ab"), str(tmp_path / direction),
         image_size=S, direction=direction)
     assert result.written == 4 and not result.skipped
@@ -272,8 +271,8 @@ def test_pix2pix_hd_folders_report_mismatches(tmp_path: pathlib.Path):
           f"{stem}.jpg")
   _save(Image.fromarray(_line_image(9)), root / "train_A" / "e.png")
   _save(Image.fromarray(_photo(9, 2 * S)), root / "train_B" / "e.png")
-  result = paired_dataset.build("pix2pix", str(root), str(tmp_path / "out"),
-                                image_size=S)
+  result = prepared.build("pix2pix", str(root), str(tmp_path / "out"),
+                          image_size=S)
   assert result.written == 2
   reasons = {s.file: s.reason for s in result.skipped}
   assert set(reasons) == {"train_A/c.png", "train_B/d.jpg", "train_A/e.png"}
@@ -297,15 +296,15 @@ _ORIGINAL_INIT = tfds.core.DatasetBuilder.__init__
 _ORIGINAL_PREPARE = tfds.core.DatasetBuilder.download_and_prepare
 
 
-def _build_under_mock(**kwargs: Any) -> paired_dataset.BuildResult:
+def _build_under_mock(**kwargs: Any) -> prepared.BuildResult:
   """`build` inside `tfds.testing.mock_data`, which replaces every builder's
   data_dir and download_and_prepare; ours gets the real ones back while the
   photo dataset stays mocked."""
   with mock.patch.object(tfds.core.DatasetBuilder, "__init__", _ORIGINAL_INIT
                          ), mock.patch.object(
-                             paired_dataset.SketchPhotoPairs,
+                             prepared.SketchPhotoPairs,
                              "download_and_prepare", _ORIGINAL_PREPARE):
-    return paired_dataset.build("tfds", **kwargs)
+    return prepared.build("tfds", **kwargs)
 
 
 def test_tfds_source_keeps_the_cats_of_mocked_oxford_pets(
@@ -319,7 +318,7 @@ def test_tfds_source_keeps_the_cats_of_mocked_oxford_pets(
       source = pets.as_data_source(split)
       for i in range(len(source)):
         name = breeds[int(source[i]["label"])]
-        if name in paired_dataset.OXFORD_PET_CAT_BREEDS:
+        if name in prepared.OXFORD_PET_CAT_BREEDS:
           key = f"oxford_iiit_pet/{split}/{source[i]['file_name']}"
           expected[key] = name
     result = _build_under_mock(input_path=str(tmp_path / "tfds"),
@@ -328,7 +327,7 @@ def test_tfds_source_keeps_the_cats_of_mocked_oxford_pets(
                                tfds_splits=("train", "test"), image_size=S)
   assert 0 < len(expected) < 24  # some cats, some dogs
   assert result.written == len(expected) and not result.skipped
-  assert result.classes == paired_dataset.OXFORD_PET_CAT_BREEDS
+  assert result.classes == prepared.OXFORD_PET_CAT_BREEDS
   for exs in _read_all(result.dataset_dir).values():
     for ex in exs:
       assert result.classes[ex["label"]] == expected[ex["filename"].decode()]
@@ -430,11 +429,11 @@ def test_tfds_source_streams_tfrecord_datasets(tmp_path: pathlib.Path):
                 for i, b in enumerate(["Birman", "pug", "Ragdoll"])]
     kwargs = dict(input_path=str(tmp_path / "tfds"), tfds_splits=("train",),
                   tfds_name="oxford_iiit_pet", image_size=S)
-    with pytest.raises(paired_dataset.InputError, match="array_record"):
+    with pytest.raises(prepared.InputError, match="array_record"):
       _build_under_mock(data_dir=str(tmp_path / "a"), **kwargs)
     with mock.patch.object(tfds.core.DatasetBuilder, "as_dataset", stream), \
         mock.patch.object(tfds, "as_numpy", lambda ds: iter(ds)), \
-        mock.patch.object(paired_dataset.importlib.util, "find_spec",
+        mock.patch.object(prepared_builder.importlib.util, "find_spec",
                           lambda name: object()):
       result = _build_under_mock(data_dir=str(tmp_path / "b"), **kwargs)
   assert result.written == 2
@@ -449,10 +448,10 @@ def test_tfds_source_streams_tfrecord_datasets(tmp_path: pathlib.Path):
 
 
 def test_paired_source_feeds_the_input_pipeline(
-    folder_dataset: paired_dataset.BuildResult):
-  source = paired_dataset.PairedSource(folder_dataset.dataset_dir)
+    folder_dataset: prepared.BuildResult):
+  source = prepared.PairedSource(folder_dataset.dataset_dir)
   assert len(source) == folder_dataset.splits["train"]
-  assert repr(source) == repr(paired_dataset.PairedSource(
+  assert repr(source) == repr(prepared.PairedSource(
       folder_dataset.dataset_dir))
   assert "0x" not in repr(source)
   record = source[0]
@@ -468,25 +467,25 @@ def test_paired_source_feeds_the_input_pipeline(
   assert batch["real_a"].dtype == np.float32
   assert batch["label"].shape == (2,) and batch["label"].dtype == np.int32
   assert -1.0 <= batch["real_a"].min() and batch["real_a"].max() <= 1.0
-  val = paired_dataset.PairedSource(folder_dataset.dataset_dir, "validation")
+  val = prepared.PairedSource(folder_dataset.dataset_dir, "validation")
   assert len(val) == folder_dataset.splits["validation"]
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-  env = dict(os.environ, PYTHONPATH=str(_REPO))
-  return subprocess.run(
-      [sys.executable, "-m", "tp2p_jax.data.prepare", *args],
-      capture_output=True, text=True, cwd=_REPO, env=env, timeout=120)
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+  """The prepare command run in this process: (exit status, stdout, stderr)."""
+  status = prepare_cli.main(["prepare", *args])
+  captured = capsys.readouterr()
+  return status, captured.out, captured.err
 
 
 def test_cli_prints_json_last_and_matches_in_process_build(
-    photo_folder: pathlib.Path, folder_dataset: paired_dataset.BuildResult,
-    tmp_path: pathlib.Path):
-  proc = _run_cli("--source=folder", f"--input={photo_folder}",
-                  f"--data_dir={tmp_path}", f"--image_size={S}",
-                  "--val_fraction=0.3", "--num_workers=2")
-  assert proc.returncode == 0, proc.stderr
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    photo_folder: pathlib.Path, folder_dataset: prepared.BuildResult,
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]):
+  status, out, err = _cli(capsys, "--source=folder", f"--input={photo_folder}",
+                          f"--data_dir={tmp_path}", f"--image_size={S}",
+                          "--val_fraction=0.3", "--num_workers=2")
+  assert status == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
   assert summary["written"] == len(_READABLE)
   assert summary["skipped"] == 2
   assert {s["file"] for s in summary["skipped_files"]} == {
@@ -495,7 +494,7 @@ def test_cli_prints_json_last_and_matches_in_process_build(
   assert summary["splits"] == folder_dataset.splits
   assert summary["dataset"] == "sketch_photo_pairs/folder-64px-val0.3:1.0.0"
   assert summary["pairs_per_s"] > 0
-  assert "broken.jpg" in proc.stderr  # skipped files are named on stderr too
+  assert "broken.jpg" in err  # skipped files are named on stderr too
   ours, theirs = (_read_all(d) for d in (folder_dataset.dataset_dir,
                                          summary["data_dir"]))
   for split in ours:
@@ -504,11 +503,45 @@ def test_cli_prints_json_last_and_matches_in_process_build(
       np.testing.assert_array_equal(a["photo"], b["photo"])
 
 
-def test_cli_empty_input_is_a_clean_error(tmp_path: pathlib.Path):
+def test_cli_errors_are_one_clean_line(tmp_path: pathlib.Path,
+                                       capsys: pytest.CaptureFixture[str]):
   (tmp_path / "empty").mkdir()
-  proc = _run_cli("--source=folder", f"--input={tmp_path / 'empty'}",
-                  f"--data_dir={tmp_path / 'out'}", "--num_workers=0")
-  assert proc.returncode != 0
-  assert str(tmp_path / "empty") in proc.stderr
-  assert "Traceback" not in proc.stderr
-  assert proc.stdout.strip() == ""
+  empty, out_dir = f"--input={tmp_path / 'empty'}", f"--data_dir={tmp_path / 'out'}"
+  cases = [
+      ((empty, out_dir, "--source=folder", "--num_workers=0"), str(tmp_path / "empty")),
+      ((empty, out_dir, "--source=jpegs"), "--source must be folder, pix2pix or tfds:NAME"),
+      ((empty, "--source=folder"), "--data_dir is required"),
+      ((out_dir, "--source=folder"), "--input is required"),
+      ((empty, out_dir, "--source=pix2pix", "--direction=sideways"), "direction"),
+      ((empty, out_dir, "--source=folder", "photos/"), "unexpected arguments"),
+  ]
+  for args, message in cases:
+    status, out, err = _cli(capsys, *args)
+    assert status == 1, args
+    assert out == "", args
+    assert "Traceback" not in err
+    assert err.startswith("prepare: error: ") and message in err, (args, err)
+
+
+def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]):
+  status, out, _ = _cli(capsys, "--help")
+  assert status == 0
+  assert "python -m tp2p_jax.cli.prepare --source=folder" in out
+  for flag in ("--source", "--input", "--data_dir", "--num_workers", "--overwrite"):
+    assert flag in out
+
+
+def test_command_runs_as_a_module(photo_folder: pathlib.Path,
+                                  folder_dataset: prepared.BuildResult,
+                                  tmp_path: pathlib.Path):
+  """`python -m tp2p_jax.cli.prepare` in a process of its own: exit status,
+  and stdout holds only the JSON summary (TFDS's own output goes to stderr)."""
+  proc = run_module("tp2p_jax.cli.prepare",
+                    ["--source=folder", f"--input={photo_folder}", f"--data_dir={tmp_path}",
+                     f"--image_size={S}", "--val_fraction=0.3", "--num_workers=0"],
+                    timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  [line] = proc.stdout.strip().splitlines()
+  summary = json.loads(line)
+  assert summary["dataset"] == "sketch_photo_pairs/folder-64px-val0.3:1.0.0"
+  assert summary["splits"] == folder_dataset.splits

@@ -79,7 +79,7 @@ def test_sigkill_after_checkpoint_20_then_restart_matches(uninterrupted, tmp_pat
 def test_few_steps_on_a_prepared_folder(tmp_path):
   from PIL import Image
 
-  from tp2p_jax.data import paired_dataset
+  from tp2p_jax.data import prepared
   from tp2p_jax.data.toycats import STYLE_NAMES, render_example
 
   photos = tmp_path / "photos"
@@ -89,8 +89,8 @@ def test_few_steps_on_a_prepared_folder(tmp_path):
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(example["photo"]).save(folder / f"cat{i}.png")
   data_dir = tmp_path / "data"
-  result = paired_dataset.build("folder", str(photos), str(data_dir), image_size=48,
-                                val_fraction=0.25)
+  result = prepared.build("folder", str(photos), str(data_dir), image_size=48,
+                          val_fraction=0.25)
   # Coat-named folders share the toy cats' nine labels, so the run below
   # compiles the same programs as the toy-cats runs above (cache hits).
   assert result.written == 12 and list(result.classes) == list(STYLE_NAMES)

@@ -1,12 +1,9 @@
 """Neural style transfer, DeepDream, the image I/O they share, and their
-command lines end to end."""
+command lines: in-process, plus one `python -m` run of each."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +12,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from tp2p_jax import deepdream, style_transfer
+from tests.subprocess_runs import run_module
+from tp2p_jax.art import deepdream, style_transfer
+from tp2p_jax.cli import dream as dream_cli
+from tp2p_jax.cli import stylize as stylize_cli
 from tp2p_jax.data import image_files as image_io
 from tp2p_jax.models import vgg
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +105,9 @@ def test_deepdream_increases_the_chosen_activation_norm(vgg_variables):
        layer=st.sampled_from(["relu1_1", "relu3_3", "relu5_3"]))
 def test_octave_sizes_grow_to_the_full_size(h, w, octaves, layer):
   sizes = deepdream.octave_sizes(h, w, deepdream.DreamSettings(layer=layer, octaves=octaves))
-  assert all(min(s) >= deepdream.min_side(layer) for s in sizes)
+  assert all(min(s) >= vgg.min_input_side(layer) for s in sizes)
   assert sizes == sorted(sizes)
-  if min(h, w) >= deepdream.min_side(layer):
+  if min(h, w) >= vgg.min_input_side(layer):
     assert sizes[-1] == (h, w)
 
 
@@ -156,20 +154,6 @@ def test_unreadable_image_error_names_the_file(tmp_path):
 
 # --- command lines -----------------------------------------------------------------------
 
-def _env() -> dict[str, str]:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-  return env
-
-
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory) -> dict[str, pathlib.Path]:
   d = tmp_path_factory.mktemp("pictures")
@@ -180,12 +164,16 @@ def pictures(tmp_path_factory) -> dict[str, pathlib.Path]:
   return paths
 
 
+_MAINS = {"stylize": stylize_cli.main, "dream": dream_cli.main}
+
+
 def test_stylize_cli_end_to_end(pictures, tmp_path):
+  # The one `python -m` run of stylize: the module is a working command.
   out = tmp_path / "out" / "stylized.png"
-  run = _cli("tp2p_jax.stylize", f"--content={pictures['content']}",
-             f"--style={pictures['style']}", f"--output={out}", "--steps=2", "--size=0",
-             "--optimizer=adam", "--style_layers=relu1_2,relu2_2",
-             "--style_layer_weights=1,0.5")
+  run = run_module("tp2p_jax.cli.stylize", [
+      f"--content={pictures['content']}", f"--style={pictures['style']}", f"--output={out}",
+      "--steps=2", "--size=0", "--optimizer=adam", "--style_layers=relu1_2,relu2_2",
+      "--style_layer_weights=1,0.5"], timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   summary = json.loads(run.stdout.strip().splitlines()[-1])
   assert summary["size"] == [20, 20]
@@ -194,26 +182,84 @@ def test_stylize_cli_end_to_end(pictures, tmp_path):
 
 
 def test_dream_cli_end_to_end(pictures, tmp_path):
+  # The one `python -m` run of dream.
   out = tmp_path / "dream.png"
-  run = _cli("tp2p_jax.dream", f"--input={pictures['content']}", f"--output={out}",
-             "--layer=relu2_2", "--octaves=2", "--steps=2", "--jitter=2", "--size=0")
+  run = run_module("tp2p_jax.cli.dream", [
+      f"--input={pictures['content']}", f"--output={out}", "--layer=relu2_2", "--octaves=2",
+      "--steps=2", "--jitter=2", "--size=0"], timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   summary = json.loads(run.stdout.strip().splitlines()[-1])
   assert summary["activation_after"] > summary["activation_before"]
   assert Image.open(out).size == (20, 20)
 
 
-@pytest.mark.parametrize("module,args", [
-    ("tp2p_jax.stylize", ("--content={corrupt}", "--style={style}")),
-    ("tp2p_jax.stylize", ("--content={content}", "--style={missing}")),
-    ("tp2p_jax.dream", ("--input={corrupt}",)),
+def test_dream_file_resizes_and_reports_the_activation(pictures, tmp_path):
+  out = tmp_path / "small.png"
+  summary = dream_cli.dream_file(
+      pictures["content"], out, size=12, seed=1, progress=False,
+      settings=deepdream.DreamSettings(layer="relu1_2", octaves=1, steps=2, jitter=1))
+  assert summary["output"] == str(out) and summary["layer"] == "relu1_2"
+  assert summary["size"] == [12, 12]
+  assert summary["activation_after"] > summary["activation_before"]
+  assert Image.open(out).size == (12, 12)
+
+
+@pytest.mark.parametrize("command,args", [
+    ("stylize", ("--content={corrupt}", "--style={style}")),
+    ("stylize", ("--content={content}", "--style={missing}")),
+    ("dream", ("--input={corrupt}",)),
 ])
-def test_cli_unreadable_input_is_a_clear_error(pictures, tmp_path, module, args):
+def test_cli_unreadable_input_is_a_clear_error(pictures, tmp_path, capsys, command, args):
   names = {k: str(v) for k, v in pictures.items()} | {"missing": str(tmp_path / "nope.png")}
   out = tmp_path / "never.png"
-  run = _cli(module, *(a.format(**names) for a in args), f"--output={out}")
-  assert run.returncode == 1
-  assert "Traceback" not in run.stderr
+  status = _MAINS[command]([command, *(a.format(**names) for a in args), f"--output={out}"])
+  stderr = capsys.readouterr().err
+  assert status == 1
+  assert "Traceback" not in stderr
   bad = names["missing"] if "missing" in "".join(args) else names["corrupt"]
-  assert f"error: {bad}" in run.stderr
+  assert f"error: {bad}" in stderr
   assert not out.exists()
+
+
+@pytest.mark.parametrize("command,args,message", [
+    ("stylize", ("--content={content}", "--style={style}", "--content_layer=relu9_9"),
+     "relu9_9"),
+    ("stylize", ("--content={content}", "--style={style}", "--style_layer_weights=1,2,3,x"),
+     "not a number: 'x'"),
+    ("stylize", ("--content={content}", "--style={style}", "--style_layers=relu1_2",
+                 "--style_layer_weights=1,2"), "1 style layers but 2 style layer weights"),
+    ("dream", ("--input={content}", "--layer=relu9_9"), "relu9_9"),
+    ("dream", ("--input={content}", "--octave_scale=1"), "octave_scale > 1"),
+    ("dream", ("--input={content}", "--layer=relu5_3", "--size=8"), "needs at least 16x16"),
+])
+def test_cli_invalid_setting_is_a_clear_error(pictures, tmp_path, capsys, command, args,
+                                              message):
+  names = {k: str(v) for k, v in pictures.items()}
+  out = tmp_path / "never.png"
+  status = _MAINS[command]([command, *(a.format(**names) for a in args), f"--output={out}"])
+  last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar
+  assert status == 1
+  assert last_line.startswith("error: ") and message in last_line
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("command,args,message", [
+    ("stylize", ("--content=a.png", "--output=o.png"), "--style is required"),
+    ("stylize", ("--content=a.png", "--style=b.png", "--output=o.png", "--optimizer=sgd"),
+     "--optimizer"),
+    ("dream", ("--output=o.png",), "--input is required"),
+    ("dream", ("--input=a.png", "--output=o.png", "--colour=red"), "colour"),
+    ("dream", ("--input=a.png", "--output=o.png", "stray"), "unexpected arguments"),
+])
+def test_cli_usage_error_exits_2(capsys, command, args, message):
+  assert _MAINS[command]([command, *args]) == 2
+  stderr = capsys.readouterr().err
+  assert stderr.startswith("error: ") and message in stderr
+
+
+@pytest.mark.parametrize("command", ["stylize", "dream"])
+def test_cli_help_lists_the_flags(capsys, command):
+  assert _MAINS[command]([command, "--help"]) == 0
+  stdout = capsys.readouterr().out
+  assert f"python -m tp2p_jax.cli.{command}" in stdout
+  assert "--output" in stdout and "--size" in stdout

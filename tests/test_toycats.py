@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tp2p_jax.data import toycats
 from tp2p_jax.data.toycats import (NUM_STYLES, STYLE_NAMES, ToyCatsSource,
                                    render_example)
+from tp2p_jax.data.toycats.geometry import sample_geometry
+from tp2p_jax.data.toycats.source import _GEOMETRY_STREAM, _stream
 
 
 def _dark(sketch: np.ndarray) -> np.ndarray:
@@ -156,8 +157,8 @@ def test_class_colours_are_separable():
 
 def test_body_probability_controls_bodies():
   def has_body(p: float, i: int) -> bool:
-    rng = toycats._stream(0, i, toycats._GEOMETRY_STREAM)
-    return toycats._sample_geometry(rng, p).body is not None
+    rng = _stream(0, i, _GEOMETRY_STREAM)
+    return sample_geometry(rng, p).body is not None
 
   assert not any(has_body(0.0, i) for i in range(20))
   assert all(has_body(1.0, i) for i in range(20))

@@ -14,10 +14,13 @@ import pytest
 from experiments import toycats
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.toycats import ToyCatsSource
-from tp2p_jax.train import builders, optim, parallel
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
-from tp2p_jax.train.state import ema_half_life, ema_update
-from tp2p_jax.train.trainer import NonFiniteLossError, train_loop
+from tp2p_jax.core import mesh as parallel
+from tp2p_jax.core import optim
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.ema import ema_half_life, ema_update
+from tp2p_jax.core.loop import NonFiniteLossError, train_loop
+from tp2p_jax.core.stage import Stage
+from tp2p_jax.methods import networks, paired_gan
 
 
 # --- EMA, masks, schedules ------------------------------------------------------
@@ -43,7 +46,7 @@ def _tiny_config():
 
 def test_weight_decay_mask_follows_the_spec():
   c = _tiny_config()
-  g = builders.generator_from_config(c)
+  g = networks.generator_from_config(c)
   s = c.image_size
   params = jax.eval_shape(lambda: g.init({"params": jax.random.key(0)}, jnp.zeros((1, s, s, 3)),
                                          jnp.zeros((1, c.style.embedding_dim)),
@@ -93,8 +96,8 @@ class TinyGan:
   def __init__(self):
     c = self.config = _tiny_config()
     c.lr = 3e-3  # Overfitting a batch within a test's budget of steps.
-    gan = builders.build_gan(c)
-    self.generator, self.step_fn = gan.generator, gan.train_step
+    gan = paired_gan.build(c)
+    self.generator, self.frozen, self.step_fn = gan.generator, gan.frozen, gan.train_step
     e = c.style.image_size
     style_vars = jax.jit(lambda k: gan.style_encoder.init(k, jnp.zeros((1, e, e, 3)),
                                                           train=False))(jax.random.key(0))
@@ -111,8 +114,9 @@ class TinyGan:
       abstract = jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
       sharding = parallel.replicated_like(mesh, abstract)
       init = jax.jit(self.init_fn, out_shardings=sharding)
-      step = jax.jit(self.step_fn, in_shardings=(sharding, parallel.batch_sharding(mesh)),
-                     out_shardings=(sharding, parallel.replicated(mesh)), donate_argnums=0)
+      jitted = parallel.jit_train_step(self.step_fn, mesh, sharding, self.frozen)
+      frozen = jax.device_put(self.frozen, parallel.replicated_like(mesh, self.frozen))
+      step = lambda state, batch: jitted(state, batch, frozen)  # noqa: E731
       self._compiled[n] = (init, step, sharding, abstract)
     init, step, sharding, abstract = self._compiled[n]
     return init(jax.random.PRNGKey(0)), step, sharding, abstract
@@ -226,15 +230,17 @@ class CountingIterator:
 
 def _loop(tmp_path, iterator, total=10):
   mesh = parallel.make_mesh(jax.devices()[:1])
-  init = lambda: {"w": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}  # noqa: E731
+  init = lambda key, handoff: {"w": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}  # noqa: E731
 
-  def step(state, batch):
-    w = state["w"] + jnp.sum(batch["x"])
+  def step(state, batch, frozen):
+    w = state["w"] + jnp.sum(batch["x"]) * frozen["scale"]
     return {"w": w, "step": state["step"] + 1}, {"w": w}
 
-  return train_loop(stage="test", workdir=str(tmp_path), mesh=mesh, init_fn=init, init_args=(),
-                    step_fn=step, make_iterator=lambda: iterator, total_steps=total,
-                    log_every=2, checkpoint_every=4, keep=3, config_dict={"test": True})
+  stage = Stage(name="test", directory="", init=init, train_step=step,
+                make_iterator=lambda: iterator, batch_size=1, seed=0, total_steps=total,
+                log_every=2, checkpoint_every=4, keep_checkpoints=3,
+                frozen={"scale": np.float32(1.0)})
+  return train_loop(stage, str(tmp_path), mesh, {}, config_dict={"test": True})
 
 
 def test_sigterm_saves_and_resume_continues(tmp_path):

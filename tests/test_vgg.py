@@ -203,6 +203,70 @@ def test_imagenet_normalize() -> None:
   np.testing.assert_allclose(ones[0, 0, 0], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("layer,side", [("relu1_1", 1), ("relu2_2", 2), ("relu3_1", 4),
+                                        ("relu4_3", 8), ("relu5_3", 16)])
+def test_min_input_side_is_what_the_module_accepts(layer: str, side: int) -> None:
+  assert vgg_lib.min_input_side(layer) == side
+  model = vgg_lib.VGG16(layers=(layer,))
+  jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
+  if side > 1:
+    with pytest.raises(ValueError, match="too small"):
+      jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side - 1, side, 3)))
+
+
+def test_variables_up_to_keeps_only_the_convs_the_layer_reads(
+    vgg_variables: dict[str, Any]) -> None:
+  sub = vgg_lib.variables_up_to(vgg_variables, "relu2_2")
+  assert sorted(sub["params"]) == ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
+  # The same arrays, not copies.
+  assert sub["params"]["conv2_2"]["kernel"] is vgg_variables["params"]["conv2_2"]["kernel"]
+  assert list(vgg_lib.variables_up_to(vgg_variables, "relu5_3")["params"]) == list(
+      vgg_lib.VGG16_CONVS)
+  assert list(vgg_lib.variables_up_to(vgg_variables, "relu1_1")["params"]) == ["conv1_1"]
+  with pytest.raises(ValueError, match="relu6_1"):
+    vgg_lib.variables_up_to(vgg_variables, "relu6_1")
+
+
+def test_preprocess_maps_both_ranges_to_imagenet_input() -> None:
+  mean, std = np.array(vgg_lib.IMAGENET_MEAN), np.array(vgg_lib.IMAGENET_STD)
+  black = jnp.full((1, 4, 4, 3), -1.0)
+  np.testing.assert_allclose(vgg_lib.preprocess(black, "-1..1")[0, 0, 0], -mean / std,
+                             rtol=1e-6)
+  np.testing.assert_allclose(vgg_lib.preprocess(black + 2.0, "-1..1")[0, 0, 0],
+                             (1 - mean) / std, rtol=1e-6)
+  x01 = jax.random.uniform(jax.random.key(4), (2, 5, 3, 3))
+  np.testing.assert_array_equal(vgg_lib.preprocess(x01, "0..1"),
+                                vgg_lib.imagenet_normalize(x01))
+  np.testing.assert_allclose(vgg_lib.preprocess(x01 * 2.0 - 1.0, "-1..1"),
+                             vgg_lib.imagenet_normalize(x01), atol=1e-6)
+  # Normalised in float32 whatever the input dtype.
+  assert vgg_lib.preprocess(x01.astype(jnp.bfloat16), "0..1").dtype == jnp.float32
+  with pytest.raises(ValueError, match="value_range"):
+    vgg_lib.preprocess(x01, "0..255")
+
+
+@pytest.mark.parametrize("value_range", ["-1..1", "0..1"])
+def test_features_is_the_module_on_normalised_input(
+    vgg_variables: dict[str, Any], value_range: str) -> None:
+  x = jax.random.uniform(jax.random.key(5), (2, 16, 16, 3),
+                         minval=-1.0 if value_range == "-1..1" else 0.0, maxval=1.0)
+  x01 = (x + 1.0) * 0.5 if value_range == "-1..1" else x
+  layers = ("relu1_2", "relu3_1")
+  expected = vgg_lib.VGG16(layers=layers).apply(vgg_variables, vgg_lib.imagenet_normalize(x01))
+  ours = vgg_lib.features(x, vgg_variables, layers, value_range)
+  assert set(ours) == set(layers)
+  for name in layers:
+    np.testing.assert_array_equal(ours[name], expected[name])
+  # The cut tree gives the very same activations, and only its convs run.
+  cut = vgg_lib.variables_up_to(vgg_variables, "relu3_1")
+  np.testing.assert_array_equal(
+      vgg_lib.features(x, cut, layers, value_range)["relu3_1"], expected["relu3_1"])
+  assert _conv_count(lambda v, x: vgg_lib.features(x, v, layers, value_range),
+                     vgg_variables, x) == 5
+  low = vgg_lib.features(x, cut, ("relu1_2",), value_range, dtype=jnp.bfloat16)["relu1_2"]
+  assert low.dtype == jnp.bfloat16
+
+
 def test_feature_gradient_is_finite_and_nonzero(vgg_variables: dict[str, Any]) -> None:
   model = vgg_lib.VGG16(layers=("relu2_2",))
 

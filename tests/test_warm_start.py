@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from experiments import pix2pixhd
-from tp2p_jax.inference.run_loading import RunError
-from tp2p_jax.train import builders, parallel, trainer, warm_start
-from tp2p_jax.train.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax import training
+from tp2p_jax.core import mesh as parallel
+from tp2p_jax.core.run_dir import RunError
+from tp2p_jax.methods import paired_gan, warm_start
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
@@ -39,8 +41,9 @@ def stage1_run(tmp_path_factory):
     config.total_steps = 2
     config.ema_decay = 0.5
   workdir = tmp_path_factory.mktemp("hd_global")
-  assert trainer.train_and_evaluate(config, str(workdir)) == 0
-  state, step = warm_start.restore_latest_state(str(workdir), parallel.make_mesh())
+  assert training.train_and_evaluate(config, str(workdir)) == 0
+  state, step = warm_start.restore_latest_state(str(workdir), parallel.make_mesh(),
+                                             paired_gan.state_shapes)
   assert step == 2
   return workdir, state
 
@@ -51,7 +54,7 @@ def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
   src_ema = _flat(source.ema["g"]["params"]["global"])
   assert any(np.any(src_ema[k] != v) for k, v in src_params.items())  # EMA != trained
   config = _stage2_config(str(source_dir))
-  gan = builders.build_gan(config)
+  gan = paired_gan.build(config)
   mesh = parallel.make_mesh(jax.devices()[:1])
   abstract = jax.eval_shape(gan.init, jax.random.PRNGKey(config.seed), {})
   sharding = parallel.replicated_like(mesh, abstract)
@@ -59,7 +62,7 @@ def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
 
   # The initial state: trained G1 <- source trained G1, EMA G1 <- source EMA
   # G1; the source's output conv (`head`) is not taken; G2 stays as initialised.
-  initial = warm_start.init_from_run(fresh, str(source_dir), mesh)
+  initial = warm_start.init_from_run(fresh, str(source_dir), mesh, paired_gan.state_shapes)
   init_g1 = _flat(initial.g_params["global"])
   assert set(init_g1) == set(src_params) - {k for k in src_params if k.startswith("['head']")}
   assert any(k.startswith("['head']") for k in src_params)
@@ -74,7 +77,7 @@ def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
   # Two stage-2 steps through the trainer: G1 bit-identical to stage 1's
   # trained G1, the enhancer moved.
   workdir = tmp_path / "hd"
-  assert trainer.train_and_evaluate(config, str(workdir)) == 0
+  assert training.train_and_evaluate(config, str(workdir)) == 0
   ckpt = Checkpointer(str(workdir / "checkpoints"), 3)
   after = ckpt.restore(2, abstract_with_shardings(abstract, sharding))[0]
   ckpt.close()
@@ -84,26 +87,27 @@ def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
 
   # Resuming never reloads the source: the finished run reruns without it.
   config = _stage2_config(str(tmp_path / "no_such_run"))
-  assert trainer.train_and_evaluate(config, str(workdir)) == 0
+  assert training.train_and_evaluate(config, str(workdir)) == 0
 
 
 def test_init_from_errors_name_the_path(stage1_run, tmp_path):
   source_dir, _ = stage1_run
   config = _stage2_config(str(source_dir))
   mesh = parallel.make_mesh(jax.devices()[:1])
-  gan = builders.build_gan(config)
+  gan = paired_gan.build(config)
   fresh = jax.jit(gan.init)(jax.random.PRNGKey(0), {})
   missing = tmp_path / "missing"
   with pytest.raises(RunError, match=str(missing)):
-    warm_start.init_from_run(fresh, str(missing), mesh)
+    warm_start.init_from_run(fresh, str(missing), mesh, paired_gan.state_shapes)
   with pytest.raises(RunError, match="no 'nope' subtree"):
-    warm_start.init_from_run(fresh, str(source_dir), mesh, subtree="nope")
+    warm_start.init_from_run(fresh, str(source_dir), mesh, paired_gan.state_shapes,
+                             subtree="nope")
   # A stage-2 G1 of another width: the shapes differ.
   with config.unlocked():
     config.generator_kwargs.ngf_global = 16
-  wider = jax.jit(builders.build_gan(config).init)(jax.random.PRNGKey(0), {})
+  wider = jax.jit(paired_gan.build(config).init)(jax.random.PRNGKey(0), {})
   with pytest.raises(RunError, match=r"checkpoints/2.*has shape"):
-    warm_start.init_from_run(wider, str(source_dir), mesh)
+    warm_start.init_from_run(wider, str(source_dir), mesh, paired_gan.state_shapes)
   # Through the trainer: a fresh run with a missing source stops before step 1.
   with pytest.raises(RunError, match=str(missing)):
-    trainer.train_and_evaluate(_stage2_config(str(missing)), str(tmp_path / "fresh"))
+    training.train_and_evaluate(_stage2_config(str(missing)), str(tmp_path / "fresh"))

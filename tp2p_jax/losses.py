@@ -108,33 +108,22 @@ def l1_loss(fake: jax.Array, real: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(fake.astype(jnp.float32) - real.astype(jnp.float32)))
 
 
-def to_vgg_input(images: jax.Array) -> jax.Array:
-  """[-1, 1] images -> [0, 1] -> ImageNet mean/std normalisation (fixes the
-  release, which fed VGG16 [-1, 1] images unnormalised)."""
-  return vgg.imagenet_normalize((images.astype(jnp.float32) + 1.0) * 0.5)
-
-
-def vgg_variables_up_to(variables: Mapping, layer: str) -> dict:
-  """The subset of VGG16 variables needed to compute `layer` (e.g. the four
-  convs up to relu2_2 of the thirteen): what a jitted loss should close over,
-  so the unused 14M parameters never enter the compiled program."""
-  conv = vgg.VGG16_CONVS[vgg.VGG16_LAYERS.index(layer)]
-  names = vgg.VGG16_CONVS[:vgg.VGG16_CONVS.index(conv) + 1]
-  return {"params": {n: variables["params"][n] for n in names}}
-
-
 def perceptual_loss(fake: jax.Array, real: jax.Array,
                     vgg_variables: Mapping | None = None, layer: str = "relu2_2",
                     dtype: jnp.dtype = jnp.float32) -> jax.Array:
   """MSE between ImageNet-VGG16 features of `fake` and `real`.
+
+  Both are ImageNet-normalised first (`vgg.features` with "-1..1"), which
+  fixes the release: it fed VGG16 [-1, 1] images unnormalised.
 
   Args:
     fake: generated images (B, H, W, 3) in [-1, 1]; the gradient flows through
       the frozen VGG16 into them (the release computed this term without
       gradient, so it never trained its generator).
     real: target images (B, H, W, 3) in [-1, 1]; treated as constants.
-    vgg_variables: VGG16 variables; default: the pretrained ImageNet weights.
-      Only the convolutions up to `layer` are evaluated.
+    vgg_variables: VGG16 variables, ideally `vgg.variables_up_to(..., layer)`
+      so a jitted loss carries only the convolutions it runs; default: the
+      pretrained ImageNet weights, cut so.
     layer: VGG16 activation to compare (reference: relu2_2).
     dtype: VGG16 compute dtype.
 
@@ -142,13 +131,14 @@ def perceptual_loss(fake: jax.Array, real: jax.Array,
     Scalar float32 loss.
   """
   if vgg_variables is None:
-    vgg_variables = vgg_variables_up_to(vgg.load_pretrained_vgg16(), layer)
+    vgg_variables = vgg.variables_up_to(vgg.load_pretrained_vgg16(), layer)
   vgg_variables = jax.lax.stop_gradient(vgg_variables)
-  net = vgg.VGG16(layers=(layer,), dtype=dtype)
   # Two passes rather than one over [fake; real]: the gradient then flows
   # back through the fake half only (a joint batch differentiates all of it).
-  f_fake = net.apply(vgg_variables, to_vgg_input(fake))[layer].astype(jnp.float32)
-  f_real = net.apply(vgg_variables, to_vgg_input(jax.lax.stop_gradient(real)))[layer]
+  f_fake = vgg.features(fake, vgg_variables, (layer,), "-1..1",
+                        dtype=dtype)[layer].astype(jnp.float32)
+  f_real = vgg.features(jax.lax.stop_gradient(real), vgg_variables, (layer,), "-1..1",
+                        dtype=dtype)[layer]
   return jnp.mean(jnp.square(f_fake - jax.lax.stop_gradient(f_real).astype(jnp.float32)))
 
 

@@ -1,7 +1,7 @@
 """Reading user image files: any PIL-readable format and mode -> uint8 RGB,
 or float NHWC batches (`read_image`) for the optimisation tools; PNG writes.
 
-Shared by the dataset builder (`tp2p_jax.data.paired_dataset`) and the
+Shared by the dataset builder (`tp2p_jax.data.prepared`) and the
 command-line tools, so a file that one of them accepts the others accept too.
 """
 from __future__ import annotations

@@ -27,15 +27,15 @@ def toycats_sources(*, num_train: int, num_eval: int, image_size: int, seed: int
 
 
 def prepared_sources(data_dir: str) -> tuple[Any, Any]:
-  """(train, validation) sources of a dataset made by `tp2p_jax.data.prepare`.
+  """(train, validation) sources of a dataset made by `tp2p_jax.cli.prepare`.
 
   A dataset without a validation split (too few files for `val_fraction`)
   is evaluated on its training split, with a warning.
   """
-  from tp2p_jax.data.paired_dataset import PairedSource  # imports TFDS: only when used
+  from tp2p_jax.data.prepared import PairedSource  # imports TFDS: only when used
   if not data_dir:
     raise ValueError("data.source='prepared' needs data.data_dir: the --data_dir given to "
-                     "python -m tp2p_jax.data.prepare")
+                     "python -m tp2p_jax.cli.prepare")
   train = PairedSource(data_dir, "train")
   try:
     held_out = PairedSource(data_dir, "validation")
@@ -50,7 +50,7 @@ def class_names(source: str, data_dir: str = "") -> tuple[str, ...]:
   if source == "toycats":
     return STYLE_NAMES
   if source == "prepared":
-    from tp2p_jax.data.paired_dataset import class_names as prepared_class_names
+    from tp2p_jax.data.prepared import class_names as prepared_class_names
     return prepared_class_names(data_dir)
   raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
 

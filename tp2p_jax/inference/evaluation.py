@@ -1,5 +1,5 @@
 """Held-out evaluation of a trained run (the library behind
-`python -m tp2p_jax.evaluate`; the metrics are described there)."""
+`python -m tp2p_jax.cli.evaluate`; the metrics are described there)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-log = logging.getLogger("tp2p_jax.evaluate")
+log = logging.getLogger("tp2p_jax.cli.evaluate")
 
 
 def _file_digest(path: str) -> str:
@@ -27,7 +27,7 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: st
   real features are cached in the run, keyed by split, count and weights."""
   import jax
   from tp2p_jax import metrics
-  from tp2p_jax.atomic_files import write_npz_atomically
+  from tp2p_jax.core.atomic_files import write_npz_atomically
   from tp2p_jax.inference.run_loading import in_fixed_batches
   variables = jax.device_put(metrics.load_inception_weights(weights_path))
 
@@ -63,24 +63,29 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   from tp2p_jax import metrics
   from tp2p_jax.data import pipeline
   from tp2p_jax.data.sources import sources_from_config
+  from tp2p_jax.core.run_dir import RunError
   from tp2p_jax.inference import run_loading
 
   run = run_loading.load_trained_run(workdir, step, dtype)
+  predictor = run.predictor
   c = run.config
   if run_loading.names_no_dataset(c):
-    raise run_loading.RunError(
+    raise RunError(
         f"{run.workdir}: its config names no dataset (a run imported from PyTorch "
         "checkpoints), so there are no held-out pairs: import it with "
         "--config.data.data_dir=DATASET")
-  train_source, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
+  try:
+    train_source, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
+  except ValueError as e:  # e.g. unpaired image folders: nothing to score against
+    raise RunError(f"{run.workdir}/config.json: no paired held-out data ({e})") from None
   source = held_out if split == "validation" else train_source
   if num_examples is None and split == "train":
     num_examples = 256
   batches = list(pipeline.make_eval_batches(source, batch_size=batch_size,
-                                            image_size=run.image_size,
+                                            image_size=predictor.image_size,
                                             num_examples=num_examples))
   if not batches:
-    raise run_loading.RunError(f"{workdir}: the {split} split is empty")
+    raise RunError(f"{workdir}: the {split} split is empty")
   real_a = np.concatenate([b["real_a"] for b in batches])
   real_b = np.concatenate([b["real_b"] for b in batches])
   labels = np.concatenate([b["label"] for b in batches])
@@ -90,23 +95,23 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   # Reconstruction: each sketch in the style of its own target photo (if
   # the generator takes a style).
   inputs = [real_a]
-  if run.takes_style:
+  if predictor.style_dim is not None:
     embeddings = fixed(run.embed, real_b)
     inputs.append(embeddings)
-  fake = fixed(run.generate, *inputs)
-  untrained = run_loading.untrained_generator_variables(run)
-  fake_untrained = fixed(lambda x, *s: run.generate(x, *s, variables=untrained), *inputs)
-  result: dict[str, Any] = {"model": run.model_name, "step": run.step, "split": split,
-                            "num_examples": n, "image_size": run.image_size}
+  fake = fixed(predictor.generate, *inputs)
+  untrained = predictor.initial_variables()["AtoB"]
+  fake_untrained = fixed(lambda x, *s: predictor.generate(x, *s, variables=untrained), *inputs)
+  result: dict[str, Any] = {"model": predictor.model_name, "step": run.step, "split": split,
+                            "num_examples": n, "image_size": predictor.image_size}
   result["l1"] = float(np.mean(fixed(metrics.l1, fake, real_b)))
   result["l1_untrained"] = float(np.mean(fixed(metrics.l1, fake_untrained, real_b)))
   result["psnr"] = metrics.mean_psnr(fixed(metrics.psnr, fake, real_b))
-  if run.image_size >= 11:
+  if predictor.image_size >= 11:
     result["ssim"] = float(np.mean(fixed(metrics.ssim, fake, real_b)))
-  if run.image_size >= 16:
+  if predictor.image_size >= 16:
     result["lpips"] = float(np.mean(fixed(metrics.lpips, fake, real_b)))
 
-  if run.takes_style:
+  if predictor.style_dim is not None:
     result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed))
   if inception_weights:
     result.update(_inception_metrics(run, real_b, fake, inception_weights, inception_size,
@@ -132,7 +137,7 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   for k, name in enumerate(bank.names):
     if bank.counts[k] == 0:
       continue
-    styled = fixed(run.generate, real_a, np.repeat(bank.means[k][None], n, axis=0))
+    styled = fixed(run.predictor.generate, real_a, np.repeat(bank.means[k][None], n, axis=0))
     predicted = np.argmax(fixed(run.classify, styled), axis=-1)
     per_class[name] = float(np.mean(predicted == k))
   result["style_accuracy"] = float(np.mean(list(per_class.values())))

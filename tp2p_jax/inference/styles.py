@@ -15,10 +15,11 @@ import zipfile
 import jax
 import numpy as np
 
-from tp2p_jax.atomic_files import write_npz_atomically
+from tp2p_jax.core.atomic_files import write_npz_atomically
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
-from tp2p_jax.inference.run_loading import RunError, TrainedRun
+from tp2p_jax.core.run_dir import RunError
+from tp2p_jax.inference.run_loading import TrainedRun
 
 log = logging.getLogger("tp2p_jax.inference")
 
@@ -85,7 +86,7 @@ def compute_class_embeddings(run: TrainedRun, max_examples: int = 2048,
   train_source, _ = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   num_classes = len(run.class_names)
   embed = jax.jit(run.embed)
-  sums = np.zeros((num_classes, run.style_dim), np.float64)
+  sums = np.zeros((num_classes, run.predictor.style_dim), np.float64)
   counts = np.zeros((num_classes,), np.int64)
   for batch in pipeline.make_eval_batches(train_source, batch_size=batch_size,
                                           image_size=c.image_size, num_examples=max_examples):
@@ -115,7 +116,7 @@ def _read(path: str, names: tuple[str, ...], dim: int) -> ClassEmbeddings | None
 def class_embeddings(run: TrainedRun, max_examples: int = 2048) -> ClassEmbeddings:
   """The run's class-average embeddings, computed and stored on first use."""
   path = os.path.join(run.workdir, CLASS_EMBEDDINGS_FILE)
-  cached = _read(path, run.class_names, run.style_dim)
+  cached = _read(path, run.class_names, run.predictor.style_dim)
   if cached is not None:
     return cached
   log.info("computing class-average style embeddings (once per run) -> %s", path)

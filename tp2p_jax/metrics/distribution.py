@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from tp2p_jax.atomic_files import write_npz_atomically
+from tp2p_jax.core.atomic_files import write_npz_atomically
 from scipy import linalg
 
 _log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Every form below computes exactly the same function as the plain
 `lax.conv_general_dilated` call it replaces (up to float summation order);
 the choice only changes which kernels XLA emits, above all for the backward
 pass. Timings quoted are forward + backward on 2 AMD EPYC cores, batch 4,
-with the CPU flags of `tp2p_jax.xla_flags` (see experiments/PERFORMANCE.md).
+with the CPU flags of `tp2p_jax.core.xla_flags` (see benchmarks/PERFORMANCE.md).
 
 `conv2d` (VALID, stride 1 or 2):
   * small outputs (at most 64 positions per image, the generator's inner

@@ -19,7 +19,7 @@ half the channels of the one inside it.
 Parameter tree: `global` (G1) and `local1` ... `localN`. A run with
 `n_local_enhancers = 0` trains G1 alone (pix2pixHD's first stage, at half
 resolution); its `global` subtree is the one a later run with enhancers
-starts from and may keep frozen (`tp2p_jax.train.optim.freeze_subtrees`).
+starts from and may keep frozen (`tp2p_jax.core.optim.freeze_subtrees`).
 
 Layout NHWC; images in [-1, 1]; H and W must be multiples of
 2**(n_downsample_global + n_local_enhancers). The generator takes no style.

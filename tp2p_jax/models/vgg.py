@@ -11,7 +11,11 @@ Unpickling runs arbitrary code in general, so this module
   ``allow_pickle=False``) so later processes skip the pickle altogether.
 
 All image tensors are NHWC. `VGG16` expects ImageNet-normalised float input,
-see `imagenet_normalize`.
+see `imagenet_normalize`. `features` is the one way the rest of the package
+runs it (the perceptual loss, style transfer, DeepDream): images in [-1, 1]
+or [0, 1] in, the requested activations out, computing only the convolutions
+up to the deepest of them; `variables_up_to` cuts the pretrained tree to
+those convolutions, so a jitted caller need not carry the other weights.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import logging
 import os
 import pathlib
 import pickle
-from typing import Any
+from typing import Any, Literal
 import zipfile
 
 import flax.linen as nn
@@ -32,10 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tp2p_jax.atomic_files import write_npz_atomically
+from tp2p_jax.core.atomic_files import write_npz_atomically
 
 Dtype = Any
 PrecisionLike = Any
+# Value range of the images given to `features`: the GANs' [-1, 1], or [0, 1]
+# (the pixels the art tools optimise). Same spelling as tp2p_jax.data.
+ValueRange = Literal["-1..1", "0..1"]
 
 _log = logging.getLogger(__name__)
 
@@ -73,10 +80,10 @@ def _conv_shapes() -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
   """Yields (conv name, kernel shape HWIO, bias shape) in execution order."""
   cin = 3
   names = iter(VGG16_CONVS)
-  for n_convs, features in _VGG16_BLOCKS:
+  for n_convs, channels in _VGG16_BLOCKS:
     for _ in range(n_convs):
-      yield next(names), (3, 3, cin, features), (features,)
-      cin = features
+      yield next(names), (3, 3, cin, channels), (channels,)
+      cin = channels
 
 
 def imagenet_normalize(x01: jax.Array) -> jax.Array:
@@ -92,6 +99,37 @@ def imagenet_normalize(x01: jax.Array) -> jax.Array:
   mean = jnp.asarray(IMAGENET_MEAN, dtype=x01.dtype)
   std = jnp.asarray(IMAGENET_STD, dtype=x01.dtype)
   return (x01 - mean) / std
+
+
+def min_input_side(layer: str) -> int:
+  """Smallest image side from which VGG16 reaches `layer`: 2**(k-1) for a
+  layer of block k, one pixel left after the k-1 2x2 pools before it.
+
+  Raises:
+    ValueError: `layer` is not in `VGG16_LAYERS`.
+  """
+  _validate_layers((layer,))
+  return 2 ** (_LAYER_BLOCK[layer] - 1)
+
+
+def preprocess(images: jax.Array, value_range: ValueRange) -> jax.Array:
+  """RGB images in `value_range` -> float32 ImageNet-normalised `VGG16` input.
+
+  Args:
+    images: (B, H, W, 3) NHWC, any float dtype, values in [-1, 1] for
+      "-1..1" or [0, 1] for "0..1".
+    value_range: "-1..1" or "0..1".
+
+  Returns:
+    (B, H, W, 3) float32, `imagenet_normalize` of the images mapped to
+    [0, 1], the input the ImageNet weights were trained on.
+  """
+  x = images.astype(jnp.float32)
+  if value_range == "-1..1":
+    x = (x + 1.0) * 0.5
+  elif value_range != "0..1":
+    raise ValueError(f"unknown value_range {value_range!r}; expected '-1..1' or '0..1'")
+  return imagenet_normalize(x)
 
 
 def _validate_layers(layers: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,21 +200,20 @@ class VGG16(nn.Module):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"VGG16 expects (B, H, W, 3) NHWC input, got shape {x.shape}")
     deepest = max(VGG16_LAYERS.index(n) for n in wanted)
-    deepest_block = _LAYER_BLOCK[VGG16_LAYERS[deepest]]
-    min_side = 2 ** (deepest_block - 1)
-    if min(x.shape[1:3]) < min_side:
+    side = min_input_side(VGG16_LAYERS[deepest])
+    if min(x.shape[1:3]) < side:
       raise ValueError(
           f"Input spatial size {x.shape[1:3]} is too small for "
-          f"{VGG16_LAYERS[deepest]}: need at least {min_side}x{min_side}")
+          f"{VGG16_LAYERS[deepest]}: need at least {side}x{side}")
 
     outputs: dict[str, jax.Array] = {}
     index = 0
-    for block, (n_convs, features) in enumerate(_VGG16_BLOCKS, start=1):
+    for block, (n_convs, channels) in enumerate(_VGG16_BLOCKS, start=1):
       if block > 1:
         x = max_pool_2x2(x)
       for i in range(1, n_convs + 1):
         x = nn.Conv(
-            features, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
+            channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
             dtype=self.dtype, param_dtype=self.param_dtype,
             precision=self.precision, name=f"conv{block}_{i}")(x)
         x = nn.relu(x)
@@ -187,6 +224,53 @@ class VGG16(nn.Module):
           return outputs
         index += 1
     raise AssertionError("unreachable: the deepest layer is always reached")
+
+
+def variables_up_to(variables: Mapping[str, Any], layer: str) -> dict[str, Any]:
+  """The part of VGG16 variables that computing `layer` reads.
+
+  E.g. the four convs ``conv1_1..conv2_2`` of the thirteen for relu2_2. A
+  jitted function should close over (or take) this subset: the unused
+  weights (14M parameters past relu2_2) then never enter the compiled
+  program or get transferred to the device.
+
+  Args:
+    variables: ``{"params": {"conv1_1": ..., ...}}`` holding at least the
+      convs up to `layer`, e.g. `load_pretrained_vgg16()`.
+    layer: the deepest activation that will be requested, from
+      `VGG16_LAYERS`.
+
+  Returns:
+    ``{"params": {"conv1_1": ..., <conv of layer>: ...}}``, the same leaves
+    (not copied).
+  """
+  _validate_layers((layer,))
+  names = VGG16_CONVS[:VGG16_LAYERS.index(layer) + 1]
+  return {"params": {n: variables["params"][n] for n in names}}
+
+
+def features(images: jax.Array, variables: Mapping[str, Any], layers: tuple[str, ...],
+             value_range: ValueRange, *, dtype: Dtype = jnp.float32
+             ) -> dict[str, jax.Array]:
+  """VGG16 activations of RGB images, ImageNet normalisation included.
+
+  Only the convolutions up to the deepest of `layers` run, so `variables` may
+  be the full pretrained tree or its `variables_up_to` that layer.
+
+  Args:
+    images: (B, H, W, 3) NHWC in `value_range`; H, W at least
+      `min_input_side` of the deepest layer.
+    variables: VGG16 variables (see `load_pretrained_vgg16`).
+    layers: names from `VGG16_LAYERS`.
+    value_range: "-1..1" or "0..1", see `preprocess`.
+    dtype: compute dtype of the convolutions (the input is normalised in
+      float32 first).
+
+  Returns:
+    Dict from each name in `layers` to its post-ReLU activation
+    (B, H / 2**(k-1), W / 2**(k-1), C) of block k, values >= 0, dtype `dtype`.
+  """
+  return VGG16(layers=layers, dtype=dtype).apply(variables, preprocess(images, value_range))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+r"""Evaluates a trained run on held-out sketch/photo pairs.
+
+  python -m tp2p_jax.cli.evaluate --workdir=runs/toycats
+  python -m tp2p_jax.cli.evaluate --workdir=RUN --split=validation \
+      --inception_weights=pt_inception.npz       # adds FID and KID
+
+(`tp2p evaluate FLAGS` is the same.) Metrics (the last stdout line is one
+JSON object with all of them, also written to `RUN/eval/<step>.json`):
+
+* `l1`, `psnr`, `ssim`, `lpips`: the EMA generator's output for each
+  held-out sketch, styled by its target photo's embedding, against that
+  photo (L1 on the [-1, 1] scale; PSNR/SSIM on [0, 1]; LPIPS-VGG).
+  `l1_untrained`: the same L1 for the generator as the run initialised it.
+* `style_accuracy`: every held-out sketch is generated with each class's
+  average embedding and the frozen style encoder classifies the result; the
+  fraction landing in the requested class (`style_accuracy_per_class` too).
+* `encoder_eer`, `encoder_centroid_accuracy`: the style encoder's
+  verification EER and nearest-centroid accuracy from cosine scores of the
+  held-out photos against the class-average embeddings; `encoder_accuracy`:
+  its own CosFace head. `RUN/eval/embeddings_<step>.png` maps the held-out
+  embeddings to 2-D (UMAP if installed, else PCA), coloured by class.
+* `fid`, `kid`, `kid_std` (with `--inception_weights`, a local Inception-v3
+  `.npz`; nothing is downloaded): generated vs real photos; the real
+  photos' features are cached in `RUN/eval/`.
+
+Generators without a style input get the reconstruction metrics only.
+Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
+run, unreadable Inception weights; one line on stderr).
+
+`tp2p_jax.inference.evaluation.evaluate` is the same from Python;
+`main(argv)` parses the flags into its arguments.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from tp2p_jax.cli.predict import quiet_libraries_during
+from tp2p_jax.core.xla_flags import set_default_xla_flags
+
+_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+
+
+def _define_flags() -> flags.FlagValues:
+  """The flags, in a registry of their own: `main` can then run repeatedly
+  in one process (tests) beside other tools' flags of the same names."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.",
+                      flag_values=fv)
+  flags.DEFINE_enum("split", "validation", ["validation", "train"],
+                    "Which pairs: the held-out ones, or the training ones.", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_integer("num_examples", None, "Pairs evaluated (default: the whole "
+                       "validation split; train: 256).", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("batch_size", 16, "Images per network call.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_string("inception_weights", None, "Local Inception-v3 weights (.npz, see "
+                      "tp2p_jax.metrics.load_inception_weights); enables FID and KID.",
+                      flag_values=fv)
+  flags.DEFINE_integer("inception_size", 299, "Inception input side (>= 75; keep 299 for "
+                       "FIDs comparable with other work).",
+                       lower_bound=75,  # tp2p_jax.metrics.inception.MIN_INPUT_SIZE
+                       flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                    "Generator compute dtype (default: the run's).", flag_values=fv)
+  return fv
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line on `argv` (argv[0] is the program name).
+
+  Returns:
+    The exit status: 0 evaluated (or help shown; the metrics as JSON on the
+    last stdout line), 2 usage error (one line on stderr).
+  """
+  set_default_xla_flags()  # before JAX starts its backends
+  argv = list(argv)
+  fv = _define_flags()
+  if any(a in _HELP_FLAGS for a in argv[1:]):
+    print(__doc__)
+    print(fv.get_help())
+    return 0
+  try:
+    rest = fv(argv)
+    if len(rest) > 1:
+      raise flags.Error(f"unexpected arguments: {rest[1:]}")
+    if not fv.workdir:
+      raise flags.Error("--workdir is required")
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from tp2p_jax.core.run_dir import RunError
+  from tp2p_jax.inference import evaluation
+  from tp2p_jax.metrics import InceptionWeightError
+  with quiet_libraries_during():
+    try:
+      result = evaluation.evaluate(
+          fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
+          batch_size=fv.batch_size, inception_weights=fv.inception_weights,
+          inception_size=fv.inception_size, dtype=fv.dtype)
+    except (RunError, InceptionWeightError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  print(json.dumps(result, sort_keys=True))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,98 @@
+r"""Serialises a run's EMA generator as a portable StableHLO program.
+
+  python -m tp2p_jax.cli.export --workdir=runs/toycats --output=toycats_generator.jaxexport
+
+(`tp2p export FLAGS` is the same.) The file holds `jax.export` bytes of
+`generate(sketches, style) -> photos` (`generate(images)` for generators
+without a style input, e.g. pix2pix; CycleGAN runs export the generator of
+`--direction`) with the trained weights inside and a symbolic batch
+dimension: sketches (B, S, S, 3) float32 in [-1, 1] and style (B, E)
+float32 -> (B, S, S, 3) float32 in [-1, 1], for any B. Beside it,
+`<output>.styles.npz` holds the class-average style embeddings (`names`,
+`means`) of a style-conditioned run, and `<output>.json` the shapes, step
+and platforms (also printed as JSON on the last stdout line). Reload with
+`tp2p_jax.inference.exporting.load_exported(path)` (or
+`jax.export.deserialize`) in any JAX process: no tp2p_jax model code or
+checkpoint is needed.
+
+Exit status: 0 written; 2 a usage error (unknown or missing flag, bad run,
+a direction the run lacks; one line on stderr).
+
+From Python: `tp2p_jax.inference.exporting.write_export(run, output,
+platforms, direction)` on a run loaded with
+`tp2p_jax.inference.run_loading.load_trained_run(workdir, step, dtype)`;
+`main(argv)` parses the flags into their arguments.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from tp2p_jax.cli.predict import quiet_libraries_during
+from tp2p_jax.core.xla_flags import set_default_xla_flags
+
+_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+
+
+def _define_flags() -> flags.FlagValues:
+  """The flags, in a registry of their own: `main` can then run repeatedly
+  in one process (tests) beside other tools' flags of the same names."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.",
+                      flag_values=fv)
+  flags.DEFINE_string("output", None, "Output file for the serialised program.",
+                      flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                    "Generator compute dtype baked into the program (default: the run's).",
+                    flag_values=fv)
+  flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
+                    "Which generator of a two-way (CycleGAN) run.", flag_values=fv)
+  flags.DEFINE_list("platforms", None, "Lowering platforms, e.g. cpu,cuda,tpu (default: "
+                    "this machine's).", flag_values=fv)
+  return fv
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line on `argv` (argv[0] is the program name).
+
+  Returns:
+    The exit status: 0 written (or help shown; the summary as JSON on the
+    last stdout line), 2 usage error (one line on stderr).
+  """
+  set_default_xla_flags()  # before JAX starts its backends
+  argv = list(argv)
+  fv = _define_flags()
+  if any(a in _HELP_FLAGS for a in argv[1:]):
+    print(__doc__)
+    print(fv.get_help())
+    return 0
+  try:
+    rest = fv(argv)
+    if len(rest) > 1:
+      raise flags.Error(f"unexpected arguments: {rest[1:]}")
+    if not fv.workdir or not fv.output:
+      raise flags.Error("--workdir and --output are required")
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from tp2p_jax.core.run_dir import RunError
+  from tp2p_jax.inference import exporting
+  from tp2p_jax.inference.run_loading import load_trained_run
+  with quiet_libraries_during():
+    try:
+      run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+      summary = exporting.write_export(run, fv.output, fv.platforms, fv.direction)
+    except (RunError, ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  print(json.dumps(summary))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,348 @@
+r"""Turns sketches into photos with a trained run's EMA generator.
+
+  python -m tp2p_jax.cli.predict --workdir=runs/toycats --input=sketches/ --output=out/ \
+      --style=ginger
+  python -m tp2p_jax.cli.predict --workdir=RUN --input=cat.png --output=out/ --style_image=photo.jpg
+  python -m tp2p_jax.cli.predict --workdir=RUN --input=cat.png --output=out/ \
+      --style_mix=black:white:0.3
+  python -m tp2p_jax.cli.predict --workdir=RUN --input=sketches/ --output=out/ --grid
+  python -m tp2p_jax.cli.predict --workdir=CYCLEGAN_RUN --input=photos/ --output=out/ \
+      --direction=BtoA
+
+(`tp2p predict FLAGS` is the same.) Each input (a file, or every image in a
+folder) is read in any format and mode, prepared in the training line style
+(`--prepare=hand_drawn`, which also cleans up scans and photos of drawings;
+`--prepare=pad` only resizes), generated at the run's image size in
+fixed-size batches (one compilation for any number and size of inputs) and
+written to `OUTPUT/<name>.png` at the input's own size. `--grid` writes
+`OUTPUT/<name>_styles.png` instead: the sketch and its output in every
+style class. Runs of generators without a style input (pix2pix, pix2pixHD)
+take no style option; CycleGAN runs translate either way (`--direction`).
+Runs imported from PyTorch checkpoints (`python -m tp2p_jax.cli.import_torch`)
+without training data have no class averages: they style by `--style_image`.
+
+Unreadable inputs are named on stderr and skipped; the last stdout line
+counts the images written. Exit status: 1 if any input failed, 2 for a
+usage error (unknown or missing flag, bad run, unknown class; one line on
+stderr), else 0.
+
+`predict_files` is the same from Python, on a run loaded with
+`tp2p_jax.inference.run_loading.load_trained_run`; `main(argv)` parses the
+flags into its arguments.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import sys
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+
+from absl import flags
+from absl import logging as absl_logging
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tp2p_jax.core.xla_flags import set_default_xla_flags
+
+if TYPE_CHECKING:
+  from tp2p_jax.inference.run_loading import TrainedRun
+
+_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+_DTYPES = ["float32", "bfloat16", "float16"]
+
+
+class UsageError(ValueError):
+  """A user error reported as one line, exit status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictResult:
+  """What `predict_files` did.
+
+  Attributes:
+    written: the PNGs written, in input order.
+    failed: (input, reason) of each input that could not be read (skipped).
+  """
+  written: tuple[pathlib.Path, ...]
+  failed: tuple[tuple[pathlib.Path, str], ...]
+
+
+def _output_names(files: Sequence[pathlib.Path]) -> list[str]:
+  """`<stem>` per input; inputs sharing a stem keep their suffix too."""
+  stems = [f.stem for f in files]
+  return [f.name.replace(".", "_") if stems.count(f.stem) > 1 else f.stem for f in files]
+
+
+def _label_strip(names: Sequence[str], tile: int, pad: int) -> np.ndarray:
+  """White strip with one caption per tile, for the style grid."""
+  height = 14
+  strip = Image.new("RGB", (len(names) * (tile + pad) + pad, height), "white")
+  draw = ImageDraw.Draw(strip)
+  for i, name in enumerate(names):
+    draw.text((pad + i * (tile + pad) + 2, 1), name[: max(3, tile // 6)], fill="black")
+  return np.asarray(strip)
+
+
+def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[str],
+               pad: int = 2) -> np.ndarray:
+  """[sketch | output in class 1 | ... | class C] with captions, uint8.
+
+  Args:
+    sketch: (S, S, 3) in [-1, 1].
+    outputs: (C, S, S, 3) in [-1, 1].
+  """
+  from tp2p_jax.core.run_log import image_grid
+  tiles = [sketch[None]] + [o[None] for o in outputs]
+  row = image_grid(tiles, pad=pad)
+  captions = _label_strip(["sketch", *class_names], sketch.shape[0], pad)
+  return np.concatenate([captions, row], axis=0)
+
+
+def _check_options(run: TrainedRun, direction: str, style_options: Sequence[str]) -> None:
+  """The options against what the run's predictor can do, whatever its
+  method. `style_options`: the names of the style options given."""
+  predictor = run.predictor
+  if direction not in predictor.directions:
+    raise UsageError(f"this run's generator ({predictor.model_name}) translates "
+                     f"{'/'.join(predictor.directions)} only; --direction="
+                     f"{direction} is not available")
+  if predictor.style_dim is None and style_options:
+    raise UsageError(f"this run's generator ({predictor.model_name}) takes no style input; "
+                     f"drop {', '.join(f'--{name}' for name in style_options)}")
+
+
+def _style_vector(run: TrainedRun, style: str | None,
+                  style_image: str | os.PathLike[str] | None,
+                  style_mix: str | None) -> np.ndarray:
+  """The (E,) embedding that exactly one of `style`, `style_image` and
+  `style_mix` asks for."""
+  from tp2p_jax.data.image_files import describe_error, load_image
+  from tp2p_jax.inference import run_loading, styles
+  if sum(v is not None for v in (style, style_image, style_mix)) != 1:
+    if run_loading.names_no_dataset(run.config):
+      # An imported run: no classes to name, only reference photos.
+      run.require_style_encoder()
+      raise UsageError("give --style_image=PHOTO (this run has no class-average style "
+                       "embeddings)")
+    raise UsageError("give exactly one of --style=CLASS, --style_image=PHOTO, "
+                     "--style_mix=A:B:T (or --grid); this run's classes: "
+                     f"{', '.join(run.class_names)}")
+  if style_image is not None:
+    try:
+      photo = load_image(style_image)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UsageError(f"{os.fspath(style_image)}: cannot read the style image: "
+                       f"{describe_error(e)}") from None
+    return np.asarray(run.embed(photo[None].astype(np.float32) / 127.5 - 1.0))[0]
+  run.require_class_styles()
+  bank = styles.class_embeddings(run)
+  try:
+    if style is not None:
+      return bank.of(style)
+    return styles.mix(bank, *styles.parse_style_mix(style_mix))
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+
+
+def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
+                  output_dir: str | os.PathLike[str], *, style: str | None = None,
+                  style_image: str | os.PathLike[str] | None = None,
+                  style_mix: str | None = None, grid: bool = False, batch_size: int = 8,
+                  prepare: Literal["hand_drawn", "pad"] | None = None,
+                  direction: str = "AtoB") -> PredictResult:
+  """Generates an image for each file of `files` with the run's EMA generator.
+
+  What the run's predictor can do decides which options apply, whatever its
+  method: a style for style-conditioned generators, `direction` among its
+  directions.
+
+  Args:
+    run: a loaded run (`tp2p_jax.inference.run_loading.load_trained_run`).
+    files: input images, any format and size; each is written to
+      `output_dir/<stem>.png` at its own size (inputs sharing a stem keep
+      their suffix in the name).
+    output_dir: folder for the outputs (created).
+    style: a style class: its training-set average embedding.
+    style_image: a reference photo: its embedding through the style encoder.
+    style_mix: "CLASS_A:CLASS_B:T", the mix (1 - T) * A + T * B of two class
+      averages. Style-conditioned runs need exactly one of the three (unless
+      `grid`); other runs none.
+    grid: write `output_dir/<stem>_styles.png` instead: the input and its
+      output in every style class (the style options are then unused).
+    batch_size: images per generator call (every call has this many: one
+      compilation).
+    prepare: "hand_drawn" (redrawn in the training line style) or "pad"
+      (resized and padded on white); default: the run's
+      (`run.predictor.prepare`).
+    direction: which generator, one of `run.predictor.directions`.
+
+  Returns:
+    The PNGs written and the inputs that could not be read (skipped).
+
+  Raises:
+    UsageError: options the run cannot honour (a style for a generator
+      without a style input, an unknown class, a direction it lacks, an
+      unreadable style image, ...).
+    RunError: the run lacks what the options need (class averages or a
+      trained style encoder of an imported run).
+  """
+  from tp2p_jax.data.image_files import describe_error, load_image, save_png
+  from tp2p_jax.inference import run_loading, sketch_io, styles
+
+  if batch_size < 1:
+    raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+  given = {"style": style, "style_image": style_image, "style_mix": style_mix, "grid": grid}
+  _check_options(run, direction, [name for name, value in given.items()
+                                  if value is not None and value is not False])
+  predictor = run.predictor
+  # Every usage error before any work: the style (or the grid's classes) first.
+  vector = bank = None
+  if grid:
+    run.require_class_styles()
+    bank = styles.class_embeddings(run)
+  elif predictor.style_dim is not None:
+    vector = _style_vector(run, style, style_image, style_mix).astype(np.float32)
+
+  paths = [pathlib.Path(f) for f in files]
+  prepare_mode = prepare or predictor.prepare
+  prepared, names, failed = [], [], []
+  for path, name in zip(paths, _output_names(paths)):
+    try:
+      image = load_image(path)
+    except Exception as e:  # pylint: disable=broad-except
+      failed.append((path, describe_error(e)))
+      continue
+    prepared.append(sketch_io.prepare_sketch(image, predictor.image_size, prepare_mode))
+    names.append(name)
+  out_dir = pathlib.Path(output_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  written: list[pathlib.Path] = []
+  if prepared:
+    sketches = np.stack([p.image for p in prepared])
+    generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
+    if bank is not None:
+      classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
+      per = len(classes)
+      tiled = np.repeat(sketches, per, axis=0)
+      vectors = np.tile(bank.means[classes], (len(prepared), 1))
+      outputs = run_loading.in_fixed_batches(generate, [tiled, vectors], batch_size)
+      for i, name in enumerate(names):
+        figure = style_grid(sketches[i], outputs[i * per:(i + 1) * per],
+                            [bank.names[c] for c in classes])
+        written.append(out_dir / f"{name}_styles.png")
+        save_png(written[-1], figure)
+    else:
+      inputs = [sketches]
+      if vector is not None:
+        inputs.append(np.repeat(vector[None], len(prepared), axis=0))
+      outputs = run_loading.in_fixed_batches(generate, inputs, batch_size)
+      for p, name, out in zip(prepared, names, outputs):
+        written.append(out_dir / f"{name}.png")
+        save_png(written[-1], sketch_io.restore_size(out, p))
+  return PredictResult(written=tuple(written), failed=tuple(failed))
+
+
+@contextlib.contextmanager
+def quiet_libraries_during() -> Iterator[None]:
+  """`tp2p_jax.core.console.quiet_libraries()` for the duration of the block:
+  the absl verbosity and the `tp2p_jax` logger are put back after it, so
+  that a CLI's `main` leaves the process (a test, a notebook) as it was."""
+  from tp2p_jax.core.console import quiet_libraries
+  ours = logging.getLogger("tp2p_jax")
+  saved = (ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity())
+  quiet_libraries()
+  try:
+    yield
+  finally:
+    ours.setLevel(saved[0])
+    ours.handlers[:] = saved[1]
+    ours.propagate = saved[2]
+    absl_logging.set_verbosity(saved[3])
+
+
+def _define_flags() -> flags.FlagValues:
+  """The flags, in a registry of their own: `main` can then run repeatedly
+  in one process (tests) beside other tools' flags of the same names."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "Run directory written by run_train.py.",
+                      flag_values=fv)
+  flags.DEFINE_string("input", None, "A sketch image, or a folder of them.", flag_values=fv)
+  flags.DEFINE_string("output", None, "Folder for the generated images.", flag_values=fv)
+  flags.DEFINE_string("style", None, "Style class name (its training-set average "
+                      "embedding).", flag_values=fv)
+  flags.DEFINE_string("style_image", None, "Reference photo whose style embedding (through "
+                      "the style encoder) is used.", flag_values=fv)
+  flags.DEFINE_string("style_mix", None, "CLASS_A:CLASS_B:T, the interpolation "
+                      "(1 - T) * A + T * B of two class averages.", flag_values=fv)
+  flags.DEFINE_bool("grid", False, "Write one figure per sketch with its output in every "
+                    "style class.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 8, "Images per generator call.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_enum("dtype", None, _DTYPES, "Generator compute dtype (default: the run's).",
+                    flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
+                    "hand_drawn: redraw any drawing/scan in the training line style "
+                    "(default for sketch models); pad: only resize and pad on white "
+                    "(default for CycleGAN).", flag_values=fv)
+  flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
+                    "CycleGAN: which generator (A->B or B->A).", flag_values=fv)
+  return fv
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line on `argv` (argv[0] is the program name).
+
+  Returns:
+    The exit status: 0 all written (or help shown), 1 some input could not
+    be read (each named on stderr), 2 usage error (one line on stderr).
+  """
+  set_default_xla_flags()  # before JAX starts its backends
+  argv = list(argv)
+  fv = _define_flags()
+  if any(a in _HELP_FLAGS for a in argv[1:]):
+    print(__doc__)
+    print(fv.get_help())
+    return 0
+  try:
+    rest = fv(argv)
+    if len(rest) > 1:
+      raise flags.Error(f"unexpected arguments: {rest[1:]}")
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from tp2p_jax.core.run_dir import RunError
+  from tp2p_jax.data.image_files import image_files_in
+  from tp2p_jax.inference.run_loading import load_trained_run
+  with quiet_libraries_during():
+    try:
+      for name in ("workdir", "input", "output"):
+        if not fv[name].value:
+          raise UsageError(f"--{name} is required")
+      files = image_files_in(fv.input)
+      if not files:
+        raise UsageError(f"{fv.input}: no image files")
+      run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+      # An empty --style= counts as not given.
+      result = predict_files(run, files, fv.output, style=fv.style or None,
+                             style_image=fv.style_image or None,
+                             style_mix=fv.style_mix or None, grid=fv.grid,
+                             batch_size=fv.batch_size, prepare=fv.prepare,
+                             direction=fv.direction)
+    except (UsageError, RunError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  for path, reason in result.failed:
+    print(f"error: {path}: cannot read: {reason}", file=sys.stderr)
+  print(f"wrote {len(result.written)} image(s) to {pathlib.Path(fv.output)} "
+        f"(run step {run.step})"
+        + (f"; {len(result.failed)} input(s) failed" if result.failed else ""))
+  return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,105 @@
+r"""Trains a method of the tp2p_jax family (`config.method` names it).
+
+  python run_train.py                      # the toy-cats main job (experiments/toycats.py)
+  python run_train.py --config=experiments/transpix2pix.py --workdir=runs/tp2p
+  python run_train.py --config=experiments/toycats.py:tiny --config.total_steps=40 --workdir=/tmp/w
+  python run_train.py --config=experiments/transpix2pix.py --workdir=/tmp/w --dry_run
+
+(`tp2p train ...` and `python -m tp2p_jax.cli.train ...` are the same command.)
+Restarting the same command with the same workdir resumes from the latest
+checkpoint; SIGTERM saves a checkpoint and exits 0. A non-finite loss stops
+the run (exit 1) at the last good checkpoint; a usage error is one line on
+stderr and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import warnings
+from typing import Sequence
+
+from absl import flags
+from ml_collections import config_flags
+
+_EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+DEFAULT_CONFIG = str(_EXPERIMENTS / "toycats.py")
+
+
+def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
+  """Flags in a registry of their own, so `main` can run repeatedly in one
+  process (tests) beside other tools' flags."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+      "config", DEFAULT_CONFIG,
+      "Experiment config file (optionally FILE:VARIANT); fields can be overridden "
+      "with --config.FIELD=VALUE.", flag_values=fv, lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples). "
+                      "Default: runs/<config name>.", flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "Print the resolved config and parameter counts (last "
+                    "line, JSON) and exit.", flag_values=fv)
+  flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host "
+                    "runs).", flag_values=fv)
+  return fv
+
+
+def default_workdir(config_argument: str) -> str:
+  """runs/<config file stem>[-<variant>], e.g. runs/toycats, runs/transpix2pix-cpu."""
+  path, _, variant = config_argument.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("runs", f"{name}-{variant}" if variant else name)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command on argv (argv[0] is the program name); returns the exit
+  status."""
+  from tp2p_jax.core.console import quiet_libraries
+  from tp2p_jax.core.xla_flags import set_default_xla_flags
+  set_default_xla_flags()  # before JAX starts its backends
+  argv = list(argv)
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    print(__doc__)
+    print(_define_flags([argv[0]]).get_help())
+    return 0
+  try:
+    with warnings.catch_warnings():
+      # ml_collections loads config files through the deprecated load_module().
+      warnings.filterwarnings("ignore", message=".*load_module", category=DeprecationWarning)
+      fv = _define_flags(argv)
+      rest = fv(argv)
+      config = fv["config"].value
+  except (AttributeError, KeyError) as e:
+    print(f"error: a --config.FIELD override names no field of the config: {e}",
+          file=sys.stderr)
+    return 2
+  except (flags.Error, TypeError, ValueError, OSError) as e:
+    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    return 2
+  if len(rest) > 1:
+    print(f"error: unexpected arguments: {rest[1:]}", file=sys.stderr)
+    return 2
+  quiet_libraries()
+  workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
+  from tp2p_jax import methods, training
+  from tp2p_jax.core import loop, mesh
+  try:
+    methods.get(config.method)
+  except ValueError as e:
+    print(f"error: --config: {e}", file=sys.stderr)
+    return 2
+  if fv.dry_run:
+    print(config)
+    print(json.dumps({"workdir": workdir, "method": config.method,
+                      "params": training.param_counts(config)}))
+    return 0
+  mesh.maybe_initialize_distributed(fv.jax_distributed)
+  try:
+    return training.train_and_evaluate(config, workdir)
+  except loop.NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

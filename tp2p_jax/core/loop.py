@@ -1,0 +1,177 @@
+"""The training loop every method runs through: `run_stages(stages, workdir,
+mesh, config_dict)` trains a method's stages in order, each in its own run
+directory, handing each stage's result to the next.
+
+Each stage resumes from its latest checkpoint and a finished stage is
+skipped, so rerunning the same command continues the run exactly: the state,
+the RNG (per-step keys are `fold_in(rng, step)`) and the input iterator's
+position are all in the checkpoint. SIGTERM saves a checkpoint at the
+current step and returns cleanly. A non-finite loss or norm (checked at every
+log step and before every save) raises `NonFiniteLossError`; the last good
+checkpoint stays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from tp2p_jax.core import mesh as mesh_lib
+from tp2p_jax.core import run_log
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.stage import Stage
+from tp2p_jax.data import pipeline
+from tp2p_jax.data.image_files import save_png
+
+log = logging.getLogger("tp2p_jax.train")
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when a logged loss or norm is NaN/inf; the run stops without
+  saving, so the latest checkpoint is the last good state."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: Any
+  step: int
+  interrupted: bool  # stopped early by SIGTERM (a checkpoint was saved)
+
+
+class _StopFlag:
+  """SIGTERM -> finish the current step, checkpoint, return."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: leave signals alone
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkpointer) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f"{stage}: non-finite values at step {step}: {bad}. Stopping without saving; the "
+        f"last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
+        f"learning rate or check the data, then rerun the same command to resume from it.")
+
+
+def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
+               config_dict: dict[str, Any]) -> LoopResult:
+  """Runs (or resumes) one stage in `workdir`.
+
+  Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
+  initialises with `stage.init(PRNGKey(stage.seed), handoff)`, then runs
+  `stage.train_step(state, batch, stage.frozen)` jitted over the mesh (batch
+  sharded on `data`, state and frozen inputs replicated, state buffers
+  donated) up to `stage.total_steps`, logging, checkpointing and sampling on
+  the stage's schedule. `config_dict` is stored with every checkpoint.
+  """
+  is_main = jax.process_index() == 0
+  init_args = (jax.random.PRNGKey(stage.seed), handoff)
+  if stage.total_steps <= 0:  # nothing to train: the initial state
+    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
+    return LoopResult(state, 0, False)
+  mesh_lib.check_batch_size(stage.batch_size, mesh)
+  abstract = jax.eval_shape(stage.init, *init_args)
+  state_sharding = mesh_lib.replicated_like(mesh, abstract)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints)
+  iterator = stage.make_iterator()
+  start = ckpt.latest_step() or 0
+  if start:
+    state, data_state = ckpt.restore(start, abstract_with_shardings(abstract, state_sharding))
+    pipeline.restore_iterator_state(iterator, data_state)
+    log.info("%s: resumed from step %d", stage.name, start)
+  else:
+    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
+    if stage.on_fresh_start is not None:
+      state = stage.on_fresh_start(state, mesh)
+  if start >= stage.total_steps:
+    ckpt.close()
+    return LoopResult(state, start, False)
+
+  step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen)
+  frozen = (None if stage.frozen is None
+            else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
+  writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
+  bar = tqdm(total=stage.total_steps, initial=start, desc=stage.name, unit="step",
+             dynamic_ncols=True, disable=not is_main,
+             mininterval=1.0 if sys.stderr.isatty() else 30.0)
+  step = start
+  interrupted = False
+  try:
+    with _StopFlag() as stop:
+      while step < stage.total_steps:
+        batch = mesh_lib.to_global_batch(next(iterator), mesh)
+        state, metrics = step_jit(state, batch, frozen)
+        step += 1
+        bar.update(1)
+        last = step == stage.total_steps
+        save = last or stop.requested or step % stage.checkpoint_every == 0
+        if save or step % stage.log_every == 0:
+          host = _host_metrics(metrics)
+          _check_finite(stage.name, step, host, ckpt)
+          if last or step % stage.log_every == 0:
+            writer.write(step, host)
+            bar.set_postfix({k: f"{host[k]:.3g}" for k in list(host)[:3]}, refresh=False)
+        if save:
+          ckpt.save(step, state, pipeline.iterator_state_to_json(iterator), config_dict)
+        if (stage.samples is not None and stage.sample_every
+            and (last or step % stage.sample_every == 0)):
+          grid = stage.samples(state)
+          if is_main:
+            save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+        if stop.requested and not last:
+          interrupted = True
+          log.warning("%s: SIGTERM received; saved checkpoint %d and stopping", stage.name,
+                      step)
+          break
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+  return LoopResult(state, step, interrupted)
+
+
+def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
+               config_dict: dict[str, Any]) -> LoopResult:
+  """Trains `stages` in order under `workdir` (each in its `directory`); the
+  first gets {} as its handoff, each later one what the previous stage's
+  `finish` returned (fetched to the host). Stops after a stage that SIGTERM
+  interrupted. Returns the last stage's (or the interrupted stage's) result.
+  """
+  handoff: Any = {}
+  result = LoopResult(None, 0, False)
+  for stage in stages:
+    stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
+    result = train_loop(stage, stage_dir, mesh, handoff, config_dict)
+    if result.interrupted:
+      return result
+    handoff = {} if stage.finish is None else jax.device_get(
+        stage.finish(result.state, stage_dir))
+  return result

@@ -1,0 +1,254 @@
+"""The `paired_gan` method: conditional GANs on paired (sketch, photo) data,
+TransPix2Pix (style-conditioned), pix2pix and pix2pixHD, chosen by
+`config.generator` / `config.discriminator`.
+
+Stages: a style-conditioned generator first gets its CosFace style encoder
+(`<workdir>/style_encoder/`, see `tp2p_jax.methods.style_encoder`), whose
+frozen variables the GAN stage receives and keeps in its state; pix2pix and
+pix2pixHD have the GAN stage alone (`style_variables = {}`). The GAN stage
+(`<workdir>/`) trains netG and netD with cGAN + lambda_l1 * L1 +
+lambda_perceptual * VGG16 features (+ pix2pixHD's feature matching); its
+sample grids hold held-out rows sketch | EMA output | target photo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from tp2p_jax import models
+from tp2p_jax.core import optim, run_log
+from tp2p_jax.core.run_dir import imported_fresh
+from tp2p_jax.data import pipeline
+from tp2p_jax.data.sources import sources_from_config
+from tp2p_jax.methods import registry, warm_start
+from tp2p_jax.core.stage import Stage
+from tp2p_jax.methods.base import Method, Predictor
+from tp2p_jax.methods.networks import (count_params, discriminator_from_config,
+                                       generator_from_config, style_encoder_from_config)
+from tp2p_jax.methods.paired_gan_step import (GanObjective, TrainState, create_train_state,
+                                              make_gan_train_step, make_generate)
+from tp2p_jax.methods.style_encoder import (STAGE_DIRECTORY, style_encoder_param_counts,
+                                            style_encoder_stage, with_dataset_classes)
+from tp2p_jax.models import vgg
+
+log = logging.getLogger("tp2p_jax.train")
+
+
+def objective_from_config(config: ml_collections.ConfigDict, dtype: str | None = None
+                          ) -> GanObjective:
+  """The generator objective; `dtype` (default: config.dtype) is the VGG16
+  compute dtype, like the networks'."""
+  return GanObjective(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
+                      lambda_perceptual=config.lambda_perceptual,
+                      perceptual_layer=config.perceptual_layer,
+                      lambda_feat=config.get("lambda_feat", 0.0), ema_decay=config.ema_decay,
+                      perceptual_dtype=dtype or config.dtype)
+
+
+def gan_optimizers(config: ml_collections.ConfigDict
+                   ) -> tuple[optax.GradientTransformation, optax.GradientTransformation,
+                              optax.Schedule]:
+  """(netG optimiser, netD optimiser, shared lr schedule)."""
+  schedule = optim.step_decay_schedule(config.lr, config.lr_milestones, config.lr_decay_factor)
+  g_tx = optim.adam_with_l2(
+      schedule, config.b1, config.b2, config.weight_decay,
+      lambda p: optim.decay_mask(p, optim.GENERATOR_NO_DECAY), clip_norm=config.g_clip_norm)
+  fix_global = config.get("fix_global_steps", 0)
+  if (config.generator == "pix2pixhd" and config.generator_kwargs.get("n_local_enhancers", 1) > 0
+      and fix_global != 0):
+    # pix2pixHD's staged training: G1 stays as loaded while the local
+    # enhancers learn, then (fix_global_steps > 0) everything trains.
+    g_tx = optim.freeze_subtrees(g_tx, ("global",), fix_global)
+  d_tx = optim.adam_with_l2(schedule, config.b1, config.b2, config.weight_decay,
+                            optim.decay_mask)
+  return g_tx, d_tx, schedule
+
+
+def frozen_inputs(objective: GanObjective) -> dict[str, Any] | None:
+  """{"vgg": the pretrained VGG16 up to the perceptual layer}, or None when
+  the objective has no perceptual term."""
+  if objective.lambda_perceptual <= 0:
+    return None
+  return {"vgg": vgg.variables_up_to(vgg.load_pretrained_vgg16(), objective.perceptual_layer)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GanParts:
+  """Everything the GAN stage is built from, for the trainer, the benchmark
+  and tests alike.
+
+  Attributes:
+    style_encoder: the frozen encoder of a style-conditioned generator; None
+      for pix2pix / pix2pixHD (their states hold `style_variables = {}`).
+    init: `init(raw_key, style_variables) -> TrainState` (jit-able).
+    train_step: pure `train_step(state, batch, frozen) -> (state, metrics)`.
+    frozen: what `train_step` takes as `frozen` (VGG16 variables or None).
+    generate: `generate(state, sketches, photos=None)` with the EMA
+      generator; `photos` give the style and are ignored without one.
+  """
+  generator: nn.Module
+  discriminator: nn.Module
+  style_encoder: nn.Module | None
+  schedule: optax.Schedule
+  init: Callable[[jax.Array, Any], TrainState]
+  train_step: Callable
+  frozen: Any
+  generate: Callable
+
+
+def build(config: ml_collections.ConfigDict, dtype: str | None = None) -> GanParts:
+  """Networks, optimisers, objective and pure step functions of a config."""
+  generator = generator_from_config(config, dtype)
+  discriminator = discriminator_from_config(config, dtype)
+  encoder = style_encoder_from_config(config) if models.takes_style(config.generator) else None
+  style_dim = config.style.embedding_dim if encoder is not None else None
+  g_tx, d_tx, schedule = gan_optimizers(config)
+  objective = objective_from_config(config, dtype)
+
+  def init(key: jax.Array, style_variables: Any) -> TrainState:
+    return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
+                              style_dim, style_variables)
+
+  return GanParts(
+      generator=generator, discriminator=discriminator, style_encoder=encoder,
+      schedule=schedule, init=init,
+      train_step=make_gan_train_step(generator, discriminator, encoder, g_tx, d_tx, objective,
+                                     schedule),
+      frozen=frozen_inputs(objective), generate=make_generate(generator, encoder))
+
+
+def _style_variable_shapes(config: ml_collections.ConfigDict, key: jax.Array) -> Any:
+  if not models.takes_style(config.generator):
+    return {}
+  encoder = style_encoder_from_config(config)
+  e = config.style.image_size
+  return dict(encoder.init({"params": key}, jnp.zeros((1, e, e, 3)), train=False))
+
+
+def state_shapes(config: ml_collections.ConfigDict) -> TrainState:
+  """Abstract GAN `TrainState` of a config (shapes and dtypes only)."""
+  generator = generator_from_config(config)
+  discriminator = discriminator_from_config(config)
+  g_tx, d_tx, _ = gan_optimizers(config)
+  style_dim = config.style.embedding_dim if models.takes_style(config.generator) else None
+
+  def init(key: jax.Array) -> TrainState:
+    return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
+                              style_dim, _style_variable_shapes(config, key))
+
+  return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Trainable parameters of netG, netD and (style-conditioned generators)
+  the style encoder, from shapes only. BatchNorm statistics not counted."""
+  g = generator_from_config(config)
+  d = discriminator_from_config(config)
+  s = config.image_size
+  key = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  g_inputs = [jnp.zeros((1, s, s, 3), jnp.float32)]
+  if models.takes_style(config.generator):
+    g_inputs.append(jnp.zeros((1, config.style.embedding_dim), jnp.float32))
+  g_shapes = jax.eval_shape(lambda: g.init(key, *g_inputs, train=False))
+  d_shapes = jax.eval_shape(lambda: d.init(key, jnp.zeros((1, s, s, 6)), train=False))
+  counts = {"generator": count_params(g_shapes["params"]),
+            "discriminator": count_params(d_shapes["params"])}
+  if models.takes_style(config.generator):
+    counts.update(style_encoder_param_counts(config))
+  return counts
+
+
+def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source: Any
+              ) -> Stage:
+  """The GAN stage in the workdir itself; `init` takes the style encoder's
+  variables ({} for unconditioned generators) from the previous stage."""
+  gan = build(config)
+  generate = jax.jit(gan.generate)
+  sample_batch: dict[str, np.ndarray] = {}
+
+  def samples(state: TrainState) -> np.ndarray:
+    if not sample_batch:
+      sample_batch.update(next(pipeline.make_eval_batches(
+          eval_source, batch_size=config.num_samples, image_size=config.image_size,
+          num_examples=config.num_samples)))
+    fake = np.asarray(generate(state, sample_batch["real_a"], sample_batch["real_b"]))
+    return run_log.image_grid([sample_batch["real_a"], fake, sample_batch["real_b"]])
+
+  on_fresh_start = None
+  if config.get("init_from", ""):
+    # pix2pixHD stage 2: G1 from the stage-1 run (a fresh run only).
+    run_dir = config.init_from
+    on_fresh_start = lambda state, mesh: warm_start.init_from_run(  # noqa: E731
+        state, run_dir, mesh, state_shapes, subtree="global")
+
+  return Stage(
+      name=config.generator, directory="", init=gan.init, train_step=gan.train_step,
+      make_iterator=lambda: pipeline.make_dataset_iterator(
+          train_source, global_batch_size=config.batch_size, image_size=config.image_size,
+          seed=config.seed, augment=config.data.augment, worker_count=config.data.worker_count),
+      batch_size=config.batch_size, seed=config.seed, total_steps=config.total_steps,
+      log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints, frozen=gan.frozen, samples=samples,
+      sample_every=config.sample_every, on_fresh_start=on_fresh_start)
+
+
+def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
+  train_source, eval_source = sources_from_config(config.data, image_size=config.image_size,
+                                                  seed=config.seed)
+  stages = []
+  if models.takes_style(config.generator):
+    stages.append(style_encoder_stage(config, train_source, eval_source, STAGE_DIRECTORY))
+  return stages + [gan_stage(config, train_source, eval_source)]
+
+
+def _prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  if models.takes_style(config.generator):
+    return with_dataset_classes(config)
+  return config
+
+
+def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],
+              dtype: str | None = None) -> Predictor:
+  """The EMA generator (and frozen style encoder) of a restored GAN state."""
+  generator = generator_from_config(config, dtype)
+  state = restore(state_shapes(config))
+  conditioned = models.takes_style(config.generator)
+  style_variables = dict(state.style_variables)
+
+  def initial_variables() -> dict[str, Any]:
+    discriminator = discriminator_from_config(config)
+    g_tx, d_tx, _ = gan_optimizers(config)
+    style_dim = config.style.embedding_dim if conditioned else None
+
+    @jax.jit
+    def init(key: jax.Array) -> Any:
+      return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
+                                style_dim, style_variables).ema["g"]
+
+    return {"AtoB": dict(init(jax.random.PRNGKey(config.seed)))}
+
+  return Predictor(
+      model_name=str(config.generator), image_size=int(config.image_size),
+      generator=generator, variables={"AtoB": dict(state.ema["g"])},
+      initial_variables=initial_variables,
+      style_dim=int(config.style.embedding_dim) if conditioned else None,
+      # A run imported without its encoder has random encoder weights: it
+      # takes embeddings, but cannot embed photos.
+      style_encoder=(style_encoder_from_config(config)
+                     if conditioned and "style_encoder" not in imported_fresh(config) else None),
+      style_variables=style_variables, prepare="hand_drawn")
+
+
+METHOD = registry.register(Method(
+    name="paired_gan",
+    description="conditional GANs on paired data: TransPix2Pix, pix2pix, pix2pixHD",
+    stages=_stages, param_counts=param_counts, predictor=predictor,
+    prepare_config=_prepare_config))

@@ -1,1 +1,0 @@
-"""Training: state, optimisers, pure update steps, mesh, checkpoints, trainer."""

@@ -1,0 +1,48 @@
+"""`train_and_evaluate(config, workdir)`: trains (or resumes) the method that
+`config.method` names, through the one loop (`tp2p_jax.core.loop`).
+
+The method decides its stages (e.g. TransPix2Pix: the style encoder in
+`<workdir>/style_encoder/`, then the GAN in `<workdir>/`); the loop owns
+checkpoints, resume, logging, SIGTERM and NaN checks. `param_counts(config)`
+gives the method's parameter counts without allocating anything.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import jax
+import ml_collections
+
+from tp2p_jax import methods
+from tp2p_jax.core import loop, mesh as mesh_lib
+from tp2p_jax.core.run_dir import save_run_config
+
+log = logging.getLogger("tp2p_jax.train")
+
+
+def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Trainable parameters of each network of the config's method."""
+  return methods.get(config.method).param_counts(config)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """Runs (or resumes) every stage of `config.method` in `workdir`. Returns
+  the process exit status: 0 when finished or cleanly stopped by SIGTERM.
+
+  Raises:
+    loop.NonFiniteLossError: a loss or norm became NaN/inf.
+  """
+  method = methods.get(config.method)
+  if method.prepare_config is not None:
+    config = method.prepare_config(config)
+  config_dict = save_run_config(workdir, config)
+  mesh = mesh_lib.make_mesh()
+  stages = method.stages(config)
+  log.info("workdir %s; method %s; %d device(s) (%s); config in config.json", workdir,
+           method.name, mesh.devices.size, jax.devices()[0].device_kind)
+  t0 = time.time()
+  result = loop.run_stages(stages, workdir, mesh, config_dict)
+  log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
+           " (stopped by SIGTERM)" if result.interrupted else "")
+  return 0

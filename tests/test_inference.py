@@ -6,8 +6,11 @@ test per command runs it as users do, `python -m` in a subprocess."""
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import shutil
+
+from absl import logging as absl_logging
 from hypothesis import given, strategies as st
 import numpy as np
 from PIL import Image
@@ -106,10 +109,17 @@ def test_predict_usage_errors_are_one_line(run_dir, sketches, tmp_path, capsys, 
   assert err.strip().splitlines()[-1].startswith("error: ") and message in err
 
 
+def _logging_state() -> tuple:
+  ours = logging.getLogger("tp2p_jax")
+  return ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity()
+
+
 def test_predict_names_a_missing_run(tmp_path, sketches, capsys):
+  before = _logging_state()
   status, _, err = _cli(capsys, predict_cli, f"--workdir={tmp_path / 'nope'}",
                         f"--input={sketches}", f"--output={tmp_path}", "--style=black")
   assert status == 2 and "config.json: not found" in err
+  assert _logging_state() == before  # main quiets the libraries only while it runs
 
 
 def test_predict_files_reports_what_it_wrote(loaded, sketches, tmp_path):
@@ -195,8 +205,9 @@ def test_untrained_floor_is_the_runs_own_initial_generator(loaded):
   untrained = loaded.predictor.initial_variables()["AtoB"]
   for a, b in zip(jax.tree.leaves(untrained), jax.tree.leaves(start.ema["g"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(untrained),
-                                                      jax.tree.leaves(loaded.predictor.variables["AtoB"]))]
+  trained = loaded.predictor.variables["AtoB"]
+  moved = [not np.array_equal(a, b)
+           for a, b in zip(jax.tree.leaves(untrained), jax.tree.leaves(trained))]
   assert any(moved)  # 40 steps moved the EMA generator away from its start
 
 

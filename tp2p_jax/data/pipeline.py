@@ -16,9 +16,10 @@ Layout is NHWC throughout.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import flags
 import grain.python as grain
@@ -429,3 +430,15 @@ def make_eval_batches(source: Any, *, batch_size: int, image_size: int,
     ]
     yield to_model_inputs(
         {k: np.stack([r[k] for r in records]) for k in records[0]})
+
+
+def first_examples(source: Any, *, num_examples: int, image_size: int
+                   ) -> Callable[[], Batch]:
+  """`() -> batch` of the first `num_examples` records in source order (as
+  `make_eval_batches`), read on the first call and kept: the fixed rows of
+  a run's sample grids, read only once a grid is due."""
+  @functools.cache
+  def batch() -> Batch:
+    return next(make_eval_batches(source, batch_size=num_examples, image_size=image_size,
+                                  num_examples=num_examples))
+  return batch

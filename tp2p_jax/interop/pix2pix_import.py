@@ -46,6 +46,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
@@ -320,6 +321,15 @@ def _patchgan_convs(kind: str, sd: Mapping[str, np.ndarray], prefix: str) -> int
   return n_layers
 
 
+def _patchgan_mapper(kind: str, sd: Mapping[str, np.ndarray], module: nn.Module,
+                     n_layers: int, in_channels: int, unused: Any) -> StateDictMapper:
+  """The mapper onto a PatchGAN-shaped module's variables, traced at the
+  smallest input its `n_layers` strided convs take."""
+  size = 2 ** (n_layers + 3)
+  expected = expected_variables(module, jnp.zeros((1, size, size, in_channels)), train=False)
+  return StateDictMapper(kind, sd, expected, unused)
+
+
 def convert_patchgan(state_dict: Mapping[str, np.ndarray], *, norm: str | None = None,
                      n_layers: int | None = None, pad: int = 1,
                      dtype: Any = jnp.float32) -> Conversion:
@@ -344,10 +354,7 @@ def convert_patchgan(state_dict: Mapping[str, np.ndarray], *, norm: str | None =
   module = PatchGANDiscriminator(base_features=int(first.shape[0]), n_layers=found_layers,
                                  norm=found_norm, padding_mode="zeros", pad=pad,
                                  norm_scale_mean=1.0, dtype=dtype)
-  size = 2 ** (found_layers + 3)
-  expected = expected_variables(module, jnp.zeros((1, size, size, int(first.shape[1]))),
-                                train=False)
-  m = StateDictMapper(kind, sd, expected, unused)
+  m = _patchgan_mapper(kind, sd, module, found_layers, int(first.shape[1]), unused)
   m.conv(("conv0", "conv"), "model.0")
   for n in range(1, found_layers + 1):
     m.conv((f"conv{n}", "conv"), f"model.{3 * n - 1}")
@@ -557,10 +564,7 @@ def convert_pix2pixhd_multiscale_discriminator(
   module = MultiScaleDiscriminator(num_d=found_d, base_features=ndf, n_layers=found_layers,
                                    norm=found_norm, padding_mode="zeros", pad=pad,
                                    norm_scale_mean=1.0, dtype=dtype)
-  size = 2 ** (found_layers + 3)
-  expected = expected_variables(module, jnp.zeros((1, size, size, int(first.shape[1]))),
-                                train=False)
-  m = StateDictMapper(kind, sd, expected, unused)
+  m = _patchgan_mapper(kind, sd, module, found_layers, int(first.shape[1]), unused)
   for ours_i in range(found_d):
     i = found_d - 1 - ours_i
     s = f"scale{ours_i}"

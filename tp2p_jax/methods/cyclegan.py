@@ -156,16 +156,14 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
   parts = build(config)
   run = jax.jit(lambda state, x, direction: translate(parts.generator, state, x, direction),
                 static_argnums=2)
-  sample_batch: dict[str, np.ndarray] = {}
+  rows = pipeline.first_examples(eval_source, num_examples=config.num_samples,
+                                 image_size=config.image_size)
 
   def samples(state: CycleGANState) -> np.ndarray:
-    if not sample_batch:
-      sample_batch.update(next(pipeline.make_eval_batches(
-          eval_source, batch_size=config.num_samples, image_size=config.image_size,
-          num_examples=config.num_samples)))
-    fake_b = np.asarray(run(state, sample_batch["real_a"], "AtoB"))
-    fake_a = np.asarray(run(state, sample_batch["real_b"], "BtoA"))
-    return run_log.image_grid([sample_batch["real_a"], fake_b, sample_batch["real_b"], fake_a])
+    batch = rows()
+    fake_b = np.asarray(run(state, batch["real_a"], "AtoB"))
+    fake_a = np.asarray(run(state, batch["real_b"], "BtoA"))
+    return run_log.image_grid([batch["real_a"], fake_b, batch["real_b"], fake_a])
 
   d = config.data
   return [Stage(

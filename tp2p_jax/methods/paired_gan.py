@@ -172,15 +172,13 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
   variables ({} for unconditioned generators) from the previous stage."""
   gan = build(config)
   generate = jax.jit(gan.generate)
-  sample_batch: dict[str, np.ndarray] = {}
+  rows = pipeline.first_examples(eval_source, num_examples=config.num_samples,
+                                 image_size=config.image_size)
 
   def samples(state: TrainState) -> np.ndarray:
-    if not sample_batch:
-      sample_batch.update(next(pipeline.make_eval_batches(
-          eval_source, batch_size=config.num_samples, image_size=config.image_size,
-          num_examples=config.num_samples)))
-    fake = np.asarray(generate(state, sample_batch["real_a"], sample_batch["real_b"]))
-    return run_log.image_grid([sample_batch["real_a"], fake, sample_batch["real_b"]])
+    batch = rows()
+    fake = np.asarray(generate(state, batch["real_a"], batch["real_b"]))
+    return run_log.image_grid([batch["real_a"], fake, batch["real_b"]])
 
   on_fresh_start = None
   if config.get("init_from", ""):

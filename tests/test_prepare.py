@@ -517,10 +517,10 @@ def test_cli_errors_are_one_clean_line(tmp_path: pathlib.Path,
   ]
   for args, message in cases:
     status, out, err = _cli(capsys, *args)
-    assert status == 1, args
+    assert status == 2, args
     assert out == "", args
     assert "Traceback" not in err
-    assert err.startswith("prepare: error: ") and message in err, (args, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (args, err)
 
 
 def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]):

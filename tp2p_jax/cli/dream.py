@@ -22,14 +22,14 @@ import sys
 from typing import Any, Sequence
 
 from absl import flags
+
+from tp2p_jax.cli import command
 from tqdm import tqdm
 
 from tp2p_jax.art.deepdream import DreamSettings, activation_norm, dream, octave_sizes
-from tp2p_jax.core.xla_flags import set_default_xla_flags
 from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
 from tp2p_jax.models import vgg
 
-_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
 def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -91,6 +91,18 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
+def _dream(fv: flags.FlagValues) -> int:
+  try:
+    settings = DreamSettings(layer=fv.layer, octaves=fv.octaves, octave_scale=fv.octave_scale,
+                             steps=fv.steps, step_size=fv.step_size, jitter=fv.jitter)
+    summary = dream_file(fv.input, fv.output, settings=settings, size=fv.size or None,
+                         seed=fv.seed)
+  except (ImageReadError, ValueError) as e:
+    return command.fail(str(e), 1)
+  print(json.dumps(summary))
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
@@ -98,33 +110,8 @@ def main(argv: Sequence[str]) -> int:
     The exit status: 0 written, 1 unreadable input or invalid setting, 2
     usage error; errors are one line on stderr, the summary JSON on stdout.
   """
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  fv = _define_flags()
-  if any(a in _HELP_FLAGS for a in argv[1:]):
-    print(__doc__)
-    print(fv.get_help())
-    return 0
-  try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise flags.Error(f"unexpected arguments: {rest[1:]}")
-    for name in ("input", "output"):
-      if not fv[name].value:
-        raise flags.Error(f"--{name} is required")
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  try:
-    settings = DreamSettings(layer=fv.layer, octaves=fv.octaves, octave_scale=fv.octave_scale,
-                             steps=fv.steps, step_size=fv.step_size, jitter=fv.jitter)
-    summary = dream_file(fv.input, fv.output, settings=settings, size=fv.size or None,
-                         seed=fv.seed)
-  except (ImageReadError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(json.dumps(summary))
-  return 0
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _dream,
+                     required=("input", "output"))
 
 
 if __name__ == "__main__":

@@ -52,16 +52,16 @@ previous run directory only).
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Sequence
 
 from absl import flags
 from ml_collections import config_flags
 
+from tp2p_jax.cli import command
 from tp2p_jax.interop.mapping import WeightImportError
 from tp2p_jax.interop.pth_reader import CheckpointFormatError
 from tp2p_jax.interop.run_import import (FAMILIES, ImportRunError, default_config_path,
-                                         first_line, import_run, report)
+                                         import_run, report)
 
 
 def _peek(argv: Sequence[str], name: str) -> str | None:
@@ -114,51 +114,26 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   return fv
 
 
+def _import(fv: flags.FlagValues) -> int:
+  result = import_run(
+      fv.family, fv.workdir, fv.generator, discriminator=fv.discriminator,
+      style_encoder=fv.style_encoder, generator_b=fv.generator_b,
+      discriminator_b=fv.discriminator_b, config=fv["config"].value,
+      generator_kind=fv.netG, step=fv.step, overwrite=fv.overwrite,
+      transformer_heads=fv.transformer_heads, attention_layout=fv.attention_layout,
+      use_dropout=not fv.no_dropout)
+  print("\n".join(report(result)))
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the CLI on argv (argv[0] is the program name); returns the exit
   status: 0 written, 2 refused (one line on stderr)."""
-  from tp2p_jax.core.console import quiet_libraries
   from tp2p_jax.core.run_dir import RunError
-  from tp2p_jax.core.xla_flags import set_default_xla_flags
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-    print(__doc__)
-    print(_define_flags([argv[0]]).get_help())
-    return 0
-  try:
-    with warnings.catch_warnings():
-      # ml_collections loads config files through the deprecated load_module().
-      warnings.filterwarnings("ignore", message=".*load_module", category=DeprecationWarning)
-      fv = _define_flags(argv)
-      rest = fv(argv)
-  except (AttributeError, KeyError) as e:
-    # ml_collections names only the field of a bad --config.FIELD override.
-    print(f"error: a --config.FIELD override names no field of the config: {e}",
-          file=sys.stderr)
-    return 2
-  except (flags.Error, TypeError, ValueError, OSError) as e:
-    print(f"error: {first_line(e)}", file=sys.stderr)
-    return 2
-  quiet_libraries()
-  try:
-    if len(rest) > 1:
-      raise ImportRunError(f"unexpected arguments: {rest[1:]}")
-    for name in ("family", "generator", "workdir"):
-      if not fv[name].value:
-        raise ImportRunError(f"--{name} is required")
-    result = import_run(
-        fv.family, fv.workdir, fv.generator, discriminator=fv.discriminator,
-        style_encoder=fv.style_encoder, generator_b=fv.generator_b,
-        discriminator_b=fv.discriminator_b, config=fv["config"].value,
-        generator_kind=fv.netG, step=fv.step, overwrite=fv.overwrite,
-        transformer_heads=fv.transformer_heads, attention_layout=fv.attention_layout,
-        use_dropout=not fv.no_dropout)
-  except (ImportRunError, WeightImportError, CheckpointFormatError, RunError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print("\n".join(report(result)))
-  return 0
+  return command.run(argv, __doc__, _define_flags, _import,
+                     required=("family", "generator", "workdir"),
+                     usage_errors=(ImportRunError, WeightImportError, CheckpointFormatError,
+                                   RunError))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ is one JSON object:
 where DATASET_DIR is what `tp2p_jax.data.prepared.PairedSource` and
 `tfds.builder_from_directory` take. A missing or empty input, an input with
 no usable image, an existing dataset without --overwrite, or bad flags are an
-error (message on stderr, exit status 1).
+error (one line on stderr, exit status 2).
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
+
+from tp2p_jax.cli import command
 
 if TYPE_CHECKING:  # the real import loads TFDS, which --help does without
   from tp2p_jax.data.prepared import BuildResult
@@ -107,11 +109,6 @@ def summary(result: BuildResult) -> dict[str, Any]:
   }
 
 
-def _fail(message: str) -> int:
-  print(f"prepare: error: {message}", file=sys.stderr)
-  return 1
-
-
 def run(source: str | None, input_path: str | None, data_dir: str | None, *,
         image_size: int = 256, direction: str = "AtoB", val_fraction: float = 0.06,
         seed: int = 0, tfds_splits: Sequence[str] = (), overwrite: bool = False,
@@ -129,8 +126,8 @@ def run(source: str | None, input_path: str | None, data_dir: str | None, *,
 
   Returns:
     0 when written: every skipped input named on stderr, the JSON summary
-    (see the module docstring) as the last stdout line. 1 on an error: one
-    "prepare: error: ..." line on stderr, nothing on stdout.
+    (see the module docstring) as the last stdout line. 2 on an error: one
+    "error: ..." line on stderr, nothing on stdout.
   """
   # Imported here so that --help answers without loading TFDS.
   # pylint: disable=g-import-not-at-top
@@ -156,39 +153,27 @@ def run(source: str | None, input_path: str | None, data_dir: str | None, *,
           tfds_splits=tuple(tfds_splits), overwrite=overwrite,
           num_workers=max(0, num_workers), show_progress=show_progress)
   except (prepared.InputError, ValueError, FileNotFoundError) as e:
-    return _fail(str(e))
+    return command.fail(str(e))
   for skipped in result.skipped:
     print(f"skipped {skipped.file}: {skipped.reason}", file=sys.stderr)
   print(json.dumps(summary(result)))
   return 0
 
 
+def _prepare(fv: flags.FlagValues) -> int:
+  # TFDS warns through absl about every custom config, repeating it in full.
+  absl_logging.set_verbosity(absl_logging.ERROR)  # restored by command.run
+  return run(fv.source, fv.input, fv.data_dir, image_size=fv.image_size,
+             direction=fv.direction, val_fraction=fv.val_fraction, seed=fv.seed,
+             tfds_splits=fv.tfds_splits, overwrite=fv.overwrite,
+             num_workers=fv.num_workers, show_progress=fv.progress)
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the command on argv (argv[0] is the program name); returns the
-  exit status: 0 written (or help shown), 1 error (one line on stderr)."""
-  argv = list(argv)
-  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-    print(__doc__)
-    print(_define_flags().get_help())
-    return 0
-  fv = _define_flags()
-  try:
-    rest = fv(argv)
-  except flags.Error as e:
-    return _fail(str(e))
-  if len(rest) > 1:
-    return _fail(f"unexpected arguments: {rest[1:]}")
-  # TFDS warns through absl about every custom config, repeating it in full.
-  verbosity = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  try:
-    return run(
-        fv.source, fv.input, fv.data_dir, image_size=fv.image_size,
-        direction=fv.direction, val_fraction=fv.val_fraction, seed=fv.seed,
-        tfds_splits=fv.tfds_splits, overwrite=fv.overwrite,
-        num_workers=fv.num_workers, show_progress=fv.progress)
-  finally:
-    absl_logging.set_verbosity(verbosity)  # a process-wide setting: only for this run
+  exit status: 0 written (or help shown), 2 a user's mistake (one line on
+  stderr)."""
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _prepare)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,15 @@ import sys
 from typing import Any, Literal, Sequence
 
 from absl import flags
+
+from tp2p_jax.cli import command
 from tqdm import tqdm
 
 from tp2p_jax.art.style_transfer import (DEFAULT_STYLE_LAYER_WEIGHTS, DEFAULT_STYLE_LAYERS,
                                          OptimizerName, StyleTransferWeights, stylize_steps)
-from tp2p_jax.core.xla_flags import set_default_xla_flags
 from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
 from tp2p_jax.models import vgg
 
-_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
 def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str],
@@ -118,30 +118,7 @@ def _floats(values: Sequence[str]) -> tuple[float, ...]:
   return tuple(out)
 
 
-def main(argv: Sequence[str]) -> int:
-  """Runs the command line on `argv` (argv[0] is the program name).
-
-  Returns:
-    The exit status: 0 written, 1 unreadable input or invalid setting, 2
-    usage error; errors are one line on stderr, the summary JSON on stdout.
-  """
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  fv = _define_flags()
-  if any(a in _HELP_FLAGS for a in argv[1:]):
-    print(__doc__)
-    print(fv.get_help())
-    return 0
-  try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise flags.Error(f"unexpected arguments: {rest[1:]}")
-    for name in ("content", "style", "output"):
-      if not fv[name].value:
-        raise flags.Error(f"--{name} is required")
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def _stylize(fv: flags.FlagValues) -> int:
   try:
     weights = StyleTransferWeights(
         content_layer=fv.content_layer, style_layers=tuple(fv.style_layers),
@@ -152,10 +129,20 @@ def main(argv: Sequence[str]) -> int:
                             size=fv.size or None, weights=weights, optimizer=fv.optimizer,
                             learning_rate=fv.learning_rate, init=fv.init, seed=fv.seed)
   except (ImageReadError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return command.fail(str(e), 1)
   print(json.dumps(summary))
   return 0
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command line on `argv` (argv[0] is the program name).
+
+  Returns:
+    The exit status: 0 written, 1 unreadable input or invalid setting, 2
+    usage error; errors are one line on stderr, the summary JSON on stdout.
+  """
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _stylize,
+                     required=("content", "style", "output"))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import json
 import os
 import pathlib
 import sys
-import warnings
 from typing import Sequence
 
 from absl import flags
 from ml_collections import config_flags
+
+from tp2p_jax.cli import command
 
 _EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 DEFAULT_CONFIG = str(_EXPERIMENTS / "toycats.py")
@@ -51,43 +52,15 @@ def default_workdir(config_argument: str) -> str:
   return os.path.join("runs", f"{name}-{variant}" if variant else name)
 
 
-def main(argv: Sequence[str]) -> int:
-  """Runs the command on argv (argv[0] is the program name); returns the exit
-  status."""
-  from tp2p_jax.core.console import quiet_libraries
-  from tp2p_jax.core.xla_flags import set_default_xla_flags
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-    print(__doc__)
-    print(_define_flags([argv[0]]).get_help())
-    return 0
-  try:
-    with warnings.catch_warnings():
-      # ml_collections loads config files through the deprecated load_module().
-      warnings.filterwarnings("ignore", message=".*load_module", category=DeprecationWarning)
-      fv = _define_flags(argv)
-      rest = fv(argv)
-      config = fv["config"].value
-  except (AttributeError, KeyError) as e:
-    print(f"error: a --config.FIELD override names no field of the config: {e}",
-          file=sys.stderr)
-    return 2
-  except (flags.Error, TypeError, ValueError, OSError) as e:
-    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-    return 2
-  if len(rest) > 1:
-    print(f"error: unexpected arguments: {rest[1:]}", file=sys.stderr)
-    return 2
-  quiet_libraries()
-  workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
+def _train(fv: flags.FlagValues) -> int:
   from tp2p_jax import methods, training
   from tp2p_jax.core import loop, mesh
+  config = fv["config"].value
+  workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
   try:
     methods.get(config.method)
   except ValueError as e:
-    print(f"error: --config: {e}", file=sys.stderr)
-    return 2
+    raise command.UsageError(f"--config: {e}") from None
   if fv.dry_run:
     print(config)
     print(json.dumps({"workdir": workdir, "method": config.method,
@@ -97,8 +70,13 @@ def main(argv: Sequence[str]) -> int:
   try:
     return training.train_and_evaluate(config, workdir)
   except loop.NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return command.fail(str(e), 1)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command on argv (argv[0] is the program name); returns the exit
+  status."""
+  return command.run(argv, __doc__, _define_flags, _train)
 
 
 if __name__ == "__main__":

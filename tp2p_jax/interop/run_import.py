@@ -234,7 +234,7 @@ def _class_names(config: ml_collections.ConfigDict, num_classes: int | None,
       names = list(class_names(data.source, data.get("data_dir", "")))
     except (OSError, ValueError) as e:
       raise ImportRunError(f"config.data ({data.source} {data.get('data_dir', '')!r}): cannot "
-                           f"read the class names: {first_line(e)}") from None
+                           f"read the class names: {_first_line(e)}") from None
     if num_classes is not None and len(names) != num_classes:
       raise ImportRunError(f"{encoder_label} (--style_encoder): the encoder has {num_classes} "
                            f"classes, the dataset {data.get('data_dir') or data.source} "
@@ -246,7 +246,7 @@ def _class_names(config: ml_collections.ConfigDict, num_classes: int | None,
   return [f"class_{i}" for i in range(num_classes)]
 
 
-def first_line(error: BaseException) -> str:
+def _first_line(error: BaseException) -> str:
   return (str(error) or type(error).__name__).splitlines()[0]
 
 

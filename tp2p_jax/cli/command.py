@@ -1,0 +1,110 @@
+"""What every command line shares: flags in a registry of the command's own
+(so `main` runs repeatedly in one process, beside other commands' flags of
+the same names), `--help`, and a user's mistake reported as one line on
+stderr with exit status 2.
+
+  def main(argv):
+    return command.run(argv, __doc__, _define_flags, _body, required=("input",))
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from typing import Callable, Iterator, Sequence
+
+from absl import flags
+from absl import logging as absl_logging
+
+HELP_FLAGS = frozenset({"-h", "--help", "--helpshort", "--helpfull"})
+
+
+class UsageError(ValueError):
+  """A mistake in how a command was called: one line on stderr, exit status 2."""
+
+
+def fail(message: str, status: int = 2) -> int:
+  """Prints `error: MESSAGE` (its first line) on stderr; returns `status`."""
+  print(f"error: {first_line(message)}", file=sys.stderr)
+  return status
+
+
+def first_line(error: BaseException | str) -> str:
+  """The first line of an error's message (or its type's name if empty)."""
+  text = str(error).strip()
+  if not text and isinstance(error, BaseException):
+    return type(error).__name__
+  return text.splitlines()[0] if text else ""
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+  """For the block: the console keeps to our own messages (orbax and jax log
+  every save, restore and compile at INFO through absl; the `tp2p_jax`
+  logger prints INFO on stderr); the logging state is restored after."""
+  ours = logging.getLogger("tp2p_jax")
+  saved = (ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity())
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ours.setLevel(logging.INFO)
+  if not ours.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+  ours.propagate = False
+  try:
+    yield
+  finally:
+    ours.setLevel(saved[0])
+    ours.handlers[:] = saved[1]
+    ours.propagate = saved[2]
+    absl_logging.set_verbosity(saved[3])
+
+
+def run(argv: Sequence[str], doc: str | None,
+        define_flags: Callable[[Sequence[str]], flags.FlagValues],
+        body: Callable[[flags.FlagValues], int], *, required: Sequence[str] = (),
+        usage_errors: tuple[type[BaseException], ...] = ()) -> int:
+  """Parses `argv` (argv[0] is the program name) and runs `body(flags)`.
+
+  Args:
+    argv: the command line.
+    doc: printed with the flags' help for -h / --help (exit 0).
+    define_flags: `define_flags(argv) -> FlagValues`, a fresh registry (argv
+      for flags that read it early, e.g. an ml_collections config file).
+    body: the command; returns the exit status.
+    required: flags that must be given.
+    usage_errors: exceptions from `body` that are a user's mistake: one line,
+      exit status 2 (`UsageError` always is).
+
+  Returns:
+    The exit status.
+  """
+  from tp2p_jax.core.xla_flags import set_default_xla_flags
+  set_default_xla_flags()  # before JAX starts its backends
+  argv = list(argv)
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(doc)
+    print(define_flags(argv[:1]).get_help())
+    return 0
+  try:
+    with warnings.catch_warnings():
+      # ml_collections loads config files through the deprecated load_module().
+      warnings.filterwarnings("ignore", message=".*load_module", category=DeprecationWarning)
+      fv = define_flags(argv)
+      rest = fv(argv)
+  except (AttributeError, KeyError) as e:
+    # ml_collections names only the field of a bad --config.FIELD override.
+    return fail(f"a --config.FIELD override names no field of the config: {e}")
+  except (flags.Error, TypeError, ValueError, OSError) as e:
+    return fail(first_line(e))
+  if len(rest) > 1:
+    return fail(f"unexpected arguments: {rest[1:]}")
+  missing = [f"--{name}" for name in required if fv[name].value in (None, "")]
+  if missing:
+    return fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+  with quiet_libraries():
+    try:
+      return body(fv)
+    except (UsageError, *usage_errors) as e:
+      return fail(str(e))

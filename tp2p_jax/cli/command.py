@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pathlib
 import sys
 import warnings
 from typing import Callable, Iterator, Sequence
@@ -18,6 +19,19 @@ from absl import flags
 from absl import logging as absl_logging
 
 HELP_FLAGS = frozenset({"-h", "--help", "--helpshort", "--helpfull"})
+
+# The experiment configs beside the package (a source checkout, as `pip
+# install -e .` makes): they import `experiments.*`.
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+
+
+def experiments_importable() -> None:
+  """Lets config files import `experiments.*` whatever the working directory
+  (run_train.py has its folder on sys.path; `tp2p train` and `python -m`
+  from elsewhere do not)."""
+  root = str(EXPERIMENTS.parent)
+  if EXPERIMENTS.is_dir() and root not in sys.path:
+    sys.path.append(root)
 
 
 class UsageError(ValueError):

@@ -38,10 +38,7 @@ from typing import Sequence
 
 from absl import flags
 
-from tp2p_jax.cli.predict import quiet_libraries_during
-from tp2p_jax.core.xla_flags import set_default_xla_flags
-
-_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+from tp2p_jax.cli import command
 
 
 def _define_flags() -> flags.FlagValues:
@@ -70,6 +67,16 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
+def _evaluate(fv: flags.FlagValues) -> int:
+  from tp2p_jax.inference import evaluation
+  result = evaluation.evaluate(
+      fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
+      batch_size=fv.batch_size, inception_weights=fv.inception_weights,
+      inception_size=fv.inception_size, dtype=fv.dtype)
+  print(json.dumps(result, sort_keys=True))
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
@@ -77,36 +84,11 @@ def main(argv: Sequence[str]) -> int:
     The exit status: 0 evaluated (or help shown; the metrics as JSON on the
     last stdout line), 2 usage error (one line on stderr).
   """
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  fv = _define_flags()
-  if any(a in _HELP_FLAGS for a in argv[1:]):
-    print(__doc__)
-    print(fv.get_help())
-    return 0
-  try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise flags.Error(f"unexpected arguments: {rest[1:]}")
-    if not fv.workdir:
-      raise flags.Error("--workdir is required")
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   from tp2p_jax.core.run_dir import RunError
-  from tp2p_jax.inference import evaluation
   from tp2p_jax.metrics import InceptionWeightError
-  with quiet_libraries_during():
-    try:
-      result = evaluation.evaluate(
-          fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
-          batch_size=fv.batch_size, inception_weights=fv.inception_weights,
-          inception_size=fv.inception_size, dtype=fv.dtype)
-    except (RunError, InceptionWeightError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-  print(json.dumps(result, sort_keys=True))
-  return 0
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _evaluate,
+                     required=("workdir",),
+                     usage_errors=(RunError, InceptionWeightError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,7 @@ from typing import Sequence
 
 from absl import flags
 
-from tp2p_jax.cli.predict import quiet_libraries_during
-from tp2p_jax.core.xla_flags import set_default_xla_flags
-
-_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+from tp2p_jax.cli import command
 
 
 def _define_flags() -> flags.FlagValues:
@@ -57,6 +54,14 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
+def _export(fv: flags.FlagValues) -> int:
+  from tp2p_jax.inference import exporting
+  from tp2p_jax.inference.run_loading import load_trained_run
+  run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+  print(json.dumps(exporting.write_export(run, fv.output, fv.platforms, fv.direction)))
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
@@ -64,34 +69,11 @@ def main(argv: Sequence[str]) -> int:
     The exit status: 0 written (or help shown; the summary as JSON on the
     last stdout line), 2 usage error (one line on stderr).
   """
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  fv = _define_flags()
-  if any(a in _HELP_FLAGS for a in argv[1:]):
-    print(__doc__)
-    print(fv.get_help())
-    return 0
-  try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise flags.Error(f"unexpected arguments: {rest[1:]}")
-    if not fv.workdir or not fv.output:
-      raise flags.Error("--workdir and --output are required")
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   from tp2p_jax.core.run_dir import RunError
-  from tp2p_jax.inference import exporting
-  from tp2p_jax.inference.run_loading import load_trained_run
-  with quiet_libraries_during():
-    try:
-      run = load_trained_run(fv.workdir, fv.step, fv.dtype)
-      summary = exporting.write_export(run, fv.output, fv.platforms, fv.direction)
-    except (RunError, ValueError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-  print(json.dumps(summary))
-  return 0
+  # ValueError: a direction the run lacks.
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _export,
+                     required=("workdir", "output"),
+                     usage_errors=(RunError, ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def _peek(argv: Sequence[str], name: str) -> str | None:
 def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   """Flags in a registry of their own, so that `main` can run repeatedly in
   one process (tests) beside other tools' flags."""
+  command.experiments_importable()
   fv = flags.FlagValues()
   flags.DEFINE_enum("family", None, sorted(FAMILIES), "Which release the files come from.",
                     flag_values=fv)

@@ -14,8 +14,7 @@ Each is also `python -m tp2p_jax.cli.<module>` (import-torch:
 """
 from __future__ import annotations
 
-import importlib.util
-import runpy
+import importlib
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -31,7 +30,8 @@ COMMANDS: dict[str, str] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-  """Runs `COMMAND`'s module as `python -m` would, with argv[0] = "tp2p COMMAND"."""
+  """Runs `COMMAND`'s `main` with argv[0] = "tp2p COMMAND" and exits with its
+  status."""
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(__doc__)
@@ -41,9 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"error: unknown command {command!r}; commands: {', '.join(COMMANDS)}",
           file=sys.stderr)
     sys.exit(2)
-  importlib.util.find_spec(COMMANDS[command])  # fail early on a broken install
-  sys.argv = [f"tp2p {command}", *argv[2:]]
-  runpy.run_module(COMMANDS[command], run_name="__main__", alter_sys=True)
+  module = importlib.import_module(COMMANDS[command])
+  sys.exit(module.main([f"tp2p {command}", *argv[2:]]))
 
 
 if __name__ == "__main__":

@@ -32,30 +32,21 @@ flags into its arguments.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import os
 import pathlib
 import sys
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from absl import flags
-from absl import logging as absl_logging
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tp2p_jax.core.xla_flags import set_default_xla_flags
+from tp2p_jax.cli import command
+from tp2p_jax.cli.command import UsageError
 
 if TYPE_CHECKING:
   from tp2p_jax.inference.run_loading import TrainedRun
-
-_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
-_DTYPES = ["float32", "bfloat16", "float16"]
-
-
-class UsageError(ValueError):
-  """A user error reported as one line, exit status 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,24 +236,6 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   return PredictResult(written=tuple(written), failed=tuple(failed))
 
 
-@contextlib.contextmanager
-def quiet_libraries_during() -> Iterator[None]:
-  """`tp2p_jax.core.console.quiet_libraries()` for the duration of the block:
-  the absl verbosity and the `tp2p_jax` logger are put back after it, so
-  that a CLI's `main` leaves the process (a test, a notebook) as it was."""
-  from tp2p_jax.core.console import quiet_libraries
-  ours = logging.getLogger("tp2p_jax")
-  saved = (ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity())
-  quiet_libraries()
-  try:
-    yield
-  finally:
-    ours.setLevel(saved[0])
-    ours.handlers[:] = saved[1]
-    ours.propagate = saved[2]
-    absl_logging.set_verbosity(saved[3])
-
-
 def _define_flags() -> flags.FlagValues:
   """The flags, in a registry of their own: `main` can then run repeatedly
   in one process (tests) beside other tools' flags of the same names."""
@@ -281,8 +254,8 @@ def _define_flags() -> flags.FlagValues:
                     "style class.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 8, "Images per generator call.", lower_bound=1,
                        flag_values=fv)
-  flags.DEFINE_enum("dtype", None, _DTYPES, "Generator compute dtype (default: the run's).",
-                    flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                    "Generator compute dtype (default: the run's).", flag_values=fv)
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
                        flag_values=fv)
   flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
@@ -294,6 +267,26 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
+def _predict(fv: flags.FlagValues) -> int:
+  from tp2p_jax.data.image_files import image_files_in
+  from tp2p_jax.inference.run_loading import load_trained_run
+  files = image_files_in(fv.input)
+  if not files:
+    raise UsageError(f"{fv.input}: no image files")
+  run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+  # An empty --style= counts as not given.
+  result = predict_files(run, files, fv.output, style=fv.style or None,
+                         style_image=fv.style_image or None, style_mix=fv.style_mix or None,
+                         grid=fv.grid, batch_size=fv.batch_size, prepare=fv.prepare,
+                         direction=fv.direction)
+  for path, reason in result.failed:
+    print(f"error: {path}: cannot read: {reason}", file=sys.stderr)
+  print(f"wrote {len(result.written)} image(s) to {pathlib.Path(fv.output)} "
+        f"(run step {run.step})"
+        + (f"; {len(result.failed)} input(s) failed" if result.failed else ""))
+  return 1 if result.failed else 0
+
+
 def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
@@ -301,47 +294,10 @@ def main(argv: Sequence[str]) -> int:
     The exit status: 0 all written (or help shown), 1 some input could not
     be read (each named on stderr), 2 usage error (one line on stderr).
   """
-  set_default_xla_flags()  # before JAX starts its backends
-  argv = list(argv)
-  fv = _define_flags()
-  if any(a in _HELP_FLAGS for a in argv[1:]):
-    print(__doc__)
-    print(fv.get_help())
-    return 0
-  try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise flags.Error(f"unexpected arguments: {rest[1:]}")
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   from tp2p_jax.core.run_dir import RunError
-  from tp2p_jax.data.image_files import image_files_in
-  from tp2p_jax.inference.run_loading import load_trained_run
-  with quiet_libraries_during():
-    try:
-      for name in ("workdir", "input", "output"):
-        if not fv[name].value:
-          raise UsageError(f"--{name} is required")
-      files = image_files_in(fv.input)
-      if not files:
-        raise UsageError(f"{fv.input}: no image files")
-      run = load_trained_run(fv.workdir, fv.step, fv.dtype)
-      # An empty --style= counts as not given.
-      result = predict_files(run, files, fv.output, style=fv.style or None,
-                             style_image=fv.style_image or None,
-                             style_mix=fv.style_mix or None, grid=fv.grid,
-                             batch_size=fv.batch_size, prepare=fv.prepare,
-                             direction=fv.direction)
-    except (UsageError, RunError, FileNotFoundError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-  for path, reason in result.failed:
-    print(f"error: {path}: cannot read: {reason}", file=sys.stderr)
-  print(f"wrote {len(result.written)} image(s) to {pathlib.Path(fv.output)} "
-        f"(run step {run.step})"
-        + (f"; {len(result.failed)} input(s) failed" if result.failed else ""))
-  return 1 if result.failed else 0
+  return command.run(argv, __doc__, lambda argv: _define_flags(), _predict,
+                     required=("workdir", "input", "output"),
+                     usage_errors=(RunError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import sys
 from typing import Sequence
 
@@ -24,13 +23,13 @@ from ml_collections import config_flags
 
 from tp2p_jax.cli import command
 
-_EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
-DEFAULT_CONFIG = str(_EXPERIMENTS / "toycats.py")
+DEFAULT_CONFIG = str(command.EXPERIMENTS / "toycats.py")
 
 
 def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   """Flags in a registry of their own, so `main` can run repeatedly in one
   process (tests) beside other tools' flags."""
+  command.experiments_importable()
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
       "config", DEFAULT_CONFIG,

@@ -339,8 +339,6 @@ def main(argv: list[str]) -> None:
   set_default_xla_flags()  # before JAX starts its backends
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from tp2p_jax.core.console import quiet_libraries
-  quiet_libraries()
   for name, value in (("num_rows", _NUM_ROWS.value), ("timing_steps", _TIMING_STEPS.value)):
     if value < 1:
       raise app.UsageError(f"--{name} must be >= 1, got {value}")
@@ -356,10 +354,12 @@ def main(argv: list[str]) -> None:
               "transpix2pix": _TP2P_WORKDIR.value or os.path.join(output_dir, "transpix2pix")}
   names = {"pix2pix": _config_name("pix2pix_config"),
            "transpix2pix": _config_name("transpix2pix_config")}
+  from tp2p_jax.cli.command import quiet_libraries
   try:
-    summary = compare(configs, workdirs, output_dir, config_names=names,
-                      num_examples=_NUM_EXAMPLES.value, num_rows=_NUM_ROWS.value,
-                      timing_steps=_TIMING_STEPS.value, timing_warmup=_TIMING_WARMUP.value)
+    with quiet_libraries():
+      summary = compare(configs, workdirs, output_dir, config_names=names,
+                        num_examples=_NUM_EXAMPLES.value, num_rows=_NUM_ROWS.value,
+                        timing_steps=_TIMING_STEPS.value, timing_warmup=_TIMING_WARMUP.value)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

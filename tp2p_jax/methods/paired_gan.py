@@ -13,7 +13,6 @@ sample grids hold held-out rows sketch | EMA output | target photo.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -38,8 +37,6 @@ from tp2p_jax.methods.paired_gan_step import (GanObjective, TrainState, create_t
 from tp2p_jax.methods.style_encoder import (STAGE_DIRECTORY, style_encoder_param_counts,
                                             style_encoder_stage, with_dataset_classes)
 from tp2p_jax.models import vgg
-
-log = logging.getLogger("tp2p_jax.train")
 
 
 def objective_from_config(config: ml_collections.ConfigDict, dtype: str | None = None

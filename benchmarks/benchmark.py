@@ -537,13 +537,14 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
     # Relative differences from one device; metrics near zero (mean logits)
     # get an absolute floor of 1e-3.
     rel = lambda a, b: abs(a - b) / max(abs(b), 1e-3)  # noqa: E731
-    first_step, worst_metric = max((rel(history[0][k], reference[0][k]), k)
-                                   for k in reference[0])
+    first_step_diffs = {k: rel(history[0][k], reference[0][k]) for k in reference[0]}
+    first_step, worst_metric = max((d, k) for k, d in first_step_diffs.items())
     loss_diff = max(rel(m[k], r[k]) for m, r in zip(history, reference)
                     for k in r if k in _LOSS_METRICS)
     runs.append({"devices": n, "step_s_all": times,
                  "step_s": _median(times[1:]) if steps > 1 else times[0],
                  "first_step_max_rel_diff": first_step, "first_step_worst_metric": worst_metric,
+                 "first_step_rel_diff": first_step_diffs,
                  "loss_max_rel_diff": loss_diff})
     _log(f"{n} device(s): step {runs[-1]['step_s']:.3f} s; largest difference from 1 device: "
          f"{first_step:.1e} (first step, all metrics; {worst_metric}), {loss_diff:.1e} "

@@ -89,14 +89,19 @@ def test_tiny_benchmark_reports_timings_and_costs(tmp_path):
 def test_scaling_runs_the_same_steps_on_every_mesh_size():
   # Two meshes keep this quick; tests/test_train.py compares 1 and 8 devices.
   result = _last_json(_run([f"--config={_TINY}", "--scaling", "--steps=2", "--batch_size=8"],
-                           num_cpu_devices=2))
+                           num_cpu_devices=2, timeout=900))
   runs = result["scaling"]
   assert [r["devices"] for r in runs] == [1, 2]
   assert runs[0]["first_step_max_rel_diff"] == runs[0]["loss_max_rel_diff"] == 0.0
   for run in runs:
     assert len(run["step_s_all"]) == 2 and _positive_finite(run["step_s"])
-    # Same state, same batch: sharding only reorders float sums.
-    assert run["first_step_max_rel_diff"] < 1e-3, run
+    # Same state, same batch: sharding only reorders float sums, which moves
+    # losses and D's gradient by rounding. G's gradient norm also moves by
+    # whole subgradient jumps: |fake - real| (L1) and ReLU inputs within
+    # rounding of 0 flip sides (3.2e-3 measured on an AVX2 machine, 1 vs 2
+    # devices; tests/test_train.py bounds it at 5e-3 for 8 devices).
+    for metric, diff in run["first_step_rel_diff"].items():
+      assert diff < (1e-2 if metric == "g_grad_norm" else 1e-3), (metric, run)
     assert run["loss_max_rel_diff"] < 1e-3, run
   assert any("simulated" in note for note in result["notes"])
 

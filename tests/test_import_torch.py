@@ -11,12 +11,9 @@ generator (which needs 256x256 inputs) runs on one image.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import pathlib
-from typing import Any, Iterator
+from typing import Any
 
-from absl import logging as absl_logging
 import jax
 import numpy as np
 from PIL import Image
@@ -40,24 +37,9 @@ PATCHGAN_D = GOLDEN / "patchgan_basic_batch.pth"  # junyanz netD basic, ndf 8, 6
 STYLE_ENCODER = GOLDEN / "transpix2pix_style_encoder_checkpoint.pth"  # 8-d, 9 classes, 64x64
 
 
-@contextlib.contextmanager
-def _restored_logging() -> Iterator[None]:
-  """The CLIs quiet the libraries' loggers; undo it for the rest of the suite."""
-  ours = logging.getLogger("tp2p_jax")
-  saved = (ours.level, list(ours.handlers), ours.propagate, absl_logging.get_verbosity())
-  try:
-    yield
-  finally:
-    ours.setLevel(saved[0])
-    ours.handlers[:] = saved[1]
-    ours.propagate = saved[2]
-    absl_logging.set_verbosity(saved[3])
-
-
 def _import_cli(capsys, *args: str) -> tuple[int, str, str]:
   """`python -m tp2p_jax.cli.import_torch ARGS` in-process: (status, stdout, stderr)."""
-  with _restored_logging():
-    status = import_cli.main(["import_torch", *args])
+  status = import_cli.main(["import_torch", *args])  # restores the logging it quiets
   out = capsys.readouterr()
   return status, out.out, out.err
 

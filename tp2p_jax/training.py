@@ -8,6 +8,7 @@ gives the method's parameter counts without allocating anything.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -16,7 +17,8 @@ import ml_collections
 
 from tp2p_jax import methods
 from tp2p_jax.core import loop, mesh as mesh_lib
-from tp2p_jax.core.run_dir import save_run_config
+from tp2p_jax.core.run_dir import RunError, check_workdir_usable, save_run_config
+from tp2p_jax.core.workdir_lock import WorkdirLock
 
 log = logging.getLogger("tp2p_jax.train")
 
@@ -26,23 +28,46 @@ def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   return methods.get(config.method).param_counts(config)
 
 
+# Config fields every method reads, and the least each may be.
+_AT_LEAST = {"batch_size": 1, "image_size": 1, "total_steps": 0, "log_every": 1,
+             "checkpoint_every": 1, "keep_checkpoints": 1, "sample_every": 0,
+             "num_samples": 0}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """`RunError` naming the first of `config`'s common counts that is out of
+  range (e.g. `--config.batch_size=0`), before anything is built."""
+  for name, least in _AT_LEAST.items():
+    if name in config and (not isinstance(config[name], int) or config[name] < least):
+      raise RunError(f"--config.{name}={config[name]!r}: must be an integer >= {least}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   """Runs (or resumes) every stage of `config.method` in `workdir`. Returns
   the process exit status: 0 when finished or cleanly stopped by SIGTERM.
 
   Raises:
     loop.NonFiniteLossError: a loss or norm became NaN/inf.
+    RunError: a config value out of range, an unusable `workdir`, or a
+      config that differs from the run's in `workdir` (nothing written).
+    WorkdirBusyError: another training process holds `workdir`.
+    CheckpointError: a save failed (disk full) or no checkpoint restores.
   """
   method = methods.get(config.method)
+  check_config(config)
+  check_workdir_usable(workdir)
   if method.prepare_config is not None:
     config = method.prepare_config(config)
-  config_dict = save_run_config(workdir, config)
-  mesh = mesh_lib.make_mesh()
-  stages = method.stages(config)
-  log.info("workdir %s; method %s; %d device(s) (%s); config in config.json", workdir,
-           method.name, mesh.devices.size, jax.devices()[0].device_kind)
-  t0 = time.time()
-  result = loop.run_stages(stages, workdir, mesh, config_dict)
+  # The main process owns the run directory (other hosts share or mirror it).
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    config_dict = save_run_config(workdir, config)
+    mesh = mesh_lib.make_mesh()
+    stages = method.stages(config)
+    log.info("workdir %s; method %s; %d device(s) (%s); config in config.json", workdir,
+             method.name, mesh.devices.size, jax.devices()[0].device_kind)
+    t0 = time.time()
+    result = loop.run_stages(stages, workdir, mesh, config_dict)
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
            " (stopped by SIGTERM)" if result.interrupted else "")
   return 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import pathlib
+import re
 import sys
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
@@ -75,6 +76,30 @@ def quiet_libraries() -> Iterator[None]:
     absl_logging.set_verbosity(saved[3])
 
 
+def _unknown_field(error: BaseException) -> str:
+  """One line for ml_collections' error about an override of a missing
+  field (its text quotes the field, perhaps with a suggestion)."""
+  text = str(error)
+  names = re.findall(r"""['"]([A-Za-z_][\w.]*)\\?['"]""", text)
+  suggestion = re.search(r"""[Dd]id you mean \\?"([\w.]+)""", text)
+  field = names[0] if names else "?"
+  hint = f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""
+  return f"--config: no field {field!r} in the config{hint}"
+
+
+def loaded_config(fv: flags.FlagValues, name: str = "config") -> Any:
+  """The value of an ml_collections config-file flag, which loads lazily;
+  a file that is missing or fails to load is a `UsageError` naming it."""
+  try:
+    config = fv[name].value
+    config.keys()  # a failed load raises on first use
+    return config
+  except (OSError, SyntaxError, ImportError, AttributeError, NameError, TypeError) as e:
+    detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise UsageError(f"--{name}={fv[name].serialize().split('=', 1)[-1]}: cannot load "
+                     f"({detail[-1] if detail else type(e).__name__})") from None
+
+
 def run(argv: Sequence[str], doc: str | None,
         define_flags: Callable[[Sequence[str]], flags.FlagValues],
         body: Callable[[flags.FlagValues], int], *, required: Sequence[str] = (),
@@ -109,7 +134,7 @@ def run(argv: Sequence[str], doc: str | None,
       rest = fv(argv)
   except (AttributeError, KeyError) as e:
     # ml_collections names only the field of a bad --config.FIELD override.
-    return fail(f"a --config.FIELD override names no field of the config: {e}")
+    return fail(_unknown_field(e))
   except (flags.Error, TypeError, ValueError, OSError) as e:
     return fail(first_line(e))
   if len(rest) > 1:

@@ -8,8 +8,14 @@ r"""Trains a method of the tp2p_jax family (`config.method` names it).
 (`tp2p train ...` and `python -m tp2p_jax.cli.train ...` are the same command.)
 Restarting the same command with the same workdir resumes from the latest
 checkpoint; SIGTERM saves a checkpoint and exits 0. A non-finite loss stops
-the run (exit 1) at the last good checkpoint; a usage error is one line on
-stderr and exit 2.
+the run (exit 1) at the last good checkpoint; a usage error (a config
+field that does not exist or is out of range, a workdir that is a file or
+not writable, one that another training process holds, or one whose run
+has another config) is one line on stderr and exit 2, before anything is
+written. A damaged latest checkpoint is moved to `checkpoints.damaged/` and
+the run resumes from the newest one that restores; a save that fails (a
+full disk) removes its partial files and exits 1, earlier checkpoints
+intact.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import sys
 from typing import Sequence
 
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from tp2p_jax.cli import command
@@ -53,23 +60,41 @@ def default_workdir(config_argument: str) -> str:
 
 def _train(fv: flags.FlagValues) -> int:
   from tp2p_jax import methods, training
-  from tp2p_jax.core import loop, mesh
-  config = fv["config"].value
+  from tp2p_jax.core import mesh
+  from tp2p_jax.core.run_dir import RunError
+  config = command.loaded_config(fv)
   workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
   try:
     methods.get(config.method)
-  except ValueError as e:
-    raise command.UsageError(f"--config: {e}") from None
+    training.check_config(config)
+  except (ValueError, RunError) as e:
+    raise command.UsageError(f"--config: {e}" if "--config" not in str(e) else str(e)) from None
   if fv.dry_run:
     print(config)
     print(json.dumps({"workdir": workdir, "method": config.method,
                       "params": training.param_counts(config)}))
     return 0
   mesh.maybe_initialize_distributed(fv.jax_distributed)
+  return train(config, workdir)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """`training.train_and_evaluate` with the command line's error handling:
+  returns the exit status, having printed one line for each kind of
+  failure (2: the command or its workdir; 1: the run's own state)."""
+  from tp2p_jax import training
+  from tp2p_jax.core import loop, mesh
+  from tp2p_jax.core.checkpoints import CheckpointError
+  from tp2p_jax.core.run_dir import RunError
+  from tp2p_jax.core.workdir_lock import WorkdirBusyError
   try:
     return training.train_and_evaluate(config, workdir)
-  except loop.NonFiniteLossError as e:
+  except (RunError, WorkdirBusyError, mesh.BatchSizeError) as e:
+    return command.fail(str(e), 2)
+  except (loop.NonFiniteLossError, CheckpointError) as e:
     return command.fail(str(e), 1)
+  except OSError as e:  # e.g. a full disk while writing metrics or samples
+    return command.fail(f"{e.filename or workdir}: {e.strerror or e}", 1)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,18 +1,33 @@
 """Atomic file writes: readers see the old file or the complete new one,
-never a partial write (a killed process leaves at most a stray temp file)."""
+never a partial write. A failed write (a full disk) removes its temporary
+file; a killed process leaves at most a stray hidden `.<name>*.tmp`."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
-from typing import Mapping
+from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
 
 
-def write_npz_atomically(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-  """np.savez to a temporary file beside `path`, then rename over it.
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
-  Raises OSError when the directory cannot be created or written.
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+  """A file object whose contents replace `path` when the block ends
+  without an error; on an error the temporary file is removed.
+
+  The file gets the permissions a plain `open(path, "w")` would (0666 less
+  the umask), not `mkstemp`'s private 0600.
+
+  Raises:
+    OSError: the directory cannot be created or written.
   """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
@@ -20,9 +35,29 @@ def write_npz_atomically(path: str | os.PathLike[str], arrays: Mapping[str, np.n
   fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
                              suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+    os.fchmod(fd, 0o666 & ~_umask())
+    with os.fdopen(fd, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    os.unlink(tmp)
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
     raise
+
+
+def write_npz_atomically(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+  """np.savez to a temporary file beside `path`, then rename over it.
+
+  Raises OSError when the directory cannot be created or written.
+  """
+  with replacing(path, "wb") as f:
+    np.savez(f, **arrays)
+
+
+def write_json_atomically(path: str | os.PathLike[str], data: Any) -> None:
+  """`data` as indented JSON (sorted keys), replacing `path` atomically."""
+  with replacing(path, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+    f.write("\n")

@@ -1,30 +1,120 @@
 """Checkpoints (orbax): the whole train state, the input iterator's position
-and the config, under `<dir>/<step>/`. Saves are atomic (orbax writes to a
-temporary directory and renames), so a run killed mid-save still has its
-previous checkpoint."""
+and the config, under `<dir>/<step>/`.
+
+What can go wrong, and what happens:
+- A process killed mid-save leaves a `<step>.orbax-checkpoint-tmp-*` folder
+  and no `<step>/` (orbax writes to a temporary folder and renames it); the
+  next writer removes such folders when it opens the directory.
+- A save that fails (disk full, permissions) removes its partial files and
+  raises `CheckpointSaveError` naming the directory and its free space; the
+  earlier checkpoints stay.
+- A damaged checkpoint (a truncated or missing file) is skipped by
+  `restore_newest`, which falls back to the next newest one that restores;
+  the skipped one is moved aside to `<dir>.damaged/<step>/` (with a
+  `REASON.txt`), never deleted, when the caller owns the run directory.
+- A checkpoint whose shapes or tree differ from the state asked for is not
+  damaged: the run's config differs. `CheckpointMismatchError`, at once.
+"""
 from __future__ import annotations
 
+import dataclasses
+import glob
+import logging
 import os
+import shutil
+import time
 from typing import Any
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("tp2p_jax.train")
+
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint directory that cannot serve; the message is one line naming
+  it. `skipped`: (step, reason) of the damaged checkpoints found."""
+
+  def __init__(self, message: str, skipped: tuple[tuple[int, str], ...] = ()):
+    super().__init__(message)
+    self.skipped = skipped
+
+
+class CheckpointSaveError(CheckpointError):
+  """A save failed; its partial files were removed, earlier checkpoints kept."""
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint holds a differently built state (another config)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A restored checkpoint.
+
+  Attributes:
+    state: the state, in the asked-for shapes and shardings.
+    data_state: the saved input iterator position (JSON text).
+    step: the checkpoint's step.
+    skipped: (step, reason) of each newer checkpoint that was damaged.
+  """
+  state: Any
+  data_state: str
+  step: int
+  skipped: tuple[tuple[int, str], ...]
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+  text = " ".join(str(error).split()) or type(error).__name__
+  return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
+  """A tree path as plain names: orbax's metadata tree has dicts and lists
+  where the state has dataclass fields and named tuples."""
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _leaf_table(tree: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...], str]]:
+  return {_path_names(p): (tuple(v.shape), str(v.dtype))
+          for p, v in jax.tree_util.tree_leaves_with_path(tree)
+          if hasattr(v, "shape") and hasattr(v, "dtype")}
+
+
+def free_space(directory: str) -> str:
+  """Free space on `directory`'s filesystem (or its nearest existing
+  parent), e.g. "12.5 MiB free"."""
+  path = os.path.abspath(directory)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  try:
+    free = shutil.disk_usage(path).free
+  except OSError:
+    return "free space unknown"
+  return f"{free / 2**20:.1f} MiB free"
 
 
 class Checkpointer:
   """Saves and restores `(state, data_state, config)` at integer steps.
 
   Args:
-    directory: where step directories live (created on first save).
-    keep: number of most recent checkpoints kept.
+    directory: where step directories live.
+    keep: number of most recent checkpoints kept (writers).
+    writer: this process trains into `directory` (and holds its run
+      directory's lock): creates it and removes temporary folders of killed
+      saves. Readers never touch a directory a trainer may be writing.
   """
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, writer: bool = False):
     self.directory = os.path.abspath(directory)
+    self.writer = writer
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
+            max_to_keep=keep, create=writer, cleanup_tmp_directories=writer,
             # Synchronous saves: a checkpoint reported as written is on disk,
             # whatever happens to the process next.
             enable_async_checkpointing=False),
@@ -34,23 +124,147 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_state: str, config: dict[str, Any]) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"iterator": data_state}),
-        config=ocp.args.JsonSave(config)), force=True)
-    self._manager.wait_until_finished()
+    """Writes checkpoint `step` (replacing one of the same step).
+
+    Raises:
+      CheckpointSaveError: the save failed; no partial files are left.
+    """
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"iterator": data_state}),
+          config=ocp.args.JsonSave(config)), force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:  # orbax and tensorstore wrap OSErrors in their own types
+      self._remove_partial(step)
+      kept = [s for s in self._finalized_steps() if s != step]
+      raise CheckpointSaveError(
+          f"{self.directory}: saving checkpoint {step} failed ({_one_line(e)}); "
+          f"{free_space(self.directory)} there; its partial files were removed; "
+          f"{'checkpoints ' + str(kept) + ' are intact' if kept else 'no earlier checkpoint'}"
+      ) from e
+
+  def _finalized_steps(self) -> list[int]:
+    return sorted(int(n) for n in os.listdir(self.directory)
+                  if n.isdigit()) if os.path.isdir(self.directory) else []
+
+  def _remove_partial(self, step: int) -> None:
+    for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+      shutil.rmtree(tmp, ignore_errors=True)
+    final = os.path.join(self.directory, str(step))
+    if os.path.isdir(final) and not os.path.exists(os.path.join(final, "commit_success.txt")) \
+        and not os.path.exists(os.path.join(final, "_CHECKPOINT_METADATA")):
+      shutil.rmtree(final, ignore_errors=True)
+
+  def check_fits(self, step: int, abstract_state: Any) -> str | None:
+    """Compares checkpoint `step`'s stored tree with `abstract_state`.
+
+    Returns:
+      None if it fits or its metadata cannot be read (the restore decides),
+      else why not (the paths or shapes that differ).
+    """
+    try:
+      stored = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.directory) / str(step) / "state")
+    except Exception:  # damaged metadata: the restore will tell
+      return None
+    stored_leaves = _leaf_table(getattr(stored, "tree", stored))
+    if not stored_leaves:
+      return None
+    wanted = _leaf_table(abstract_state)
+    missing = sorted(set(wanted) - set(stored_leaves))
+    extra = sorted(set(stored_leaves) - set(wanted))
+    if missing or extra:
+      def names(paths): return ", ".join("/".join(p) for p in paths[:3]) + (
+          f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+      return ("variables differ" + (f"; not in the checkpoint: {names(missing)}" if missing
+                                    else "") + (f"; only in the checkpoint: {names(extra)}"
+                                                if extra else ""))
+    for path, (shape, dtype) in sorted(wanted.items()):
+      if stored_leaves[path][0] != shape:
+        return (f"{'/'.join(path)} has shape {stored_leaves[path][0]} in the checkpoint, "
+                f"{shape} in this config")
+    return None
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, str]:
-    """Restores the state into the shapes, dtypes and shardings of
+    """Restores checkpoint `step` into the shapes, dtypes and shardings of
     `abstract_state` (e.g. `jax.eval_shape` output with `.sharding` set) and
-    returns it with the saved iterator position."""
+    returns it with the saved iterator position. Errors are orbax's."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]["iterator"]
+
+  def restore_newest(self, abstract_state: Any, step: int | None = None, *,
+                     move_aside: bool = False) -> Restored | None:
+    """The newest checkpoint that restores (or exactly `step`).
+
+    Damaged checkpoints are skipped with a warning (and moved to
+    `<directory>.damaged/` when `move_aside`, by the main process).
+
+    Returns:
+      The restored checkpoint, or None if the directory holds none.
+
+    Raises:
+      CheckpointMismatchError: a checkpoint's variables differ from
+        `abstract_state` (the config differs from the run's).
+      CheckpointError: checkpoints exist but none restores (or `step` is
+        missing or damaged).
+    """
+    steps = self.all_steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f"{self.directory}: no checkpoint at step {step}; available: "
+                              f"{steps}")
+      steps = [step]
+    skipped: list[tuple[int, str]] = []
+    for candidate in reversed(steps):
+      mismatch = self.check_fits(candidate, abstract_state)
+      if mismatch is not None:
+        raise CheckpointMismatchError(f"{self.directory}/{candidate}: {mismatch}")
+      try:
+        state, data_state = self.restore(candidate, abstract_state)
+      except Exception as e:  # any failure to read files: damaged
+        reason = _one_line(e)
+        skipped.append((candidate, reason))
+        where = self.move_aside(candidate, reason) if move_aside else None
+        log.warning("checkpoint %s/%d is damaged (%s); %s", self.directory, candidate, reason,
+                    f"moved it to {where}" if where else "skipping it")
+        continue
+      if skipped:
+        log.warning("restored %s/%d instead", self.directory, candidate)
+      return Restored(state, data_state, candidate, tuple(skipped))
+    if not steps:
+      return None
+    raise CheckpointError(
+        f"{self.directory}: no checkpoint restores (damaged: "
+        + "; ".join(f"{s}: {r}" for s, r in skipped) + ")"
+        + (f"; they were moved to {self.directory}{DAMAGED_SUFFIX}/, so rerunning starts "
+           "this stage afresh" if move_aside else ""), tuple(skipped))
+
+  def move_aside(self, step: int, reason: str) -> str | None:
+    """Moves `<directory>/<step>` to `<directory>.damaged/<step>[-<time>]`
+    with a REASON.txt; None if another process should (or did)."""
+    if jax.process_index() != 0:
+      return None
+    source = os.path.join(self.directory, str(step))
+    target_dir = self.directory + DAMAGED_SUFFIX
+    target = os.path.join(target_dir, str(step))
+    if os.path.exists(target):
+      target += time.strftime("-%Y%m%dT%H%M%S")
+    try:
+      os.makedirs(target_dir, exist_ok=True)
+      os.rename(source, target)
+      with open(os.path.join(target, "REASON.txt"), "w") as f:
+        f.write(f"moved aside {time.strftime('%Y-%m-%dT%H:%M:%S')}: {reason}\n")
+    except OSError as e:
+      log.warning("could not move %s aside (%s)", source, e)
+      return None
+    self._manager.reload()
+    return target
 
   def close(self) -> None:
     self._manager.close()

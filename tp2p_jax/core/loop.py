@@ -8,7 +8,8 @@ the RNG (per-step keys are `fold_in(rng, step)`) and the input iterator's
 position are all in the checkpoint. SIGTERM saves a checkpoint at the
 current step and returns cleanly. A non-finite loss or norm (checked at every
 log step and before every save) raises `NonFiniteLossError`; the last good
-checkpoint stays.
+checkpoint stays. A damaged checkpoint is moved aside and the newest one
+that restores resumes the run (`tp2p_jax.core.checkpoints`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import run_log
-from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
+                                       abstract_with_shardings)
+from tp2p_jax.core.run_dir import RunError
 from tp2p_jax.core.stage import Stage
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.image_files import save_png
@@ -75,10 +78,14 @@ def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
 def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkpointer) -> None:
   bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
   if bad:
+    last = ckpt.latest_step()
+    where = (f"the last good checkpoint is step {last} in {ckpt.directory}; lower the learning "
+             "rate or check the data, then rerun the same command to resume from it"
+             if last is not None else
+             "no checkpoint was written yet, so a rerun starts this stage afresh; lower the "
+             "learning rate or check the data first")
     raise NonFiniteLossError(
-        f"{stage}: non-finite values at step {step}: {bad}. Stopping without saving; the "
-        f"last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
-        f"learning rate or check the data, then rerun the same command to resume from it.")
+        f"{stage}: non-finite values at step {step}: {bad}. Stopped without saving; {where}.")
 
 
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
@@ -100,12 +107,23 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   mesh_lib.check_batch_size(stage.batch_size, mesh)
   abstract = jax.eval_shape(stage.init, *init_args)
   state_sharding = mesh_lib.replicated_like(mesh, abstract)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints,
+                      writer=True)
   iterator = stage.make_iterator()
-  start = ckpt.latest_step() or 0
-  if start:
-    state, data_state = ckpt.restore(start, abstract_with_shardings(abstract, state_sharding))
-    pipeline.restore_iterator_state(iterator, data_state)
+  try:
+    restored = ckpt.restore_newest(abstract_with_shardings(abstract, state_sharding),
+                                   move_aside=True)
+  except CheckpointMismatchError as e:
+    ckpt.close()
+    raise RunError(f"{e}: this config builds another {stage.name} than the checkpoint holds; "
+                   "resume with the run's own config, or choose another --workdir") from None
+  except BaseException:
+    ckpt.close()
+    raise
+  start = restored.step if restored else 0
+  if restored:
+    state = restored.state
+    pipeline.restore_iterator_state(iterator, restored.data_state)
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)

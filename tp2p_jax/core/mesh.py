@@ -41,10 +41,15 @@ def replicated_like(mesh: Mesh, abstract_tree: Any) -> Any:
   return jax.tree.map(lambda _: sharding, abstract_tree)
 
 
+class BatchSizeError(ValueError):
+  """A global batch that the mesh cannot split evenly."""
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  """`BatchSizeError` unless `global_batch_size` splits evenly over `mesh`."""
   n = mesh.devices.size
   if global_batch_size % n:
-    raise ValueError(f"batch_size {global_batch_size} is not divisible by the "
+    raise BatchSizeError(f"batch_size {global_batch_size} is not divisible by the "
                      f"{n} devices of the mesh")
 
 

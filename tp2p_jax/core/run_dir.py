@@ -13,6 +13,7 @@ subdirectories, e.g. `style_encoder/`, with the same layout):
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -20,9 +21,14 @@ import jax
 import ml_collections
 
 from tp2p_jax.core import mesh as mesh_lib
-from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.atomic_files import write_json_atomically
+from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointError,
+                                       CheckpointMismatchError, abstract_with_shardings)
+from tp2p_jax.core.workdir_lock import try_lock
 
 CONFIG_FILE = "config.json"
+
+log = logging.getLogger("tp2p_jax.train")
 
 
 class RunError(ValueError):
@@ -34,14 +40,101 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
+# Fields a resumed run may change: when and how much to train, log and keep,
+# and where the (same) data lives. Any other difference means another model
+# or objective, which the checkpoints do not hold.
+RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "checkpoint_every",
+                              "keep_checkpoints", "sample_every", "num_samples",
+                              "worker_count", "data_dir"})
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_differences(stored: dict[str, Any], new: dict[str, Any]
+                       ) -> tuple[list[str], list[str]]:
+  """Fields whose values differ between a run's stored config and a new one.
+
+  Returns:
+    (blocking, allowed): dotted names with "old -> new", those a resume
+    cannot take and those it can (`RESUMABLE_FIELDS`). Fields only one side
+    has are neither: configs gain and lose fields across versions, and the
+    checkpoint itself is what decides whether it still fits.
+  """
+  old, cur = _flatten(stored), _flatten(new)
+  blocking, allowed = [], []
+  for name in sorted(set(old) & set(cur)):
+    if old[name] != cur[name]:
+      change = f"{name} {json.dumps(old[name])} -> {json.dumps(cur[name])}"
+      (allowed if name.rsplit(".", 1)[-1] in RESUMABLE_FIELDS else blocking).append(change)
+  return blocking, allowed
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether any stage under `workdir` has a finished checkpoint."""
+  for root, dirs, _ in os.walk(workdir):
+    if os.path.basename(root) == "checkpoints" and any(d.isdigit() for d in dirs):
+      return True
+    dirs[:] = [d for d in dirs if not d.isdigit()]  # don't walk into checkpoint trees
+  return False
+
+
+def check_workdir_usable(workdir: str) -> None:
+  """`RunError` if `workdir` is a file, or cannot be created or written."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise RunError(f"{workdir}: exists and is not a directory (--workdir)")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise RunError(f"{workdir}: cannot be created, {existing} is a file (--workdir)")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise RunError(f"{workdir}: {existing} is not writable (--workdir)")
+
+
 def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Writes `<workdir>/config.json` (main process only) and returns the dict
-  that checkpoints carry too."""
+  """Checks `config` against the run's stored `config.json`, then writes it
+  (main process only, atomically) and returns the dict that checkpoints
+  carry too.
+
+  A new run, or one without checkpoints yet, takes `config` as it is. A run
+  with checkpoints is resumed only with the same config up to
+  `RESUMABLE_FIELDS`; fields the stored config has and `config` lacks are
+  kept (e.g. what `import_torch` recorded).
+
+  Raises:
+    RunError: one line naming the fields that differ, before anything is
+      written; or an unreadable stored config.
+  """
   config_dict = config_to_dict(config)
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path) and has_checkpoints(workdir):
+    try:
+      with open(path) as f:
+        stored = json.load(f)
+    except (OSError, ValueError) as e:
+      raise RunError(f"{path}: unreadable ({e}); it belongs to the checkpoints beside it, so "
+                     "fix or restore it, or choose another --workdir") from None
+    blocking, allowed = config_differences(stored, config_dict)
+    if blocking:
+      shown = "; ".join(blocking[:4]) + (f"; and {len(blocking) - 4} more"
+                                         if len(blocking) > 4 else "")
+      raise RunError(f"{workdir} holds a run with another config ({shown}): resume it "
+                     "without those overrides, or choose another --workdir for a new run")
+    if allowed:
+      log.info("resuming with changed %s", "; ".join(allowed))
+    config_dict = {**{k: v for k, v in stored.items() if k not in config_dict},
+                   **config_dict}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-      json.dump(config_dict, f, indent=2, sort_keys=True)
+    write_json_atomically(path, config_dict)
   return config_dict
 
 
@@ -79,42 +172,60 @@ def imported_fresh(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(imported.get("fresh", ())) if imported else ()
 
 
-def checkpoint_step(ckpt: Checkpointer, step: int | None) -> int:
-  """`step`, or the latest one, if `ckpt` holds it; `RunError` otherwise."""
-  steps = ckpt.all_steps()
-  if not steps:
-    raise RunError(f"{ckpt.directory}: no checkpoints yet")
-  if step is None:
-    return max(steps)
-  if step not in steps:
-    raise RunError(f"{ckpt.directory}: no checkpoint at step {step}; available: "
-                   f"{sorted(steps)}")
-  return step
-
-
 def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
                       mesh: jax.sharding.Mesh | None = None) -> tuple[Any, int]:
-  """Restores `<workdir>/checkpoints/<step>` (default: the latest) into the
-  shapes and dtypes of `abstract` (e.g. `jax.eval_shape` of the run's init),
-  replicated on `mesh` (default: the first device).
+  """Restores `<workdir>/checkpoints/<step>` (default: the newest that
+  restores) into the shapes and dtypes of `abstract` (e.g. `jax.eval_shape`
+  of the run's init), replicated on `mesh` (default: the first device).
+
+  A damaged newest checkpoint is skipped with a warning naming it and why;
+  when no training run holds the directory, it is also moved aside
+  (`<workdir>/checkpoints.damaged/`).
 
   Returns:
     (state, step).
 
   Raises:
-    RunError: naming the path, if there is no (such) checkpoint or it does
-      not fit `abstract`.
+    RunError: one line naming the path: no (such) checkpoint, none that
+      restores, or checkpoints that do not fit `abstract` (the config).
   """
   mesh = mesh or mesh_lib.make_mesh(jax.devices()[:1])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
   try:
-    step = checkpoint_step(ckpt, step)
     try:
-      state, _ = ckpt.restore(step, abstract_with_shardings(
-          abstract, mesh_lib.replicated_like(mesh, abstract)))
-    except (ValueError, KeyError, TypeError) as e:
-      raise RunError(f"{ckpt.directory}/{step}: does not match {workdir}/{CONFIG_FILE} "
-                     f"({type(e).__name__}: {str(e)[:300]})") from None
+      restored = ckpt.restore_newest(
+          abstract_with_shardings(abstract, mesh_lib.replicated_like(mesh, abstract)), step)
+      skipped = restored.skipped if restored else ()
+    except CheckpointError as e:
+      restored, skipped = None, e.skipped
+      if not skipped:
+        raise RunError(str(e)) from None
+      error = RunError(str(e))
+    _move_aside_unless_training(workdir, ckpt, skipped)
+    if skipped and restored is None:
+      raise error
+  except CheckpointMismatchError as e:
+    raise RunError(f"{e}: the checkpoint does not match {workdir}/{CONFIG_FILE}") from None
   finally:
     ckpt.close()
-  return state, step
+  if restored is None:
+    raise RunError(f"{ckpt.directory}: no checkpoints yet")
+  return restored.state, restored.step
+
+
+def _move_aside_unless_training(workdir: str, ckpt: Checkpointer,
+                                skipped: tuple[tuple[int, str], ...]) -> None:
+  """Moves damaged checkpoints aside if no training run holds `workdir` (a
+  trainer moves them itself when it resumes)."""
+  if not skipped or not os.access(workdir, os.W_OK):
+    return
+  owner = try_lock(workdir)
+  if owner is None:
+    return
+  try:
+    for step, reason in skipped:
+      where = ckpt.move_aside(step, reason)
+      if where:
+        log.warning("moved the damaged checkpoint %s/%d to %s", ckpt.directory, step, where)
+  finally:
+    owner.release()

@@ -577,7 +577,7 @@ def import_run(family: str, workdir: str, generator: Source, *,
     shutil.rmtree(workdir)
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                      keep=int(run_config.get("keep_checkpoints", 3)))
+                      keep=int(run_config.get("keep_checkpoints", 3)), writer=True)
   try:
     ckpt.save(step, state, IMPORTED_DATA_STATE, config_to_dict(run_config))
   finally:

@@ -22,9 +22,11 @@ Runs imported from PyTorch checkpoints (`python -m tp2p_jax.cli.import_torch`)
 without training data have no class averages: they style by `--style_image`.
 
 Unreadable inputs are named on stderr and skipped; the last stdout line
-counts the images written. Exit status: 1 if any input failed, 2 for a
-usage error (unknown or missing flag, bad run, unknown class; one line on
-stderr), else 0.
+counts the images written. Exit status: 1 if some inputs failed (each named
+on stderr) and the others were written; 2 for a usage error (unknown or
+missing flag, bad run, unknown class, missing input, no readable input, an
+--output that is a file or not writable; one line on stderr, checked before
+anything is generated or created), else 0.
 
 `predict_files` is the same from Python, on a run loaded with
 `tp2p_jax.inference.run_loading.load_trained_run`; `main(argv)` parses the
@@ -155,7 +157,8 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
     files: input images, any format and size; each is written to
       `output_dir/<stem>.png` at its own size (inputs sharing a stem keep
       their suffix in the name).
-    output_dir: folder for the outputs (created).
+    output_dir: folder for the outputs (created when there is something to
+      write).
     style: a style class: its training-set average embedding.
     style_image: a reference photo: its embedding through the style encoder.
     style_mix: "CLASS_A:CLASS_B:T", the mix (1 - T) * A + T * B of two class
@@ -176,15 +179,20 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   Raises:
     UsageError: options the run cannot honour (a style for a generator
       without a style input, an unknown class, a direction it lacks, an
-      unreadable style image, ...).
+      unreadable style image, ...), a `batch_size` below 1, or an
+      `output_dir` that is a file or not writable; raised before anything
+      is generated or created.
     RunError: the run lacks what the options need (class averages or a
       trained style encoder of an imported run).
   """
   from tp2p_jax.data.image_files import describe_error, load_image, save_png
   from tp2p_jax.inference import run_loading, sketch_io, styles
 
+  from tp2p_jax.cli import checks
+
   if batch_size < 1:
     raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+  out_dir = checks.output_dir_writable(output_dir, "output")
   given = {"style": style, "style_image": style_image, "style_mix": style_mix, "grid": grid}
   _check_options(run, direction, [name for name, value in given.items()
                                   if value is not None and value is not False])
@@ -208,10 +216,10 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
       continue
     prepared.append(sketch_io.prepare_sketch(image, predictor.image_size, prepare_mode))
     names.append(name)
-  out_dir = pathlib.Path(output_dir)
-  os.makedirs(out_dir, exist_ok=True)
   written: list[pathlib.Path] = []
   if prepared:
+    # Only now: a run of unreadable inputs leaves no empty folder behind.
+    os.makedirs(out_dir, exist_ok=True)
     sketches = np.stack([p.image for p in prepared])
     generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
     if bank is not None:
@@ -267,18 +275,59 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
-def _predict(fv: flags.FlagValues) -> int:
-  from tp2p_jax.data.image_files import image_files_in
-  from tp2p_jax.inference.run_loading import load_trained_run
+def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
+  """Every check that needs no run, so that a mistake is reported before
+  the checkpoint is restored; returns the input files.
+
+  Raises:
+    UsageError: a missing run directory, input or style image, an input
+      with no readable image, an unwritable --output, a malformed
+      --style_mix.
+  """
+  from tp2p_jax.cli import checks
+  from tp2p_jax.data.image_files import IMAGE_SUFFIXES, image_files_in, unreadable_reason
+  from tp2p_jax.inference import styles
+  checks.run_dir(fv.workdir)
+  checks.input_path(fv.input, "input")
+  checks.output_dir_writable(fv.output, "output")
+  if fv.style_image:
+    checks.input_file(fv.style_image, "style_image")
+    reason = unreadable_reason(fv.style_image)
+    if reason is not None:
+      raise UsageError(f"--style_image={fv.style_image}: cannot read: {reason}")
+  if fv.style_mix:
+    try:
+      styles.parse_style_mix(fv.style_mix)
+    except ValueError as e:
+      raise UsageError(str(e)) from None
   files = image_files_in(fv.input)
   if not files:
-    raise UsageError(f"{fv.input}: no image files")
+    raise UsageError(f"--input={fv.input}: no image files in the folder (suffixes: "
+                     f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+  # Headers only, up to the first readable one: cheap for any number of files.
+  if not any(unreadable_reason(f) is None for f in files):
+    reason = unreadable_reason(files[0])
+    if len(files) == 1:
+      raise UsageError(f"--input={files[0]}: cannot read: {reason}")
+    raise UsageError(f"--input={fv.input}: none of its {len(files)} image files can be "
+                     f"read, e.g. {files[0].name}: {reason}")
+  return files
+
+
+def _predict(fv: flags.FlagValues) -> int:
+  from tp2p_jax.inference.run_loading import load_trained_run
+  files = _check_before_loading(fv)
   run = load_trained_run(fv.workdir, fv.step, fv.dtype)
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,
                          style_image=fv.style_image or None, style_mix=fv.style_mix or None,
                          grid=fv.grid, batch_size=fv.batch_size, prepare=fv.prepare,
                          direction=fv.direction)
+  if result.failed and not result.written:
+    # Every header passed but no image decoded (e.g. all truncated).
+    path, reason = result.failed[0]
+    raise UsageError(f"--input={fv.input}: no input could be read ({len(result.failed)} "
+                     f"failed), e.g. {path}: {reason}")
   for path, reason in result.failed:
     print(f"error: {path}: cannot read: {reason}", file=sys.stderr)
   print(f"wrote {len(result.written)} image(s) to {pathlib.Path(fv.output)} "

@@ -6,8 +6,10 @@ command-line tools, so a file that one of them accepts the others accept too.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import tempfile
 import warnings
 
 from typing import Literal
@@ -84,9 +86,24 @@ def describe_error(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+  """Why `path` is not an image file, from its header alone (cheap: nothing
+  is decoded), or None when it looks like one. A file that passes can still
+  fail to decode (`load_image`), e.g. when it is truncated."""
+  try:
+    with Image.open(path):
+      return None
+  except FileNotFoundError:
+    return "no such file"
+  except Exception as e:  # pylint: disable=broad-except
+    return describe_error(e)
+
+
 def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
   """The image files a CLI argument names: the file itself, or a folder's
-  files with an image suffix (not recursive), sorted by name.
+  files with an image suffix (not recursive), sorted by name. Broken
+  symbolic links with an image suffix are among them, so that reading them
+  fails, naming them, rather than their being passed over in silence.
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -94,7 +111,8 @@ def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
   p = pathlib.Path(path).expanduser()
   if p.is_dir():
     return sorted((f for f in p.iterdir()
-                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: f.name)
+                   if (f.is_file() or (f.is_symlink() and not f.exists()))
+                   and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: f.name)
   if p.exists():
     return [p]
   raise FileNotFoundError(f"{path}: no such file or folder")
@@ -102,12 +120,31 @@ def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
 
 def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
   """Writes uint8 (H, W, 3) as PNG atomically (temp file + rename), creating
-  parent folders."""
+  parent folders; a failed write leaves no temporary file.
+
+  Raises:
+    OSError: the folder cannot be created or written, or `path` is a folder.
+  """
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  Image.fromarray(np.asarray(image, np.uint8)).save(tmp)
-  os.replace(tmp, path)
+  if os.path.isdir(path):
+    # Checked first: the rename would fail only after the image is encoded.
+    raise IsADirectoryError(f"{path}: is a folder")
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
+                             suffix=".tmp")
+  try:
+    mask = os.umask(0)
+    os.umask(mask)
+    # A plain open()'s permissions, not mkstemp's private 0600.
+    os.fchmod(fd, 0o666 & ~mask)
+    with os.fdopen(fd, "wb") as f:
+      Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
 
 
 class ImageReadError(ValueError):

@@ -16,7 +16,8 @@ and platforms (also printed as JSON on the last stdout line). Reload with
 checkpoint is needed.
 
 Exit status: 0 written; 2 a usage error (unknown or missing flag, bad run,
-a direction the run lacks; one line on stderr).
+a direction the run lacks, an --output that is a folder or not writable;
+one line on stderr, checked before anything is traced or written).
 
 From Python: `tp2p_jax.inference.exporting.write_export(run, output,
 platforms, direction)` on a run loaded with
@@ -26,6 +27,7 @@ platforms, direction)` on a run loaded with
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -55,10 +57,18 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _export(fv: flags.FlagValues) -> int:
+  from tp2p_jax.cli import checks
   from tp2p_jax.inference import exporting
   from tp2p_jax.inference.run_loading import load_trained_run
+  # Before the run is loaded and the program traced; nothing is created.
+  checks.run_dir(fv.workdir)
+  output = os.fspath(checks.output_file_writable(fv.output, "output"))
+  for sidecar in (".styles.npz", ".json"):
+    if os.path.isdir(output + sidecar):
+      raise command.UsageError(f"--output={fv.output}: {output + sidecar}, written "
+                               "beside it, is a folder")
   run = load_trained_run(fv.workdir, fv.step, fv.dtype)
-  print(json.dumps(exporting.write_export(run, fv.output, fv.platforms, fv.direction)))
+  print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
   return 0
 
 

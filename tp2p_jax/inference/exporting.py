@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tp2p_jax.core.atomic_files import write_npz_atomically
+from tp2p_jax.core.atomic_files import replacing, write_npz_atomically
 from tp2p_jax.inference import styles
 from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
 
@@ -48,16 +48,23 @@ def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
 def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None = None,
                  direction: str = "AtoB") -> dict:
   """Writes `output` (serialised program), `output.styles.npz` (class-average
-  styles of a style-conditioned run) and `output.json`; returns the JSON
-  summary."""
+  styles of a style-conditioned run) and `output.json`, each atomically (a
+  failed write leaves no temporary file); returns the JSON summary.
+
+  Raises:
+    ValueError: a direction the run lacks.
+    IsADirectoryError: one of the three paths is a folder (checked before
+      the program is traced).
+    OSError: a file cannot be written.
+  """
   predictor = run.predictor
+  for path in (output, output + ".styles.npz", output + ".json"):
+    if os.path.isdir(path):
+      raise IsADirectoryError(f"{path}: is a folder; give a file name")
   exported = export_generator(run, platforms, direction)
   data = exported.serialize()
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  tmp = output + ".tmp"
-  with open(tmp, "wb") as f:
+  with replacing(output, "wb") as f:
     f.write(data)
-  os.replace(tmp, output)
   summary = {"output": os.path.abspath(output), "bytes": len(data),
              "model": predictor.model_name, "direction": direction, "step": run.step,
              "workdir": run.workdir, "image_size": predictor.image_size,
@@ -74,7 +81,7 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
                                                     "means": bank.means,
                                                     "counts": bank.counts})
       summary["styles"] = list(bank.names)
-  with open(output + ".json", "w") as f:
+  with replacing(output + ".json", "w") as f:
     json.dump(summary, f, indent=2)
   return summary
 

@@ -25,7 +25,9 @@ JSON object with all of them, also written to `RUN/eval/<step>.json`):
 
 Generators without a style input get the reconstruction metrics only.
 Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
-run, unreadable Inception weights; one line on stderr).
+run, a run whose eval/ folder is not writable, missing or unreadable
+Inception weights; one line on stderr, checked before anything is
+generated).
 
 `tp2p_jax.inference.evaluation.evaluate` is the same from Python;
 `main(argv)` parses the flags into its arguments.
@@ -68,7 +70,18 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _evaluate(fv: flags.FlagValues) -> int:
+  from tp2p_jax.cli import checks
   from tp2p_jax.inference import evaluation
+  workdir = checks.run_dir(fv.workdir)
+  if workdir.is_dir():  # a missing one is for the run loader to name
+    try:
+      checks.output_dir_writable(workdir / "eval", "workdir")
+    except command.UsageError as e:
+      reason = str(e).split(": ", 1)[-1]
+      raise command.UsageError(f"--workdir={fv.workdir}: cannot write the results into "
+                               f"its eval/ folder: {reason}") from None
+  if fv.inception_weights:
+    checks.input_file(fv.inception_weights, "inception_weights")
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
       batch_size=fv.batch_size, inception_weights=fv.inception_weights,

@@ -22,14 +22,16 @@ def _file_digest(path: str) -> str:
 
 
 def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: str,
-                       input_size: int, split: str, batch_size: int) -> dict[str, Any]:
-  """FID and KID of generated vs real photos (N, S, S, 3) in [-1, 1]; the
-  real features are cached in the run, keyed by split, count and weights."""
+                       weights: dict[str, Any], input_size: int, split: str,
+                       batch_size: int) -> dict[str, Any]:
+  """FID and KID of generated vs real photos (N, S, S, 3) in [-1, 1] with
+  the Inception `weights` read from `weights_path`; the real features are
+  cached in the run, keyed by split, count and weights."""
   import jax
   from tp2p_jax import metrics
   from tp2p_jax.core.atomic_files import write_npz_atomically
   from tp2p_jax.inference.run_loading import in_fixed_batches
-  variables = jax.device_put(metrics.load_inception_weights(weights_path))
+  variables = jax.device_put(weights)
 
   def features(images: np.ndarray) -> np.ndarray:
     fn = lambda x: metrics.inception_features(x, variables, input_size=input_size)  # noqa: E731
@@ -59,13 +61,22 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
              inception_weights: str | None = None, inception_size: int = 299,
              dtype: str | None = None) -> dict[str, Any]:
   """All metrics of a run (see the module docstring); writes
-  `RUN/eval/<step>.json` and the embedding plot, returns the metrics."""
+  `RUN/eval/<step>.json` and the embedding plot, returns the metrics.
+
+  Raises:
+    RunError: the run cannot be loaded or has no held-out pairs.
+    FileNotFoundError, InceptionWeightError: `inception_weights` is missing
+      or not Inception-v3 weights; checked before the run is loaded.
+  """
   from tp2p_jax import metrics
   from tp2p_jax.data import pipeline
   from tp2p_jax.data.sources import sources_from_config
   from tp2p_jax.core.run_dir import RunError
   from tp2p_jax.inference import run_loading
 
+  # Read and checked in full first: a wrong file would otherwise be found
+  # only after every image has been generated.
+  inception = metrics.load_inception_weights(inception_weights) if inception_weights else None
   run = run_loading.load_trained_run(workdir, step, dtype)
   predictor = run.predictor
   c = run.config
@@ -113,9 +124,9 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
 
   if predictor.style_dim is not None:
     result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed))
-  if inception_weights:
-    result.update(_inception_metrics(run, real_b, fake, inception_weights, inception_size,
-                                     split, batch_size))
+  if inception is not None:
+    result.update(_inception_metrics(run, real_b, fake, inception_weights, inception,
+                                     inception_size, split, batch_size))
   eval_dir = os.path.join(run.workdir, "eval")
   os.makedirs(eval_dir, exist_ok=True)
   with open(os.path.join(eval_dir, f"{run.step}.json"), "w") as f:

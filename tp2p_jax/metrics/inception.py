@@ -466,6 +466,17 @@ def load_inception_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"Inception weight file {path!r} not found")
+  if os.path.isdir(path):
+    raise InceptionWeightError(f"{path}: is a folder, not Inception weights (.npz)")
+  try:
+    with open(path, "rb") as f:
+      magic = f.read(4)
+  except OSError as e:
+    raise InceptionWeightError(f"{path}: cannot read Inception weights: {e}") from e
+  if not magic.startswith(b"PK"):
+    # np.load would take any other file for a pickle and say so, which
+    # misleads: an .npz is a zip archive.
+    raise InceptionWeightError(f"{path}: not Inception weights: not an .npz (zip) archive")
   try:
     data = np.load(path, allow_pickle=False)
     if not isinstance(data, np.lib.npyio.NpzFile):

@@ -214,7 +214,7 @@ def test_cli_unreadable_input_is_a_clear_error(pictures, tmp_path, capsys, comma
   out = tmp_path / "never.png"
   status = _MAINS[command]([command, *(a.format(**names) for a in args), f"--output={out}"])
   stderr = capsys.readouterr().err
-  assert status == 1
+  assert status == 2
   assert "Traceback" not in stderr
   bad = names["missing"] if "missing" in "".join(args) else names["corrupt"]
   assert f"error: {bad}" in stderr
@@ -238,7 +238,7 @@ def test_cli_invalid_setting_is_a_clear_error(pictures, tmp_path, capsys, comman
   out = tmp_path / "never.png"
   status = _MAINS[command]([command, *(a.format(**names) for a in args), f"--output={out}"])
   last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar
-  assert status == 1
+  assert status == 2
   assert last_line.startswith("error: ") and message in last_line
   assert not out.exists()
 

@@ -7,9 +7,11 @@ r"""DeepDream from the command line (VGG16).
 Raises the mean squared activation of `--layer` by gradient ascent on the
 pixels over `--octaves` scales. The input is resized so that its longer side
 is `--size` (0 keeps it). Prints a JSON summary (the layer's activation
-before and after) on the last line. Exit status: 0 written; 1 the input could
-not be read or a setting is invalid (one line on stderr naming the file or
-the setting); 2 a usage error (unknown, missing or malformed flag).
+before and after) on the last line. Exit status: 0 written; 2 a usage error:
+an unknown, missing or malformed flag, an input that is missing or not an
+image, an --output that is a folder or not writable, an invalid setting (one
+line on stderr naming the file or the setting, checked before the gradient
+ascent starts; nothing is written).
 
 `dream_file` is the same run from Python; `main(argv)` parses the flags into
 its arguments.
@@ -23,13 +25,12 @@ from typing import Any, Sequence
 
 from absl import flags
 
-from tp2p_jax.cli import command
+from tp2p_jax.cli import checks, command
 from tqdm import tqdm
 
 from tp2p_jax.art.deepdream import DreamSettings, activation_norm, dream, octave_sizes
 from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
 from tp2p_jax.models import vgg
-
 
 
 def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -53,8 +54,10 @@ def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str
 
   Raises:
     ImageReadError: the input is missing or not an image (names the file).
+    UsageError: `output` is a folder or cannot be written (checked first).
     ValueError: the image is too small for the layer, or a bad `size`.
   """
+  checks.output_file_writable(output, "output")  # before minutes of gradient ascent
   image = read_image(input_path, "0..1", size)
   variables = vgg.load_pretrained_vgg16()
   total = len(octave_sizes(image.shape[1], image.shape[2], settings)) * settings.steps
@@ -92,13 +95,15 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _dream(fv: flags.FlagValues) -> int:
+  if fv.size < 0:
+    raise command.UsageError(f"--size={fv.size}: must be 0 (keep the size) or more")
   try:
     settings = DreamSettings(layer=fv.layer, octaves=fv.octaves, octave_scale=fv.octave_scale,
                              steps=fv.steps, step_size=fv.step_size, jitter=fv.jitter)
     summary = dream_file(fv.input, fv.output, settings=settings, size=fv.size or None,
                          seed=fv.seed)
   except (ImageReadError, ValueError) as e:
-    return command.fail(str(e), 1)
+    raise command.UsageError(str(e)) from None
   print(json.dumps(summary))
   return 0
 
@@ -107,8 +112,9 @@ def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
   Returns:
-    The exit status: 0 written, 1 unreadable input or invalid setting, 2
-    usage error; errors are one line on stderr, the summary JSON on stdout.
+    The exit status: 0 written, 2 usage error (a bad flag, an unreadable
+    input or output, an invalid setting); errors are one line on stderr, the
+    summary JSON on stdout.
   """
   return command.run(argv, __doc__, lambda argv: _define_flags(), _dream,
                      required=("input", "output"))

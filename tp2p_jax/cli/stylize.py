@@ -6,9 +6,11 @@ r"""Neural style transfer from the command line (Gatys et al.; VGG16).
 
 The content image is resized so that its longer side is `--size` (0 keeps
 it); the style image likewise. Prints the final losses as JSON on the last
-line. Exit status: 0 written; 1 an input could not be read or a setting is
-invalid (one line on stderr naming the file or the setting); 2 a usage error
-(unknown, missing or malformed flag).
+line. Exit status: 0 written; 2 a usage error: an unknown, missing or
+malformed flag, an input that is missing or not an image, an --output that is
+a folder or not writable, an invalid setting (one line on stderr naming the
+file or the setting, checked before the optimisation starts; nothing is
+written).
 
 `stylize_files` is the same run from Python; `main(argv)` parses the flags
 into its arguments.
@@ -22,14 +24,13 @@ from typing import Any, Literal, Sequence
 
 from absl import flags
 
-from tp2p_jax.cli import command
+from tp2p_jax.cli import checks, command
 from tqdm import tqdm
 
 from tp2p_jax.art.style_transfer import (DEFAULT_STYLE_LAYER_WEIGHTS, DEFAULT_STYLE_LAYERS,
                                          OptimizerName, StyleTransferWeights, stylize_steps)
 from tp2p_jax.data.image_files import ImageReadError, read_image, write_png
 from tp2p_jax.models import vgg
-
 
 
 def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str],
@@ -57,8 +58,10 @@ def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str]
 
   Raises:
     ImageReadError: an input is missing or not an image (names the file).
+    UsageError: `output` is a folder or cannot be written (checked first).
     ValueError: an image is smaller than 8x8, or a bad `size`/`init`.
   """
+  checks.output_file_writable(output, "output")  # before minutes of optimisation
   content_image = read_image(content, "0..1", size)
   style_image = read_image(style, "0..1", size)
   run = stylize_steps(content_image, style_image, vgg.load_pretrained_vgg16(), steps=steps,
@@ -119,6 +122,8 @@ def _floats(values: Sequence[str]) -> tuple[float, ...]:
 
 
 def _stylize(fv: flags.FlagValues) -> int:
+  if fv.size < 0:
+    raise command.UsageError(f"--size={fv.size}: must be 0 (keep the size) or more")
   try:
     weights = StyleTransferWeights(
         content_layer=fv.content_layer, style_layers=tuple(fv.style_layers),
@@ -129,7 +134,7 @@ def _stylize(fv: flags.FlagValues) -> int:
                             size=fv.size or None, weights=weights, optimizer=fv.optimizer,
                             learning_rate=fv.learning_rate, init=fv.init, seed=fv.seed)
   except (ImageReadError, ValueError) as e:
-    return command.fail(str(e), 1)
+    raise command.UsageError(str(e)) from None
   print(json.dumps(summary))
   return 0
 
@@ -138,8 +143,9 @@ def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
   Returns:
-    The exit status: 0 written, 1 unreadable input or invalid setting, 2
-    usage error; errors are one line on stderr, the summary JSON on stdout.
+    The exit status: 0 written, 2 usage error (a bad flag, an unreadable
+    input or output, an invalid setting); errors are one line on stderr, the
+    summary JSON on stdout.
   """
   return command.run(argv, __doc__, lambda argv: _define_flags(), _stylize,
                      required=("content", "style", "output"))

@@ -26,8 +26,11 @@ is one JSON object:
 
 where DATASET_DIR is what `tp2p_jax.data.prepared.PairedSource` and
 `tfds.builder_from_directory` take. A missing or empty input, an input with
-no usable image, an existing dataset without --overwrite, or bad flags are an
-error (one line on stderr, exit status 2).
+no usable image, a --data_dir that is a file or not writable, an existing
+dataset without --overwrite, or bad flags are an error (one line on stderr,
+exit status 2; nothing is written). Every input that does not become a pair
+(not an image, too large, a broken symbolic link, a name that is not UTF-8,
+...) is named on stderr with the reason and listed in `skipped_files`.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from absl import flags
 from absl import logging as absl_logging
 
-from tp2p_jax.cli import command
+from tp2p_jax.cli import checks, command
 
 if TYPE_CHECKING:  # the real import loads TFDS, which --help does without
   from tp2p_jax.data.prepared import BuildResult
@@ -142,6 +145,8 @@ def run(source: str | None, input_path: str | None, data_dir: str | None, *,
     if source != "tfds" and not input_path:
       raise ValueError("--input is required")
     input_path = os.path.expanduser(input_path) if input_path else None
+    # Before the input is scanned: a mistake costs no decoding.
+    checks.output_dir_writable(data_dir, "data_dir")
     # Our own bars count pairs; TFDS's would only repeat them.
     tfds.display_progress_bar(False)
     # TFDS prints its own summary to stdout, which is reserved for the JSON.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import pathlib
 from typing import Any
 
@@ -46,10 +47,43 @@ class Item:
   data: tuple[Any, ...]
 
 
-def _files_under(root: pathlib.Path) -> list[pathlib.Path]:
-  """Every file under `root` (recursively), sorted by relative path."""
-  return sorted((p for p in root.rglob("*") if p.is_file()),
-                key=lambda p: p.relative_to(root).as_posix())
+_NOT_UTF8 = "file name is not valid UTF-8 (the dataset stores names as text); rename it"
+
+
+def display_name(text: str) -> str:
+  """`text` (a name from the file system) with the bytes that are not UTF-8
+  shown as \\xNN escapes: printable and JSON-safe."""
+  return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(text: str) -> bool:
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:  # os.fsdecode's surrogate escapes of raw bytes
+    return False
+  return True
+
+
+def _is_file_or_broken_link(path: pathlib.Path) -> bool:
+  return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+def _files_under(directory: pathlib.Path, root: pathlib.Path
+                 ) -> tuple[list[pathlib.Path], list[SkippedFile]]:
+  """Every file under `directory` (recursively), sorted by relative path,
+  and the entries that cannot be one: broken symbolic links and names that
+  are not UTF-8 (keys are relative to `root`, the input)."""
+  files, skipped = [], []
+  for p in directory.rglob("*"):
+    if p.is_symlink() and not p.exists():
+      skipped.append(SkippedFile(_relative(p, root), "broken symbolic link (to "
+                                 f"{display_name(os.readlink(p))}, which does not exist)"))
+    elif p.is_file():
+      if _is_utf8(p.relative_to(root).as_posix()):
+        files.append(p)
+      else:
+        skipped.append(SkippedFile(_relative(p, root), _NOT_UTF8))
+  return sorted(files, key=lambda p: p.relative_to(directory).as_posix()), skipped
 
 
 def _subdirs(root: pathlib.Path) -> list[pathlib.Path]:
@@ -73,10 +107,12 @@ def require_dir(path: str | None) -> pathlib.Path:
 @dataclasses.dataclass(frozen=True)
 class ClassLayout:
   """Where the files of each class are. `class_dirs[i]` lists the folders of
-  class label i; `loose` are files outside every class folder."""
+  class label i; `loose` are files outside every class folder; `skipped`
+  the class folders that cannot be a class (a name that is not UTF-8)."""
   names: tuple[str, ...]
   class_dirs: tuple[tuple[pathlib.Path, ...], ...]
   loose: tuple[pathlib.Path, ...]
+  skipped: tuple[SkippedFile, ...] = ()
 
 
 def class_layout(root: pathlib.Path) -> ClassLayout:
@@ -86,23 +122,31 @@ def class_layout(root: pathlib.Path) -> ClassLayout:
   bases = top if top and all(d.name.lower() in _SPLIT_DIR_NAMES
                              for d in top) else [root]
   # Files next to the split folders belong to no split and no class.
-  loose = ([p for p in sorted(root.iterdir()) if p.is_file()]
+  loose = ([p for p in sorted(root.iterdir()) if _is_file_or_broken_link(p)]
            if bases != [root] else [])
   by_name: dict[str, list[pathlib.Path]] = collections.defaultdict(list)
+  bad_names: list[SkippedFile] = []
   for base in bases:
     for d in _subdirs(base):
-      by_name[d.name].append(d)
+      if _is_utf8(d.name):
+        by_name[d.name].append(d)
+      else:
+        bad_names.append(SkippedFile(
+            _relative(d, root) + "/", "folder name is not valid UTF-8 (the class names are "
+            "stored as text); rename the folder; its files are left out"))
   if not by_name:
-    return ClassLayout((root.resolve().name or "photos",), (tuple(bases),),
+    # Any folder with an undecodable name is then searched like the rest
+    # of the input, and its files are skipped one by one.
+    return ClassLayout((display_name(root.resolve().name) or "photos",), (tuple(bases),),
                        tuple(loose))
   for base in bases:
-    loose += [p for p in sorted(base.iterdir()) if p.is_file()]
+    loose += [p for p in sorted(base.iterdir()) if _is_file_or_broken_link(p)]
   if set(by_name) <= set(STYLE_NAMES):
     names = STYLE_NAMES
   else:
     names = tuple(sorted(by_name))
   return ClassLayout(names, tuple(tuple(by_name.get(n, ())) for n in names),
-                     tuple(loose))
+                     tuple(loose), tuple(bad_names))
 
 
 def ab_folder_pairs(root: pathlib.Path
@@ -119,21 +163,24 @@ def ab_folder_pairs(root: pathlib.Path
 
 
 def _relative(path: pathlib.Path, root: pathlib.Path) -> str:
-  return path.relative_to(root).as_posix()
+  """The key of `path`: relative to `root`, POSIX form, printable."""
+  return display_name(path.relative_to(root).as_posix())
 
 
 def folder_items(root: pathlib.Path, layout: ClassLayout, kind: str
                  ) -> tuple[list[Item], list[SkippedFile]]:
   """One `kind` item per file of each class folder (labelled by class), and
   the files outside every class folder as skipped."""
-  items, skipped = [], []
+  items, skipped = [], list(layout.skipped)
   for path in layout.loose:
     skipped.append(SkippedFile(_relative(path, root),
                                "file outside the class subfolders"))
   seen: set[str] = set()
   for label, dirs in enumerate(layout.class_dirs):
     for d in dirs:
-      for path in _files_under(d):
+      files, unusable = _files_under(d, root)
+      skipped += unusable
+      for path in files:
         key = _relative(path, root)
         if key not in seen:
           seen.add(key)
@@ -156,7 +203,9 @@ def pix2pix_hd_items(root: pathlib.Path,
     def by_stem(d: pathlib.Path, skipped: list[SkippedFile] = skipped
                 ) -> dict[str, pathlib.Path]:
       out: dict[str, pathlib.Path] = {}
-      for p in _files_under(d):
+      files, unusable = _files_under(d, root)
+      skipped += unusable
+      for p in files:
         stem = p.relative_to(d).with_suffix("").as_posix()
         if stem in out:
           skipped.append(SkippedFile(

@@ -7,7 +7,9 @@ damaged checkpoints run through the real loop without a big model.
     training.train_and_evaluate(config(total_steps=4), workdir)
 
 `python -m tests.painter_method WORKDIR [TOTAL_STEPS]` trains it in a
-process of its own (exit status as `run_train.py`'s).
+process of its own (exit status as `run_train.py`'s); with
+PAINTER_KILL_DURING_SAVE=STEP in its environment the process kills itself
+(SIGKILL) in the middle of saving that step.
 """
 from __future__ import annotations
 
@@ -137,10 +139,31 @@ def registered() -> Iterator[Method]:
     methods.unregister(NAME)
 
 
+def _kill_during_save(step: int) -> None:
+  """Makes this process die by SIGKILL while saving checkpoint `step`: its
+  files are written to orbax's temporary folder, the rename not yet done."""
+  import os
+  import signal
+
+  from orbax.checkpoint._src.path import atomicity
+  finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def killed_before_rename(self):
+    if os.path.basename(str(self._final_path)) == str(step):
+      os.kill(os.getpid(), signal.SIGKILL)
+    return await finalize(self)
+
+  atomicity.AtomicRenameTemporaryPath.finalize = killed_before_rename
+
+
 if __name__ == "__main__":
+  import os
+
   from tp2p_jax.cli import command, train as train_cli
   from tp2p_jax.core.xla_flags import set_default_xla_flags
   set_default_xla_flags()
   workdir, steps = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4
+  if os.environ.get("PAINTER_KILL_DURING_SAVE"):
+    _kill_during_save(int(os.environ["PAINTER_KILL_DURING_SAVE"]))
   with registered(), command.quiet_libraries():
     sys.exit(train_cli.train(config(steps), workdir))

@@ -17,13 +17,16 @@ What can go wrong, and what happens:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import glob
 import logging
 import os
 import shutil
+import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from etils import epath
 import jax
@@ -95,6 +98,30 @@ def free_space(directory: str) -> str:
   except OSError:
     return "free space unknown"
   return f"{free / 2**20:.1f} MiB free"
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads() -> Iterator[None]:
+  """A failed restore abandons orbax's other pending reads; when they are
+  collected Python and asyncio would print each, traceback and all, on
+  stderr. Inside the block (and its collection) they go to the debug log."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable: Any) -> None:
+    log.debug("abandoned checkpoint read: %s", unraisable.exc_value)
+
+  def drop_abandoned(record: logging.LogRecord) -> bool:
+    return "exception was never retrieved" not in record.getMessage()
+
+  sys.unraisablehook = hook
+  asyncio_log = logging.getLogger("asyncio")  # reports never-awaited failures at ERROR
+  asyncio_log.addFilter(drop_abandoned)
+  try:
+    yield
+  finally:
+    gc.collect()
+    asyncio_log.removeFilter(drop_abandoned)
+    sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -226,7 +253,8 @@ class Checkpointer:
       if mismatch is not None:
         raise CheckpointMismatchError(f"{self.directory}/{candidate}: {mismatch}")
       try:
-        state, data_state = self.restore(candidate, abstract_state)
+        with _quiet_abandoned_reads():
+          state, data_state = self.restore(candidate, abstract_state)
       except Exception as e:  # any failure to read files: damaged
         reason = _one_line(e)
         skipped.append((candidate, reason))

@@ -387,6 +387,18 @@ def test_disk_cache_is_used_and_corruption_rebuilt(
     fifth = fresh_load()  # The rebuilt file is valid again.
     assert len(source_loads) == 3
     jax.tree.map(np.testing.assert_array_equal, fifth, first)
+
+    # A well-formed cache (right keys, shapes, dtype, CRCs) with other
+    # values: only the digest of its arrays tells, and it is rebuilt.
+    with np.load(cache_files[0]) as npz:
+      flat = {key: npz[key] for key in npz.files}
+    flat["vgg.conv3_2.bias"] = flat["vgg.conv3_2.bias"] + np.float32(1e-3)
+    np.savez(cache_files[0], **flat)
+    sixth = fresh_load()
+    assert len(source_loads) == 4
+    jax.tree.map(np.testing.assert_array_equal, sixth, first)
+    assert vgg_lib.arrays_digest(
+        dict(np.load(cache_files[0]))) == vgg_lib.CONVERTED_SHA256
   finally:
     vgg_lib._cached_flat.cache_clear()
 

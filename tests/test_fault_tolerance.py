@@ -154,6 +154,25 @@ def test_a_resume_with_another_architecture_changes_nothing(painter, straight, t
   assert after == before
 
 
+def test_a_checkpoint_that_does_not_fit_leaves_the_config_as_it_was(painter, straight,
+                                                                     tmp_path, capsys):
+  """A stored config without the field (written by an older version) cannot
+  tell; the checkpoint's shapes do, and config.json is not rewritten."""
+  run = tmp_path / "run"
+  shutil.copytree(straight, run)
+  stored = json.loads((run / "config.json").read_text())
+  del stored["features"]
+  (run / "config.json").write_text(json.dumps(stored))
+  before = (run / "config.json").read_bytes()
+  changed = painter_method.config(8)
+  changed.features = 16
+  assert train_cli.train(changed, str(run)) == 2
+  (line,) = _error_lines(capsys.readouterr().err)
+  assert "checkpoints/6: ema/Conv_0/bias has shape (8,) in the checkpoint, (16,) in this config" in line
+  assert (run / "config.json").read_bytes() == before
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4", "6"]
+
+
 def test_a_resume_may_change_the_schedule(painter, straight, tmp_path):
   run = _first_steps(straight, 4, tmp_path / "run")
   longer = painter_method.config(6)

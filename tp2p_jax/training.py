@@ -9,6 +9,7 @@ gives the method's parameter counts without allocating anything.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 
@@ -17,7 +18,8 @@ import ml_collections
 
 from tp2p_jax import methods
 from tp2p_jax.core import loop, mesh as mesh_lib
-from tp2p_jax.core.run_dir import RunError, check_workdir_usable, save_run_config
+from tp2p_jax.core.run_dir import (RunError, check_workdir_usable, resolve_run_config,
+                                   write_run_config)
 from tp2p_jax.core.workdir_lock import WorkdirLock
 
 log = logging.getLogger("tp2p_jax.train")
@@ -61,13 +63,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   # The main process owns the run directory (other hosts share or mirror it).
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    config_dict = save_run_config(workdir, config)
+    config_dict, resuming = resolve_run_config(workdir, config)
+    write_config = functools.partial(write_run_config, workdir, config_dict)
+    if not resuming:
+      write_config()
     mesh = mesh_lib.make_mesh()
     stages = method.stages(config)
     log.info("workdir %s; method %s; %d device(s) (%s); config in config.json", workdir,
              method.name, mesh.devices.size, jax.devices()[0].device_kind)
     t0 = time.time()
-    result = loop.run_stages(stages, workdir, mesh, config_dict)
+    # A resumed run's config.json changes only once a checkpoint of the new
+    # config is being written: a resume that fails leaves it as it was.
+    result = loop.run_stages(stages, workdir, mesh, config_dict,
+                             before_first_save=write_config if resuming else None)
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
            " (stopped by SIGTERM)" if result.interrupted else "")
   return 0

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -89,7 +89,8 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
 
 
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
-               config_dict: dict[str, Any]) -> LoopResult:
+               config_dict: dict[str, Any],
+               before_first_save: Callable[[], None] | None = None) -> LoopResult:
   """Runs (or resumes) one stage in `workdir`.
 
   Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
@@ -97,7 +98,8 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   `stage.train_step(state, batch, stage.frozen)` jitted over the mesh (batch
   sharded on `data`, state and frozen inputs replicated, state buffers
   donated) up to `stage.total_steps`, logging, checkpointing and sampling on
-  the stage's schedule. `config_dict` is stored with every checkpoint.
+  the stage's schedule. `config_dict` is stored with every checkpoint;
+  `before_first_save` runs once, before the first checkpoint is written.
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
@@ -158,6 +160,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
             writer.write(step, host)
             bar.set_postfix({k: f"{host[k]:.3g}" for k in list(host)[:3]}, refresh=False)
         if save:
+          if before_first_save is not None:
+            before_first_save()
+            before_first_save = None
           ckpt.save(step, state, pipeline.iterator_state_to_json(iterator), config_dict)
         if (stage.samples is not None and stage.sample_every
             and (last or step % stage.sample_every == 0)):
@@ -177,17 +182,26 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
 
 
 def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
-               config_dict: dict[str, Any]) -> LoopResult:
+               config_dict: dict[str, Any],
+               before_first_save: Callable[[], None] | None = None) -> LoopResult:
   """Trains `stages` in order under `workdir` (each in its `directory`); the
   first gets {} as its handoff, each later one what the previous stage's
   `finish` returned (fetched to the host). Stops after a stage that SIGTERM
-  interrupted. Returns the last stage's (or the interrupted stage's) result.
+  interrupted. `before_first_save` runs once, before the run's first
+  checkpoint save (of whichever stage). Returns the last stage's (or the
+  interrupted stage's) result.
   """
+  pending = [before_first_save] if before_first_save is not None else []
+
+  def first_save() -> None:
+    while pending:
+      pending.pop()()
+
   handoff: Any = {}
   result = LoopResult(None, 0, False)
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
-    result = train_loop(stage, stage_dir, mesh, handoff, config_dict)
+    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save)
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(

@@ -99,19 +99,22 @@ def check_workdir_usable(workdir: str) -> None:
     raise RunError(f"{workdir}: {existing} is not writable (--workdir)")
 
 
-def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Checks `config` against the run's stored `config.json`, then writes it
-  (main process only, atomically) and returns the dict that checkpoints
-  carry too.
+def resolve_run_config(workdir: str, config: ml_collections.ConfigDict
+                       ) -> tuple[dict[str, Any], bool]:
+  """The config dict to store for a run of `config` in `workdir`, checked
+  against the run's stored `config.json`; writes nothing.
 
   A new run, or one without checkpoints yet, takes `config` as it is. A run
   with checkpoints is resumed only with the same config up to
   `RESUMABLE_FIELDS`; fields the stored config has and `config` lacks are
   kept (e.g. what `import_torch` recorded).
 
+  Returns:
+    (config dict, whether `workdir` holds checkpoints to resume).
+
   Raises:
-    RunError: one line naming the fields that differ, before anything is
-      written; or an unreadable stored config.
+    RunError: one line naming the fields that differ; or an unreadable
+      stored config.
   """
   config_dict = config_to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
@@ -132,9 +135,21 @@ def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str
       log.info("resuming with changed %s", "; ".join(allowed))
     config_dict = {**{k: v for k, v in stored.items() if k not in config_dict},
                    **config_dict}
+    return config_dict, True
+  return config_dict, False
+
+
+def write_run_config(workdir: str, config_dict: dict[str, Any]) -> None:
+  """Writes `<workdir>/config.json` atomically (main process only)."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    write_json_atomically(path, config_dict)
+    write_json_atomically(os.path.join(workdir, CONFIG_FILE), config_dict)
+
+
+def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`resolve_run_config`, then `write_run_config`; returns the dict."""
+  config_dict, _ = resolve_run_config(workdir, config)
+  write_run_config(workdir, config_dict)
   return config_dict
 
 

@@ -399,3 +399,15 @@ def test_a_divergence_before_the_first_checkpoint_says_what_a_rerun_does(painter
   (line,) = _error_lines(capsys.readouterr().err)
   assert "non-finite" in line and "no checkpoint was written yet" in line
   assert "step None" not in line
+
+
+def test_a_batch_the_devices_cannot_split_is_one_line_before_any_work(painter, tmp_path,
+                                                                      capsys):
+  import jax
+  config = painter_method.config(4)
+  config.batch_size = 12  # the suite runs on 8 simulated devices
+  assert jax.device_count() == 8
+  assert train_cli.train(config, str(tmp_path / "run")) == 2
+  (line,) = _error_lines(capsys.readouterr().err)
+  assert "batch_size 12 is not divisible by the 8 devices" in line
+  assert not (tmp_path / "run").exists()

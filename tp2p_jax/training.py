@@ -60,6 +60,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   check_workdir_usable(workdir)
   if method.prepare_config is not None:
     config = method.prepare_config(config)
+  mesh = mesh_lib.make_mesh()
+  stages = method.stages(config)
+  for stage in stages:  # every stage's batch, before the first one trains
+    if stage.total_steps > 0:
+      mesh_lib.check_batch_size(stage.batch_size, mesh)
   # The main process owns the run directory (other hosts share or mirror it).
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
@@ -67,8 +72,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
     write_config = functools.partial(write_run_config, workdir, config_dict)
     if not resuming:
       write_config()
-    mesh = mesh_lib.make_mesh()
-    stages = method.stages(config)
     log.info("workdir %s; method %s; %d device(s) (%s); config in config.json", workdir,
              method.name, mesh.devices.size, jax.devices()[0].device_kind)
     t0 = time.time()

@@ -131,6 +131,15 @@ def _style_vector(run: TrainedRun, style: str | None,
                        f"{describe_error(e)}") from None
     return np.asarray(run.embed(photo[None].astype(np.float32) / 127.5 - 1.0))[0]
   run.require_class_styles()
+  try:
+    names = [style] if style is not None else list(styles.parse_style_mix(style_mix)[:2])
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  for name in names:
+    # Before the class averages are computed (a pass over the training data).
+    if name not in run.class_names:
+      raise UsageError(f"unknown style class {name!r}; this run's classes: "
+                       f"{', '.join(run.class_names)}")
   bank = styles.class_embeddings(run)
   try:
     if style is not None:

@@ -43,8 +43,11 @@ class DreamSettings:
   def __post_init__(self):
     if self.layer not in vgg.VGG16_LAYERS:
       raise ValueError(f"unknown VGG16 layer {self.layer!r}; choose from {vgg.VGG16_LAYERS}")
-    if self.octaves < 1 or self.octave_scale <= 1.0 or self.steps < 0 or self.jitter < 0:
-      raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 0, jitter >= 0; "
+    # `not x > 0` rather than `x <= 0`: NaN is refused too.
+    if (self.octaves < 1 or not self.octave_scale > 1.0 or self.steps < 0 or self.jitter < 0
+        or not self.step_size > 0):
+      raise ValueError(f"need octaves >= 1, octave_scale > 1, steps >= 0, step_size > 0 "
+                       f"(a negative one would lower the activation), jitter >= 0; "
                        f"got {self}")
 
 

@@ -76,6 +76,13 @@ class StyleTransferWeights:
                if n not in vgg.VGG16_LAYERS]
     if unknown:
       raise ValueError(f"unknown VGG16 layer(s) {unknown}; choose from {vgg.VGG16_LAYERS}")
+    named = {"content_weight": self.content_weight, "style_weight": self.style_weight,
+             "tv_weight": self.tv_weight,
+             **{f"style_layer_weights[{i}]": w for i, w in enumerate(self.style_layer_weights)}}
+    for name, weight in named.items():
+      if not weight >= 0:  # NaN too
+        raise ValueError(f"{name} must be >= 0 (a negative weight would raise its loss "
+                         f"term), got {weight}")
 
   @property
   def layers(self) -> tuple[str, ...]:
@@ -126,6 +133,8 @@ def make_optimizer(name: OptimizerName, learning_rate: float = 0.02
   """optax Adam (projected back to [0, 1] after each step) or L-BFGS (with
   its zoom line search, so every step lowers J; clipped only at the end)."""
   if name == "adam":
+    if not learning_rate > 0:  # NaN too
+      raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     return optax.adam(learning_rate)
   if name == "lbfgs":
     return optax.lbfgs()

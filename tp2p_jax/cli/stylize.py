@@ -124,6 +124,8 @@ def _floats(values: Sequence[str]) -> tuple[float, ...]:
 def _stylize(fv: flags.FlagValues) -> int:
   if fv.size < 0:
     raise command.UsageError(f"--size={fv.size}: must be 0 (keep the size) or more")
+  if fv.optimizer == "adam" and not fv.learning_rate > 0:
+    raise command.UsageError(f"--learning_rate={fv.learning_rate}: must be > 0")
   try:
     weights = StyleTransferWeights(
         content_layer=fv.content_layer, style_layers=tuple(fv.style_layers),

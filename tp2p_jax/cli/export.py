@@ -16,8 +16,9 @@ and platforms (also printed as JSON on the last stdout line). Reload with
 checkpoint is needed.
 
 Exit status: 0 written; 2 a usage error (unknown or missing flag, bad run,
-a direction the run lacks, an --output that is a folder or not writable;
-one line on stderr, checked before anything is traced or written).
+a direction the run lacks, an unknown platform, an --output that is a
+folder or not writable; one line on stderr, checked before anything is
+traced or written).
 
 From Python: `tp2p_jax.inference.exporting.write_export(run, output,
 platforms, direction)` on a run loaded with
@@ -62,6 +63,10 @@ def _export(fv: flags.FlagValues) -> int:
   from tp2p_jax.inference.run_loading import load_trained_run
   # Before the run is loaded and the program traced; nothing is created.
   checks.run_dir(fv.workdir)
+  try:
+    exporting.check_platforms(fv.platforms)
+  except ValueError as e:
+    raise command.UsageError(str(e)) from None
   output = os.fspath(checks.output_file_writable(fv.output, "output"))
   for sidecar in (".styles.npz", ".json"):
     if os.path.isdir(output + sidecar):

@@ -313,6 +313,13 @@ def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
   if not files:
     raise UsageError(f"--input={fv.input}: no image files in the folder (suffixes: "
                      f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+  out_dir = pathlib.Path(fv.output).expanduser().resolve()
+  inputs = {f.resolve() for f in files}
+  suffix = "_styles.png" if fv.grid else ".png"
+  for name in _output_names(files):
+    if out_dir / f"{name}{suffix}" in inputs:
+      raise UsageError(f"--output={fv.output}: writing {name}{suffix} there would overwrite "
+                       "that input; choose another folder")
   # Headers only, up to the first readable one: cheap for any number of files.
   if not any(unreadable_reason(f) is None for f in files):
     reason = unreadable_reason(files[0])

@@ -15,6 +15,19 @@ from tp2p_jax.inference import styles
 from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
 
 
+# The platforms `jax.export` lowers for; it takes any other name too and
+# writes a program that no backend can run.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def check_platforms(platforms: Sequence[str] | None) -> None:
+  """ValueError naming the first of `platforms` that is not in `PLATFORMS`."""
+  for platform in platforms or ():
+    if platform not in PLATFORMS:
+      raise ValueError(f"unknown platform {platform!r} in --platforms; choose from "
+                       f"{', '.join(PLATFORMS)}")
+
+
 def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
                      direction: str = "AtoB") -> jax.export.Exported:
   """`jax.export` of the run's EMA generator with a symbolic batch size:
@@ -23,9 +36,14 @@ def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
 
   Args:
     run: a loaded run.
-    platforms: lowering platforms (default: the current backend).
+    platforms: lowering platforms, among `PLATFORMS` (default: the current
+      backend).
     direction: which generator, one of `run.predictor.directions`.
+
+  Raises:
+    ValueError: an unknown platform, or a direction the run lacks.
   """
+  check_platforms(platforms)
   predictor = run.predictor
   if direction not in predictor.directions:
     raise ValueError(f"this run's generator translates {'/'.join(predictor.directions)}, "
@@ -52,7 +70,7 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
   failed write leaves no temporary file); returns the JSON summary.
 
   Raises:
-    ValueError: a direction the run lacks.
+    ValueError: an unknown platform, or a direction the run lacks.
     IsADirectoryError: one of the three paths is a folder (checked before
       the program is traced).
     OSError: a file cannot be written.

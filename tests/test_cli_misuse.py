@@ -403,6 +403,45 @@ def test_art_negative_size(capsys, tmp_path, image, make):
                       "--size=-5")
 
 
+@pytest.mark.parametrize("make, args, fragment", [
+    ("dream", ["--step_size=-0.01"], "step_size > 0"),
+    ("dream", ["--octave_scale=nan"], "octave_scale > 1"),
+    ("stylize", ["--content_weight=-1"], "content_weight must be >= 0"),
+    ("stylize", ["--style_layer_weights=1,1,-1,1"], "style_layer_weights[2] must be >= 0"),
+    ("stylize", ["--optimizer=adam", "--learning_rate=-0.02"], "--learning_rate=-0.02"),
+])
+def test_art_settings_that_would_run_backwards(capsys, tmp_path, image, make, args, fragment):
+  """Refused before any optimisation: each would have run for minutes."""
+  output = tmp_path / "o.png"
+  base = ((stylize_cli, f"--content={image}", f"--style={image}") if make == "stylize"
+          else (dream_cli, f"--input={image}"))
+  _assert_usage_error(_cli(capsys, *base, f"--output={output}", *args), fragment)
+  assert not output.exists()
+
+
+def test_export_unknown_platform(capsys, tmp_path, no_run_loading):
+  output = tmp_path / "g.jaxexport"
+  _assert_usage_error(_cli(capsys, export_cli, f"--workdir={tmp_path}", f"--output={output}",
+                           "--platforms=cpu,gpu"), "'gpu'", "--platforms")
+  assert not output.exists()
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_predict_output_that_would_overwrite_an_input(capsys, tmp_path, no_run_loading, grid):
+  folder = tmp_path / "inputs"
+  folder.mkdir()
+  name = "cat_styles.png" if grid else "cat.png"
+  # The input whose name an output would take: under --grid, cat.png's figure.
+  Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(folder / "cat.png")
+  if grid:
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(folder / name)
+  before = {p.name: p.read_bytes() for p in folder.iterdir()}
+  _assert_usage_error(_cli(capsys, predict_cli, f"--workdir={tmp_path}", f"--input={folder}",
+                           f"--output={folder}", *(["--grid"] if grid else ["--style=ginger"])),
+                      f"--output={folder}", name, "overwrite")
+  assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_checks_name_the_flag_and_create_nothing(tmp_path, a_file):
   """The shared checks directly: the message starts with --FLAG=PATH."""
   with pytest.raises(checks.UsageError, match=r"^--out=.*a_file.txt: is a file"):

@@ -411,3 +411,26 @@ def test_a_batch_the_devices_cannot_split_is_one_line_before_any_work(painter, t
   (line,) = _error_lines(capsys.readouterr().err)
   assert "batch_size 12 is not divisible by the 8 devices" in line
   assert not (tmp_path / "run").exists()
+
+
+def test_predict_onto_a_full_disk_is_one_line_and_leaves_no_partial_file(
+    painter, straight, small_filesystem, tmp_path, capsys):
+  from PIL import Image
+
+  from tp2p_jax.cli import predict
+  sketch = tmp_path / "sketch.png"
+  Image.new("RGB", (16, 16), "white").save(sketch)
+  fd = os.open(small_filesystem / "filler", os.O_WRONLY | os.O_CREAT)
+  try:  # fill the disk to the last block
+    while True:
+      os.write(fd, b"\0" * 4096)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+  status = predict.main(["predict", f"--workdir={straight}", f"--input={sketch}",
+                         f"--output={small_filesystem / 'out'}"])
+  assert status == 1
+  (line,) = _error_lines(capsys.readouterr().err)
+  assert "No space left on device" in line
+  assert not _tmp_folders(small_filesystem)

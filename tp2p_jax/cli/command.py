@@ -1,7 +1,8 @@
 """What every command line shares: flags in a registry of the command's own
 (so `main` runs repeatedly in one process, beside other commands' flags of
 the same names), `--help`, and a user's mistake reported as one line on
-stderr with exit status 2.
+stderr with exit status 2; a failure to read or write a file after the
+checks (a full disk) is one line with exit status 1.
 
   def main(argv):
     return command.run(argv, __doc__, _define_flags, _body, required=("input",))
@@ -147,3 +148,6 @@ def run(argv: Sequence[str], doc: str | None,
       return body(fv)
     except (UsageError, *usage_errors) as e:
       return fail(str(e))
+    except OSError as e:  # after the checks: a full disk, a folder removed mid-run
+      where = e.filename if e.filename is not None else ""
+      return fail(f"{where}{': ' if where else ''}{e.strerror or first_line(e)}", 1)

@@ -60,6 +60,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   check_workdir_usable(workdir)
   if method.prepare_config is not None:
     config = method.prepare_config(config)
+  config_dict, resuming = resolve_run_config(workdir, config)  # writes nothing
   mesh = mesh_lib.make_mesh()
   stages = method.stages(config)
   for stage in stages:  # every stage's batch, before the first one trains
@@ -68,7 +69,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
   # The main process owns the run directory (other hosts share or mirror it).
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    config_dict, resuming = resolve_run_config(workdir, config)
     write_config = functools.partial(write_run_config, workdir, config_dict)
     if not resuming:
       write_config()

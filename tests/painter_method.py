@@ -160,8 +160,10 @@ if __name__ == "__main__":
   import os
 
   from tp2p_jax.cli import command, train as train_cli
+  from tp2p_jax.core.caches import enable_compilation_cache
   from tp2p_jax.core.xla_flags import set_default_xla_flags
-  set_default_xla_flags()
+  set_default_xla_flags()  # as every command does
+  enable_compilation_cache()
   workdir, steps = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4
   if os.environ.get("PAINTER_KILL_DURING_SAVE"):
     _kill_during_save(int(os.environ["PAINTER_KILL_DURING_SAVE"]))

@@ -120,8 +120,10 @@ def run(argv: Sequence[str], doc: str | None,
   Returns:
     The exit status.
   """
+  from tp2p_jax.core.caches import enable_compilation_cache
   from tp2p_jax.core.xla_flags import set_default_xla_flags
   set_default_xla_flags()  # before JAX starts its backends
+  enable_compilation_cache()  # a rerun loads its programs instead of compiling
   argv = list(argv)
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(doc)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, Callable
 
 import jax
@@ -128,7 +129,10 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     pipeline.restore_iterator_state(iterator, restored.data_state)
     log.info("%s: resumed from step %d", stage.name, start)
   else:
+    t0 = time.perf_counter()
     state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
+    log.info("%s: state initialised in %.1f s", stage.name,
+             (jax.block_until_ready(state), time.perf_counter() - t0)[1])
     if stage.on_fresh_start is not None:
       state = stage.on_fresh_start(state, mesh)
   if start >= stage.total_steps:
@@ -139,18 +143,29 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   frozen = (None if stage.frozen is None
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
-  bar = tqdm(total=stage.total_steps, initial=start, desc=stage.name, unit="step",
-             dynamic_ncols=True, disable=not is_main,
-             mininterval=1.0 if sys.stderr.isatty() else 30.0)
+  # The bar starts after the first step, so that its rate and ETA leave out
+  # the compilation that step waits for (reported on its own line).
+  bar: tqdm | None = None
   step = start
   interrupted = False
   try:
     with _StopFlag() as stop:
       while step < stage.total_steps:
         batch = mesh_lib.to_global_batch(next(iterator), mesh)
+        if bar is None:
+          log.info("%s: compiling the train step (the first step waits for it)", stage.name)
+          t0 = time.perf_counter()
         state, metrics = step_jit(state, batch, frozen)
         step += 1
-        bar.update(1)
+        if bar is None:
+          jax.block_until_ready(metrics)
+          log.info("%s: first step, with compilation, took %.1f s", stage.name,
+                   time.perf_counter() - t0)
+          bar = tqdm(total=stage.total_steps, initial=step, desc=stage.name, unit="step",
+                     dynamic_ncols=True, disable=not is_main,
+                     mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        else:
+          bar.update(1)
         last = step == stage.total_steps
         save = last or stop.requested or step % stage.checkpoint_every == 0
         if save or step % stage.log_every == 0:
@@ -175,7 +190,8 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
                       step)
           break
   finally:
-    bar.close()
+    if bar is not None:
+      bar.close()
     writer.close()
     ckpt.close()
   return LoopResult(state, step, interrupted)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tp2p_jax.core.atomic_files import write_npz_atomically
+from tp2p_jax.core.caches import cache_dir
 
 Dtype = Any
 PrecisionLike = Any
@@ -474,19 +475,6 @@ def arrays_digest(flat: Mapping[str, np.ndarray]) -> str:
     digest.update(key.encode() + b"\0" + repr(arr.shape).encode() + b"\0")
     digest.update(arr.tobytes())
   return digest.hexdigest()
-
-
-def cache_dir() -> pathlib.Path:
-  """Directory for converted weights.
-
-  ``$TP2P_JAX_CACHE`` if set, else ``$XDG_CACHE_HOME/tp2p_jax``, else
-  ``~/.cache/tp2p_jax``.
-  """
-  explicit = os.environ.get("TP2P_JAX_CACHE")
-  if explicit:
-    return pathlib.Path(explicit).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(base).expanduser() / "tp2p_jax"
 
 
 def _cache_file() -> pathlib.Path:

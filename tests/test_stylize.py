@@ -176,7 +176,7 @@ def test_stylize_cli_end_to_end(pictures, tmp_path):
       "--style_layer_weights=1,0.5"], timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   summary = json.loads(run.stdout.strip().splitlines()[-1])
-  assert summary["size"] == [20, 20]
+  assert (summary["height"], summary["width"]) == (20, 20)
   assert np.isfinite(summary["total"])
   assert Image.open(out).size == (20, 20)
 
@@ -199,7 +199,7 @@ def test_dream_file_resizes_and_reports_the_activation(pictures, tmp_path):
       pictures["content"], out, size=12, seed=1, progress=False,
       settings=deepdream.DreamSettings(layer="relu1_2", octaves=1, steps=2, jitter=1))
   assert summary["output"] == str(out) and summary["layer"] == "relu1_2"
-  assert summary["size"] == [12, 12]
+  assert (summary["height"], summary["width"]) == (12, 12)
   assert summary["activation_after"] > summary["activation_before"]
   assert Image.open(out).size == (12, 12)
 

@@ -48,7 +48,7 @@ def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str
     progress: show a progress bar on stderr.
 
   Returns:
-    {"output": path, "size": [H, W], "layer", "activation_before",
+    {"output": path, "height": H, "width": W, "layer", "activation_before",
     "activation_after"}: the layer's mean squared activation for the input
     and for the output.
 
@@ -67,7 +67,8 @@ def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str
   write_png(output, out, "0..1")
   before = float(activation_norm(image, variables, settings.layer))
   after = float(activation_norm(out, variables, settings.layer))
-  return {"output": os.fspath(output), "size": list(out.shape[1:3]), "layer": settings.layer,
+  return {"output": os.fspath(output), "height": int(out.shape[1]), "width": int(out.shape[2]),
+          "layer": settings.layer,
           "activation_before": before, "activation_after": after}
 
 

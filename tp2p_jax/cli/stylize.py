@@ -53,7 +53,7 @@ def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str]
     progress: show a progress bar on stderr.
 
   Returns:
-    {"output": path, "size": [H, W], "total", "content", "style", "tv"}: the
+    {"output": path, "height": H, "width": W, "total", "content", "style", "tv"}: the
     loss terms of J at the start of the last step (absent for 0 steps).
 
   Raises:
@@ -74,7 +74,8 @@ def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str]
       bar.update(1)
       bar.set_postfix(loss=f"{losses['total']:.4g}", refresh=False)
   write_png(output, image, "0..1")
-  return {"output": os.fspath(output), "size": list(image.shape[1:3]), **losses}
+  return {"output": os.fspath(output), "height": int(image.shape[1]),
+          "width": int(image.shape[2]), **losses}
 
 
 def _define_flags() -> flags.FlagValues:

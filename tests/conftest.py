@@ -70,3 +70,18 @@ def _logging_as_before():
   ours.handlers[:] = saved[1]
   ours.propagate = saved[2]
   absl_logging.set_verbosity(saved[3])
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: pathlib.Path):
+  """A folder this process cannot write into (skips where permissions are
+  not enforced, as for root)."""
+  path = tmp_path / "read_only"
+  path.mkdir()
+  path.chmod(0o555)
+  try:
+    if os.access(path, os.W_OK):
+      pytest.skip("this user writes into read-only folders (root)")
+    yield path
+  finally:
+    path.chmod(0o755)

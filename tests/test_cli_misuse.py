@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -85,21 +84,6 @@ def a_file(tmp_path: pathlib.Path) -> pathlib.Path:
   path = tmp_path / "a_file.txt"
   path.write_text("a file, not a folder")
   return path
-
-
-@pytest.fixture
-def read_only_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
-  """A folder this process cannot write into (skips where permissions are
-  not enforced, as for root)."""
-  path = tmp_path / "read_only"
-  path.mkdir()
-  path.chmod(0o555)
-  try:
-    if os.access(path, os.W_OK):
-      pytest.skip("this user writes into read-only folders (root)")
-    yield path
-  finally:
-    path.chmod(0o755)
 
 
 @pytest.fixture(scope="module")

@@ -374,20 +374,12 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
   assert target.read_text() == "not a run"
 
 
-def test_an_unwritable_workdir_is_one_line(tmp_path, capsys):
-  parent = tmp_path / "ro"
-  parent.mkdir()
-  parent.chmod(0o500)
-  try:
-    if os.access(parent, os.W_OK):
-      pytest.skip("this user writes anywhere (root)")
-    status = train_cli.main(["run_train.py", "--config=experiments/toycats.py:tiny",
-                             f"--workdir={parent / 'run'}"])
-    assert status == 2
-    (line,) = _error_lines(capsys.readouterr().err)
-    assert "is not writable" in line
-  finally:
-    parent.chmod(0o700)
+def test_an_unwritable_workdir_is_one_line(read_only_dir, capsys):
+  status = train_cli.main(["run_train.py", "--config=experiments/toycats.py:tiny",
+                           f"--workdir={read_only_dir / 'run'}"])
+  assert status == 2
+  (line,) = _error_lines(capsys.readouterr().err)
+  assert "is not writable" in line
 
 
 def test_a_divergence_before_the_first_checkpoint_says_what_a_rerun_does(painter, tmp_path,

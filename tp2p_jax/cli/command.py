@@ -46,6 +46,14 @@ def fail(message: str, status: int = 2) -> int:
   return status
 
 
+def fail_file_error(error: OSError, path: str = "") -> int:
+  """`fail` for a file that could not be read or written after the checks
+  (a full disk, a folder removed mid-run): one line naming the file (else
+  `path`) and the reason; returns exit status 1."""
+  where = error.filename if error.filename is not None else path
+  return fail(f"{where}{': ' if where else ''}{error.strerror or first_line(error)}", 1)
+
+
 def first_line(error: BaseException | str) -> str:
   """The first line of an error's message (or its type's name if empty)."""
   text = str(error).strip()
@@ -151,5 +159,4 @@ def run(argv: Sequence[str], doc: str | None,
     except (UsageError, *usage_errors) as e:
       return fail(str(e))
     except OSError as e:  # after the checks: a full disk, a folder removed mid-run
-      where = e.filename if e.filename is not None else ""
-      return fail(f"{where}{': ' if where else ''}{e.strerror or first_line(e)}", 1)
+      return fail_file_error(e)

@@ -61,13 +61,12 @@ def default_workdir(config_argument: str) -> str:
 def _train(fv: flags.FlagValues) -> int:
   from tp2p_jax import methods, training
   from tp2p_jax.core import mesh
-  from tp2p_jax.core.run_dir import RunError
   config = command.loaded_config(fv)
   workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
   try:
     methods.get(config.method)
     training.check_config(config)
-  except (ValueError, RunError) as e:
+  except ValueError as e:  # RunError is one
     raise command.UsageError(f"--config: {e}" if "--config" not in str(e) else str(e)) from None
   if fv.dry_run:
     print(config)
@@ -94,7 +93,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> int:
   except (loop.NonFiniteLossError, CheckpointError) as e:
     return command.fail(str(e), 1)
   except OSError as e:  # e.g. a full disk while writing metrics or samples
-    return command.fail(f"{e.filename or workdir}: {e.strerror or e}", 1)
+    return command.fail_file_error(e, workdir)
 
 
 def main(argv: Sequence[str]) -> int:

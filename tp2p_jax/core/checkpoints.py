@@ -81,8 +81,8 @@ def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _leaf_table(tree: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...], str]]:
-  return {_path_names(p): (tuple(v.shape), str(v.dtype))
+def _leaf_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+  return {_path_names(p): tuple(v.shape)
           for p, v in jax.tree_util.tree_leaves_with_path(tree)
           if hasattr(v, "shape") and hasattr(v, "dtype")}
 
@@ -137,7 +137,6 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int, writer: bool = False):
     self.directory = os.path.abspath(directory)
-    self.writer = writer
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -198,10 +197,10 @@ class Checkpointer:
           epath.Path(self.directory) / str(step) / "state")
     except Exception:  # damaged metadata: the restore will tell
       return None
-    stored_leaves = _leaf_table(getattr(stored, "tree", stored))
+    stored_leaves = _leaf_shapes(getattr(stored, "tree", stored))
     if not stored_leaves:
       return None
-    wanted = _leaf_table(abstract_state)
+    wanted = _leaf_shapes(abstract_state)
     missing = sorted(set(wanted) - set(stored_leaves))
     extra = sorted(set(stored_leaves) - set(wanted))
     if missing or extra:
@@ -210,9 +209,9 @@ class Checkpointer:
       return ("variables differ" + (f"; not in the checkpoint: {names(missing)}" if missing
                                     else "") + (f"; only in the checkpoint: {names(extra)}"
                                                 if extra else ""))
-    for path, (shape, dtype) in sorted(wanted.items()):
-      if stored_leaves[path][0] != shape:
-        return (f"{'/'.join(path)} has shape {stored_leaves[path][0]} in the checkpoint, "
+    for path, shape in sorted(wanted.items()):
+      if stored_leaves[path] != shape:
+        return (f"{'/'.join(path)} has shape {stored_leaves[path]} in the checkpoint, "
                 f"{shape} in this config")
     return None
 

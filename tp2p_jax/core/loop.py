@@ -131,8 +131,8 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   else:
     t0 = time.perf_counter()
     state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
-    log.info("%s: state initialised in %.1f s", stage.name,
-             (jax.block_until_ready(state), time.perf_counter() - t0)[1])
+    jax.block_until_ready(state)
+    log.info("%s: state initialised in %.1f s", stage.name, time.perf_counter() - t0)
     if stage.on_fresh_start is not None:
       state = stage.on_fresh_start(state, mesh)
   if start >= stage.total_steps:

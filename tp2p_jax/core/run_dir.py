@@ -209,20 +209,16 @@ def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
   mesh = mesh or mesh_lib.make_mesh(jax.devices()[:1])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
   try:
-    try:
-      restored = ckpt.restore_newest(
-          abstract_with_shardings(abstract, mesh_lib.replicated_like(mesh, abstract)), step)
-      skipped = restored.skipped if restored else ()
-    except CheckpointError as e:
-      restored, skipped = None, e.skipped
-      if not skipped:
-        raise RunError(str(e)) from None
-      error = RunError(str(e))
-    _move_aside_unless_training(workdir, ckpt, skipped)
-    if skipped and restored is None:
-      raise error
+    restored = ckpt.restore_newest(
+        abstract_with_shardings(abstract, mesh_lib.replicated_like(mesh, abstract)), step)
+  except CheckpointError as e:
+    _move_aside_unless_training(workdir, ckpt, e.skipped)
+    raise RunError(str(e)) from None
   except CheckpointMismatchError as e:
     raise RunError(f"{e}: the checkpoint does not match {workdir}/{CONFIG_FILE}") from None
+  else:
+    if restored is not None:
+      _move_aside_unless_training(workdir, ckpt, restored.skipped)
   finally:
     ckpt.close()
   if restored is None:

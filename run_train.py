@@ -1,7 +1,8 @@
 r"""Trains a model of the tp2p_jax family: `python run_train.py [--config=...]`.
 
 See `tp2p_jax/cli/train.py` for the options (`--config`, `--workdir`,
-`--dry_run`, `--jax_distributed`).
+`--dry_run`, `--coordinator_address`, `--num_processes`, `--process_id`,
+`--initialization_timeout`, `--jax_distributed`).
 """
 import sys
 

@@ -4,6 +4,7 @@ r"""Trains a method of the tp2p_jax family (`config.method` names it).
   python run_train.py --config=experiments/transpix2pix.py --workdir=runs/tp2p
   python run_train.py --config=experiments/toycats.py:tiny --config.total_steps=40 --workdir=/tmp/w
   python run_train.py --config=experiments/transpix2pix.py --workdir=/tmp/w --dry_run
+  python run_train.py --coordinator_address=host0:12345 --num_processes=2 --process_id=I ...
 
 (`tp2p train ...` and `python -m tp2p_jax.cli.train ...` are the same command.)
 Restarting the same command with the same workdir resumes from the latest
@@ -16,6 +17,15 @@ written. A damaged latest checkpoint is moved to `checkpoints.damaged/` and
 the run resumes from the newest one that restores; a save that fails (a
 full disk) removes its partial files and exits 1, earlier checkpoints
 intact.
+
+Several processes (hosts) train one run: start the same command on each,
+with --coordinator_address=HOST:PORT (process 0's host and a free port),
+--num_processes=N and --process_id=I (or the environment variables
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or with
+--jax_distributed where JAX detects the job (TPU pods, SLURM, Kubernetes).
+A process that cannot reach the coordinator within --initialization_timeout
+seconds exits 2 with one line. A SIGTERM to any process stops them all at
+the same checkpoint (exit 0), and a restart resumes every host's input.
 """
 from __future__ import annotations
 
@@ -46,8 +56,17 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
                       "Default: runs/<config name>.", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the resolved config and parameter counts (last "
                     "line, JSON) and exit.", flag_values=fv)
-  flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host "
-                    "runs).", flag_values=fv)
+  flags.DEFINE_bool("jax_distributed", False, "Join a multi-process job that JAX detects (TPU "
+                    "pod, SLURM, Kubernetes); explicit values below take precedence.",
+                    flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator "
+                      "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run "
+                       "(default: $JAX_NUM_PROCESSES).", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) "
+                       "(default: $JAX_PROCESS_ID).", flag_values=fv)
+  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the coordinator "
+                       "and for every process to join.", flag_values=fv)
   return fv
 
 
@@ -60,7 +79,6 @@ def default_workdir(config_argument: str) -> str:
 
 def _train(fv: flags.FlagValues) -> int:
   from tp2p_jax import methods, training
-  from tp2p_jax.core import mesh
   config = command.loaded_config(fv)
   workdir = fv.workdir or default_workdir(fv["config"].serialize().split("=", 1)[-1])
   try:
@@ -73,8 +91,38 @@ def _train(fv: flags.FlagValues) -> int:
     print(json.dumps({"workdir": workdir, "method": config.method,
                       "params": training.param_counts(config)}))
     return 0
-  mesh.maybe_initialize_distributed(fv.jax_distributed)
+  _join_job(fv)
   return train(config, workdir)
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if not value:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise command.UsageError(f"${name}={value!r}: expected an integer") from None
+
+
+def _join_job(fv: flags.FlagValues) -> None:
+  """Joins the multi-process job the flags (or environment) describe, if any."""
+  from tp2p_jax.core import multihost
+  num_processes = fv.num_processes if fv.num_processes is not None else _env_int(
+      "JAX_NUM_PROCESSES")
+  process_id = fv.process_id if fv.process_id is not None else _env_int("JAX_PROCESS_ID")
+  coordinator = fv.coordinator_address
+  if coordinator is None and (num_processes is not None or process_id is not None
+                              or fv.jax_distributed):
+    # Alone, the variable starts nothing: a one-process run ignores it.
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  try:
+    multihost.initialize_distributed(
+        auto_detect=fv.jax_distributed, coordinator_address=coordinator,
+        num_processes=num_processes, process_id=process_id,
+        initialization_timeout=fv.initialization_timeout)
+  except multihost.DistributedStartError as e:
+    raise command.UsageError(str(e)) from None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> int:

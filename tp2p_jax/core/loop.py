@@ -5,10 +5,12 @@ directory, handing each stage's result to the next.
 Each stage resumes from its latest checkpoint and a finished stage is
 skipped, so rerunning the same command continues the run exactly: the state,
 the RNG (per-step keys are `fold_in(rng, step)`) and the input iterator's
-position are all in the checkpoint. SIGTERM saves a checkpoint at the
-current step and returns cleanly. A non-finite loss or norm (checked at every
-log step and before every save) raises `NonFiniteLossError`; the last good
-checkpoint stays. A damaged checkpoint is moved aside and the newest one
+position are all in the checkpoint (every process's position, on several
+processes). SIGTERM saves a checkpoint and returns cleanly; on several
+processes a SIGTERM to any of them stops all of them at the same step (the
+step after the one that noticed). A non-finite loss or norm (checked at every
+log step and before every save, and agreed by all processes) raises
+`NonFiniteLossError`; the last good checkpoint stays. A damaged checkpoint is moved aside and the newest one
 that restores resumes the run (`tp2p_jax.core.checkpoints`).
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
-from tp2p_jax.core import run_log
+from tp2p_jax.core import multihost, run_log
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
@@ -76,9 +78,13 @@ def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkpointer) -> None:
+def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkpointer,
+                  agreement: multihost.Agreement) -> None:
   bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-  if bad:
+  # Every process stops, or none: a process that carried on alone would
+  # wait forever in the next step's collectives.
+  if agreement.any_process(bool(bad)):
+    what = str(bad) if bad else "on another process"
     last = ckpt.latest_step()
     where = (f"the last good checkpoint is step {last} in {ckpt.directory}; lower the learning "
              "rate or check the data, then rerun the same command to resume from it"
@@ -86,7 +92,7 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
              "no checkpoint was written yet, so a rerun starts this stage afresh; lower the "
              "learning rate or check the data first")
     raise NonFiniteLossError(
-        f"{stage}: non-finite values at step {step}: {bad}. Stopped without saving; {where}.")
+        f"{stage}: non-finite values at step {step}: {what}. Stopped without saving; {where}.")
 
 
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
@@ -126,7 +132,13 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   start = restored.step if restored else 0
   if restored:
     state = restored.state
-    pipeline.restore_iterator_state(iterator, restored.data_state)
+    try:
+      pipeline.restore_iterator_state(iterator, pipeline.process_state_from_json(
+          restored.data_state, jax.process_index(), jax.process_count()))
+    except ValueError as e:  # IteratorStateError, or grain's refusal of another sampler
+      ckpt.close()
+      raise RunError(f"{ckpt.directory}/{restored.step}: {str(e).splitlines()[0]} (the input "
+                     "position does not fit this run's input pipeline)") from None
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     t0 = time.perf_counter()
@@ -143,6 +155,7 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   frozen = (None if stage.frozen is None
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
+  agreement = multihost.Agreement(mesh)
   # The bar starts after the first step, so that its rate and ETA leave out
   # the compilation that step waits for (reported on its own line).
   bar: tqdm | None = None
@@ -167,10 +180,11 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
         else:
           bar.update(1)
         last = step == stage.total_steps
-        save = last or stop.requested or step % stage.checkpoint_every == 0
+        stopping = agreement.any_process_lagged(stop.requested)
+        save = last or stopping or step % stage.checkpoint_every == 0
         if save or step % stage.log_every == 0:
           host = _host_metrics(metrics)
-          _check_finite(stage.name, step, host, ckpt)
+          _check_finite(stage.name, step, host, ckpt, agreement)
           if last or step % stage.log_every == 0:
             writer.write(step, host)
             bar.set_postfix({k: f"{host[k]:.3g}" for k in list(host)[:3]}, refresh=False)
@@ -178,16 +192,17 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
           if before_first_save is not None:
             before_first_save()
             before_first_save = None
-          ckpt.save(step, state, pipeline.iterator_state_to_json(iterator), config_dict)
+          positions = multihost.all_process_texts(pipeline.iterator_state_to_json(iterator))
+          ckpt.save(step, state, pipeline.process_states_to_json(positions), config_dict)
         if (stage.samples is not None and stage.sample_every
             and (last or step % stage.sample_every == 0)):
           grid = stage.samples(state)
           if is_main:
             save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
-        if stop.requested and not last:
+        if stopping and not last:
           interrupted = True
-          log.warning("%s: SIGTERM received; saved checkpoint %d and stopping", stage.name,
-                      step)
+          log.warning("%s: SIGTERM received%s; saved checkpoint %d and stopping", stage.name,
+                      "" if stop.requested else " by another process", step)
           break
   finally:
     if bar is not None:

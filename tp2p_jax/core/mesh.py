@@ -1,6 +1,7 @@
 """Data parallelism over a device mesh: one code path from one CPU to a
 multi-host pod. The batch is sharded over the mesh's `data` axis, the train
-state is replicated, and XLA inserts the gradient all-reduces."""
+state is replicated, and XLA inserts the gradient all-reduces. Joining a multi-process job is
+`tp2p_jax.core.multihost`'s."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -10,13 +11,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
-
-
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """Joins the multi-host job (coordinator from the environment: TPU pods,
-  SLURM, or JAX_COORDINATOR_ADDRESS/...) when `enabled`."""
-  if enabled:
-    jax.distributed.initialize()
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -275,9 +275,6 @@ def _with_stable_repr(source: Any) -> Any:
 def _shard_options(shard_index: int | None,
                    shard_count: int | None) -> grain.ShardOptions:
   if shard_index is None and shard_count is None:
-    # Plain ShardOptions rather than grain.ShardByJaxProcess: the sampler's
-    # repr is part of the saved state, and explicit and default sharding of
-    # the same host should produce interchangeable states.
     shard_index, shard_count = jax.process_index(), jax.process_count()
   elif shard_index is None or shard_count is None:
     raise ValueError("give both shard_index and shard_count, or neither")
@@ -286,9 +283,70 @@ def _shard_options(shard_index: int | None,
         f"need 0 <= shard_index < shard_count, got {shard_index}, "
         f"{shard_count}")
   return grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                            # Equal shard sizes keep every host's number of
-                            # steps per epoch equal.
                             drop_remainder=True)
+
+
+# One record stream, unsharded: plain ShardOptions rather than
+# grain.NoSharding, because the sampler's repr is part of the saved state and
+# one-process runs saved this one before hosts took slices of global batches.
+_WHOLE_STREAM = grain.ShardOptions(shard_index=0, shard_count=1, drop_remainder=True)
+
+
+class HostSliceSampler:
+  """One host's rows of every global batch of a global record stream.
+
+  `sampler` numbers the records of the whole run (one global shuffle, and
+  grain's per-record augmentation generator seeded by the global position).
+  grain's loader hands each of its `worker_count` workers (1 when loading in
+  the main process) every `worker_count`-th index and batches them per
+  worker, so worker w's k-th global batch is the stream positions
+  w + W * (k * B + r), r < B. This sampler gives host `shard_index` of
+  `shard_count` the rows [i * b, (i + 1) * b) of each of them (b = B / N):
+  the N hosts' batches, concatenated in process order, are exactly the
+  batches one host would load with the whole global batch size, augmented
+  alike, whatever N is.
+
+  Args:
+    sampler: the global stream's sampler (unsharded).
+    host_batch_size: b, this host's rows of each global batch.
+    shard_index, shard_count: this host and the number of hosts.
+    worker_count: the loader's grain worker count (0: the main process).
+  """
+
+  def __init__(self, sampler: grain.IndexSampler, *, host_batch_size: int, shard_index: int,
+               shard_count: int, worker_count: int):
+    self._sampler = sampler
+    self._b, self._i, self._n = host_batch_size, shard_index, shard_count
+    self._workers = worker_count
+    self._w = max(worker_count, 1)
+    # _global is increasing, so the local length is where it first reaches
+    # the global stream's end.
+    lo, hi = 0, len(sampler)
+    while lo < hi:
+      mid = (lo + hi) // 2
+      if self._global(mid) < len(sampler):
+        lo = mid + 1
+      else:
+        hi = mid
+    self._len = lo
+
+  def _global(self, index: int) -> int:
+    worker, per_worker = index % self._w, index // self._w
+    batch, row = divmod(per_worker, self._b)
+    return worker + self._w * ((batch * self._n + self._i) * self._b + row)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if not 0 <= index < self._len:
+      raise IndexError(f"index {index} is outside [0, {self._len})")
+    record = self._sampler[self._global(index)]
+    return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
+
+  def __repr__(self) -> str:
+    return (f"HostSliceSampler({self._sampler!r}, host_batch_size={self._b}, "
+            f"shard_index={self._i}, shard_count={self._n}, worker_count={self._workers})")
 
 
 def make_dataset_iterator(
@@ -321,7 +379,11 @@ def make_dataset_iterator(
     num_epochs: number of passes; None repeats forever.
     worker_count: grain worker processes; 0 processes in this process.
     shard_index: this host's shard; defaults to `jax.process_index()`.
-    shard_count: number of shards; defaults to `jax.process_count()`.
+    shard_count: number of shards; defaults to `jax.process_count()`. The
+      hosts share one record stream and each takes its rows of every global
+      batch (`HostSliceSampler`), so the global batches, their order and
+      their augmentation do not depend on the number of hosts; one host
+      reads the stream exactly as runs did before hosts were sliced.
     drop_remainder: drop a final batch smaller than the host batch.
     read_options: grain read threads/prefetch. The default uses 2 threads and
       a small buffer: rendering and decoding mostly hold the GIL, so more
@@ -333,7 +395,8 @@ def make_dataset_iterator(
       {'real_a': float32 (b, S, S, 3) sketch in [-1, 1],
        'real_b': float32 (b, S, S, 3) photo in [-1, 1],
        'label': int32 (b,)}
-    with b = global_batch_size // shard_count. It is deterministic under
+    with b = global_batch_size // shard_count: rows [i * b, (i + 1) * b)
+    of each global batch on shard i. It is deterministic under
     `seed` for a given `worker_count` (each grain worker assembles whole
     batches from its own slice of the record stream, so the batch
     composition depends on the worker count) and supports
@@ -352,15 +415,19 @@ def make_dataset_iterator(
     raise ValueError(
         f"source has {len(source)} records, fewer than the "
         f"{options.shard_count} shards")
-  sampler = grain.IndexSampler(
+  sampler: Any = grain.IndexSampler(
       num_records=len(source),
-      shard_options=options,
+      shard_options=_WHOLE_STREAM,
       shuffle=shuffle,
       num_epochs=num_epochs,
       # Also needed without shuffling: it seeds the per-record augmentation
       # generators.
       seed=int(seed),
   )
+  if options.shard_count > 1:
+    sampler = HostSliceSampler(sampler, host_batch_size=batch_size,
+                               shard_index=options.shard_index,
+                               shard_count=options.shard_count, worker_count=worker_count)
   operations: list[grain.Transformation] = [PrepareRecord(image_size)]
   operations += augmentation(image_size, augment)
   operations += [
@@ -381,7 +448,8 @@ def make_dataset_iterator(
       sampler=sampler,
       operations=operations,
       worker_count=worker_count,
-      shard_options=options,
+      # The sampler has already picked this host's records.
+      shard_options=_WHOLE_STREAM,
       read_options=read_options,
   )
   return iter(loader)
@@ -409,6 +477,42 @@ def restore_iterator_state(it: grain.PyGrainDatasetIterator,
   if isinstance(state, str):
     state = state.encode("utf-8")
   it.set_state(bytes(state))
+
+
+_PROCESS_STATES = "process_iterator_states"
+
+
+class IteratorStateError(ValueError):
+  """A saved input position that this run's processes cannot take up."""
+
+
+def process_states_to_json(states: Sequence[str]) -> str:
+  """Every process's input position (`iterator_state_to_json` of each, in
+  process order) as one JSON text: a lone process's state unchanged (what
+  one-process runs have always saved), else
+  {"process_iterator_states": [state_0, ..., state_{N-1}]}."""
+  if not states:
+    raise ValueError("no iterator states")
+  if len(states) == 1:
+    return states[0]
+  return json.dumps({_PROCESS_STATES: [json.loads(s) for s in states]})
+
+
+def process_state_from_json(saved: str, process_index: int, process_count: int) -> str:
+  """Process `process_index`'s position in text from `process_states_to_json`
+  (or a checkpoint's single-process state).
+
+  Raises:
+    IteratorStateError: the text was saved by another number of processes
+      (each process's position names its own slice of the batches).
+  """
+  table = json.loads(saved)
+  states = table[_PROCESS_STATES] if _PROCESS_STATES in table else [table]
+  if len(states) != process_count:
+    raise IteratorStateError(
+        f"the input position was saved by {len(states)} process(es), and this run has "
+        f"{process_count}; resume it with {len(states)}")
+  return json.dumps(states[process_index])
 
 
 def make_eval_batches(source: Any, *, batch_size: int, image_size: int,

@@ -31,6 +31,7 @@ from tp2p_jax.interop.pth_reader import read_state_dict
 from tp2p_jax.interop.torch_weights import convert
 from tp2p_jax import models
 from tp2p_jax.core.checkpoints import Checkpointer
+from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import config_to_dict, save_run_config
 from tp2p_jax.methods import cyclegan, networks, paired_gan
 from tp2p_jax.methods.cyclegan_step import CycleGANState
@@ -352,9 +353,10 @@ def fit(what: str, tree: Any, reference: Any) -> Any:
 
 def _init(module: nn.Module, key: jax.Array, *inputs: jax.Array, dropout: bool = False
           ) -> dict[str, Any]:
-  rngs = {"params": key, "dropout": key} if dropout else {"params": key}
-  return dict(jax.jit(lambda k, *x: module.init(
-      {name: k for name in rngs}, *x, train=False))(key, *inputs))
+  def init(k: jax.Array, *x: jax.Array) -> dict[str, Any]:
+    rngs = {"params": param_key(k), **({"dropout": k} if dropout else {})}
+    return module.init(rngs, *x, train=False)
+  return dict(jax.jit(init)(key, *inputs))
 
 
 def _variables(conversion: Conversion | None) -> dict[str, Any] | None:

@@ -163,7 +163,8 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
     batch = rows()
     fake_b = np.asarray(run(state, batch["real_a"], "AtoB"))
     fake_a = np.asarray(run(state, batch["real_b"], "BtoA"))
-    return run_log.image_grid([batch["real_a"], fake_b, batch["real_b"], fake_a])
+    return run_log.image_grid([batch["real_a"], fake_b, batch["real_b"], fake_a],
+                              captions=["real_a", "fake_b", "real_b", "fake_a"])
 
   d = config.data
   return [Stage(

@@ -34,6 +34,7 @@ from flax import struct
 
 from tp2p_jax import losses
 from tp2p_jax.core.ema import ema_update, tree_l2_norm
+from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.methods.image_pool import ImagePool, create_image_pool, query_image_pool
 
 Batch = Mapping[str, jax.Array]
@@ -75,7 +76,7 @@ def create_cyclegan_state(rng: jax.Array, generator: nn.Module, discriminator: n
   image = jnp.zeros((1, image_size, image_size, channels), jnp.float32)
 
   def params_of(module: nn.Module, key: jax.Array) -> Params:
-    variables = module.init({"params": key, "dropout": key}, image, train=False)
+    variables = module.init({"params": param_key(key), "dropout": key}, image, train=False)
     if "batch_stats" in variables:
       raise ValueError("CycleGAN networks must not use batch norm here; use norm='instance'")
     return variables["params"]

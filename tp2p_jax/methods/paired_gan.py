@@ -24,6 +24,7 @@ import optax
 
 from tp2p_jax import models
 from tp2p_jax.core import optim, run_log
+from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
@@ -127,7 +128,7 @@ def _style_variable_shapes(config: ml_collections.ConfigDict, key: jax.Array) ->
     return {}
   encoder = style_encoder_from_config(config)
   e = config.style.image_size
-  return dict(encoder.init({"params": key}, jnp.zeros((1, e, e, 3)), train=False))
+  return dict(encoder.init({"params": param_key(key)}, jnp.zeros((1, e, e, 3)), train=False))
 
 
 def state_shapes(config: ml_collections.ConfigDict) -> TrainState:
@@ -175,7 +176,8 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
   def samples(state: TrainState) -> np.ndarray:
     batch = rows()
     fake = np.asarray(generate(state, batch["real_a"], batch["real_b"]))
-    return run_log.image_grid([batch["real_a"], fake, batch["real_b"]])
+    return run_log.image_grid([batch["real_a"], fake, batch["real_b"]],
+                              captions=["real_a", "fake_b", "real_b"])
 
   on_fresh_start = None
   if config.get("init_from", ""):

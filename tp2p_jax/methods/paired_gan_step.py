@@ -30,6 +30,7 @@ from flax import struct
 
 from tp2p_jax import losses
 from tp2p_jax.core.ema import ema_update, tree_l2_norm
+from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.methods.style_encoder import resize_to_encoder
 
 Batch = Mapping[str, jax.Array]
@@ -76,9 +77,11 @@ def create_train_state(rng: jax.Array, generator: Any, discriminator: Any,
   sketch = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
   photo = jnp.zeros((1, image_size, image_size, out_channels), jnp.float32)
   g_inputs = (sketch,) if style_dim is None else (sketch, jnp.zeros((1, style_dim), jnp.float32))
-  g_vars = generator.init({"params": g_rng, "dropout": drop_rng}, *g_inputs, train=False)
-  d_vars = discriminator.init({"params": d_rng}, jnp.concatenate([sketch, photo], -1),
-                              train=False)
+  # Parameters from the cheap-to-compile init generator (tp2p_jax.core.init_rng).
+  g_vars = generator.init({"params": param_key(g_rng), "dropout": drop_rng}, *g_inputs,
+                          train=False)
+  d_vars = discriminator.init({"params": param_key(d_rng)},
+                              jnp.concatenate([sketch, photo], -1), train=False)
   g_params, g_bs = g_vars["params"], g_vars.get("batch_stats", {})
   d_params, d_bs = d_vars["params"], d_vars.get("batch_stats", {})
   return TrainState(

@@ -23,6 +23,7 @@ from flax import struct
 
 from tp2p_jax import losses
 from tp2p_jax.core import optim
+from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
 from tp2p_jax.methods import registry
@@ -55,7 +56,7 @@ def create_style_state(rng: jax.Array, style_encoder: Any, tx: Any) -> StyleTrai
   """Initialises the style encoder (He-normal) and its optimiser state."""
   rng, init_rng = jax.random.split(rng)
   size = style_encoder.image_size
-  variables = style_encoder.init({"params": init_rng},
+  variables = style_encoder.init({"params": param_key(init_rng)},
                                  jnp.zeros((1, size, size, 3), jnp.float32), train=False)
   return StyleTrainState(step=jnp.zeros((), jnp.int32), rng=rng,
                          params=variables["params"],

@@ -8,6 +8,7 @@
   tp2p import-torch --family=transpix2pix --generator=EMA_gen.pth --workdir=runs/release
   tp2p stylize --content=photo.jpg --style=painting.jpg --output=out.png
   tp2p dream --input=photo.jpg --output=dream.png
+  tp2p serve --workdir=runs/toycats --port=8000
 
 Each is also `python -m tp2p_jax.cli.<module>` (import-torch:
 `tp2p_jax.cli.import_torch`); `tp2p COMMAND --help` lists its flags.
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "import-torch": "tp2p_jax.cli.import_torch",
     "stylize": "tp2p_jax.cli.stylize",
     "dream": "tp2p_jax.cli.dream",
+    "serve": "tp2p_jax.cli.serve",
 }
 
 

@@ -113,38 +113,25 @@ def _style_vector(run: TrainedRun, style: str | None,
   """The (E,) embedding that exactly one of `style`, `style_image` and
   `style_mix` asks for."""
   from tp2p_jax.data.image_files import describe_error, load_image
-  from tp2p_jax.inference import run_loading, styles
-  if sum(v is not None for v in (style, style_image, style_mix)) != 1:
-    if run_loading.names_no_dataset(run.config):
-      # An imported run: no classes to name, only reference photos.
-      run.require_style_encoder()
-      raise UsageError("give --style_image=PHOTO (this run has no class-average style "
-                       "embeddings)")
-    raise UsageError("give exactly one of --style=CLASS, --style_image=PHOTO, "
-                     "--style_mix=A:B:T (or --grid); this run's classes: "
-                     f"{', '.join(run.class_names)}")
+  from tp2p_jax.inference import style_choice, styles
+  from tp2p_jax.core.run_dir import RunError
+  try:
+    style_choice.check_choice(run, style=style, has_style_image=style_image is not None,
+                              style_mix=style_mix, alternative=" (or --grid)")
+  except RunError:
+    raise
+  except ValueError as e:
+    raise UsageError(str(e)) from None
   if style_image is not None:
     try:
       photo = load_image(style_image)
     except Exception as e:  # pylint: disable=broad-except
       raise UsageError(f"{os.fspath(style_image)}: cannot read the style image: "
                        f"{describe_error(e)}") from None
-    return np.asarray(run.embed(photo[None].astype(np.float32) / 127.5 - 1.0))[0]
-  run.require_class_styles()
-  try:
-    names = [style] if style is not None else list(styles.parse_style_mix(style_mix)[:2])
-  except ValueError as e:
-    raise UsageError(str(e)) from None
-  for name in names:
-    # Before the class averages are computed (a pass over the training data).
-    if name not in run.class_names:
-      raise UsageError(f"unknown style class {name!r}; this run's classes: "
-                       f"{', '.join(run.class_names)}")
+    return style_choice.photo_vector(run, photo)
   bank = styles.class_embeddings(run)
   try:
-    if style is not None:
-      return bank.of(style)
-    return styles.mix(bank, *styles.parse_style_mix(style_mix))
+    return style_choice.class_vector(bank, style, style_mix)
   except ValueError as e:
     raise UsageError(str(e)) from None
 

@@ -12,7 +12,7 @@ import pathlib
 import tempfile
 import warnings
 
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -50,12 +50,12 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
   return np.asarray(image.convert("RGB"), np.uint8)
 
 
-def load_image(path: str | os.PathLike[str],
+def load_image(path: str | os.PathLike[str] | BinaryIO,
                min_side: int | None = None) -> np.ndarray:
   """Decodes an image file to uint8 (H, W, 3) RGB, upright per its EXIF.
 
   Args:
-    path: the file.
+    path: the file, or a binary stream of one (an upload held in memory).
     min_side: if given, JPEGs may be decoded at 1/2, 1/4 or 1/8 scale (much
       faster for large photos) while both sides stay >= `min_side`.
 

@@ -1,0 +1,527 @@
+"""The HTTP server on the shared tiny toy-cats run: generation at the
+upload's size (as `predict` makes it), every refusal as a 4xx JSON error
+before any model work, no compilation per request, health, metrics, the
+page in headless Chromium, the batcher, and the load-test script.
+
+The tiny run's own EMA generator paints every pixel 128 (40 steps leave its
+last decoder stage dead, as its samples/ show), so nothing could tell one
+style from another in its outputs. The module's server therefore serves the
+tiny run (its config, class averages, trained style encoder and sketch
+preparation) with `StyleTint` in place of the generator: a two-layer
+network whose output visibly depends on the sketch and the style. The
+trained generator itself is served by `python -m tp2p_jax.serve` in the
+load-script test. One server (uvicorn in a thread, on a free port) serves
+the whole module."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import dataclasses
+import io
+import json
+import pathlib
+import shutil
+import socket
+import threading
+import time
+from typing import Iterator
+
+import flax.linen as nn
+import httpx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+import pytest
+import uvicorn
+
+from tests.subprocess_runs import run_script
+from tp2p_jax.cli import predict as predict_cli, serve as serve_cli
+from tp2p_jax.data.toycats import render_example
+from tp2p_jax.inference import run_loading
+from tp2p_jax.serving.app import Limits, create_app
+from tp2p_jax.serving.batcher import DynamicBatcher
+from tp2p_jax.serving.model import ServedModel
+
+BATCH = 4
+LIMITS = Limits(max_upload_bytes=200_000, max_pixels=600 * 600)
+
+
+class StyleTint(nn.Module):
+  """(B, S, S, 3) sketches in [-1, 1] and (B, E) styles -> (B, S, S, 3) in
+  [-1, 1]: the sketch through a 3x3 convolution plus a tint per style."""
+
+  @nn.compact
+  def __call__(self, sketch: jax.Array, style: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    tint = nn.Dense(3)(style)[:, None, None, :]
+    return jnp.tanh(nn.Conv(3, (3, 3))(sketch) + tint)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run, tmp_path_factory) -> pathlib.Path:
+  """A private copy of the tiny run (the server stores class averages in it)."""
+  copy = tmp_path_factory.mktemp("serve") / "run"
+  shutil.copytree(tiny_run, copy)
+  return copy
+
+
+@pytest.fixture(scope="module")
+def tinted_run(run_dir) -> run_loading.TrainedRun:
+  """The tiny run with `StyleTint` as its generator."""
+  run = run_loading.load_trained_run(str(run_dir))
+  p = run.predictor
+  s = p.image_size
+  variables = StyleTint().init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3)),
+                               jnp.zeros((1, p.style_dim)))
+  predictor = dataclasses.replace(p, model_name="style_tint", generator=StyleTint(),
+                                  variables={"AtoB": variables},
+                                  initial_variables=lambda: {"AtoB": variables})
+  return dataclasses.replace(run, predictor=predictor)
+
+
+@pytest.fixture(scope="module")
+def model(tinted_run) -> ServedModel:
+  served = ServedModel(tinted_run, BATCH)
+  served.warm_up()
+  return served
+
+
+@pytest.fixture(scope="module")
+def server(model) -> Iterator[str]:
+  """The base URL of a server on `model`."""
+  app = create_app(model, batch_timeout_ms=5, limits=LIMITS)
+  sock = socket.socket()
+  sock.bind(("127.0.0.1", 0))
+  config = uvicorn.Config(app, log_level="warning", access_log=False)
+  instance = uvicorn.Server(config)
+  thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+  thread.start()
+  deadline = time.monotonic() + 60
+  while not instance.started:
+    assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+    time.sleep(0.05)
+  yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+  instance.should_exit = True
+  thread.join(timeout=30)
+  sock.close()
+
+
+@pytest.fixture
+def client(server) -> Iterator[httpx.Client]:
+  with httpx.Client(base_url=server, timeout=60) as c:
+    yield c
+
+
+def _png(image: np.ndarray) -> bytes:
+  out = io.BytesIO()
+  Image.fromarray(image).save(out, format="PNG")
+  return out.getvalue()
+
+
+def _sketch(height: int, width: int, index: int = 0) -> np.ndarray:
+  sketch = render_example(index, 96)["sketch"]
+  return np.asarray(Image.fromarray(sketch).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _decode(response: httpx.Response) -> np.ndarray:
+  assert response.status_code == 200, response.text
+  assert response.headers["content-type"] == "image/png"
+  return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def _metrics(client: httpx.Client) -> dict[tuple[str, tuple], float]:
+  """{(sample name, sorted labels): value} of /metrics."""
+  text = client.get("/metrics").text
+  return {(s.name, tuple(sorted(s.labels.items()))): s.value
+          for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _model_calls(client: httpx.Client) -> float:
+  return _metrics(client)[("tp2p_serve_batch_size_count", ())]
+
+
+# --- generation -------------------------------------------------------------------------
+
+def test_generates_at_the_sketch_size_as_predict_does(client, model, tmp_path):
+  sizes = [(64, 64), (120, 90), (37, 101)]
+  for i, (h, w) in enumerate(sizes):
+    (tmp_path / f"s{i}.png").write_bytes(_png(_sketch(h, w, i)))
+  inputs = [tmp_path / f"s{i}.png" for i in range(len(sizes))]
+  result = predict_cli.predict_files(model.run, inputs, tmp_path / "out", style="ginger",
+                                     batch_size=2)
+  assert len(result.written) == len(sizes)
+  for i, (h, w) in enumerate(sizes):
+    served = _decode(client.post("/v1/generate", files={"sketch": inputs[i].read_bytes()},
+                                 data={"style": "ginger"}))
+    assert served.shape == (h, w, 3)
+    expected = np.asarray(Image.open(result.written[i]))
+    assert expected.std() > 10  # a picture, not a flat colour
+    # The same network at another batch size: equal up to float rounding.
+    assert np.abs(served.astype(int) - expected.astype(int)).max() <= 2
+
+
+def test_styles_by_class_photo_and_mix_differ(client):
+  sketch = _png(_sketch(48, 48))
+  photo = _png(render_example(3, 57, style=3)["photo"])
+  outputs = {
+      "black": _decode(client.post("/v1/generate", files={"sketch": sketch},
+                                   data={"style": "black"})),
+      "white": _decode(client.post("/v1/generate", files={"sketch": sketch},
+                                   data={"style": "white"})),
+      "mix": _decode(client.post("/v1/generate", files={"sketch": sketch},
+                                 data={"style_mix": "black:white:0.5"})),
+      "photo": _decode(client.post("/v1/generate",
+                                   files={"sketch": sketch, "style_image": photo})),
+  }
+  for name, image in outputs.items():
+    assert image.shape == (48, 48, 3), name
+  names = list(outputs)
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      assert not np.array_equal(outputs[a], outputs[b]), (a, b)
+  # The mix's ends are the classes themselves.
+  end = _decode(client.post("/v1/generate", files={"sketch": sketch},
+                            data={"style_mix": "black:white:0"}))
+  np.testing.assert_array_equal(end, outputs["black"])
+
+
+def test_concurrent_requests_are_all_answered_and_batched_calls_add_up(client, server):
+  before = _model_calls(client)
+  sum_before = _metrics(client)[("tp2p_serve_batch_size_sum", ())]
+  sketches = [_png(_sketch(40 + i, 50, i)) for i in range(10)]
+
+  def one(i: int) -> tuple[int, tuple[int, ...]]:
+    with httpx.Client(base_url=server, timeout=60) as c:
+      response = c.post("/v1/generate", files={"sketch": sketches[i]},
+                        data={"style": ["black", "white"][i % 2]})
+      return response.status_code, np.asarray(Image.open(io.BytesIO(response.content))).shape
+
+  with concurrent.futures.ThreadPoolExecutor(10) as pool:
+    answers = list(pool.map(one, range(10)))
+  assert answers == [(200, (40 + i, 50, 3)) for i in range(10)]
+  after = _metrics(client)
+  # Every request went through the batcher once, in calls of 1..BATCH.
+  assert after[("tp2p_serve_batch_size_sum", ())] - sum_before == 10
+  calls = after[("tp2p_serve_batch_size_count", ())] - before
+  assert 10 / BATCH <= calls <= 10
+
+
+def test_requests_never_compile(client):
+  events: list[str] = []
+
+  def listen(event: str, duration: float, **_: object) -> None:
+    if event.startswith("/jax/core/compile"):
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    for size, extra in [((33, 71), {"data": {"style": "black"}}),
+                        ((90, 45), {"data": {"style_mix": "white:ginger:0.25"}})]:
+      _decode(client.post("/v1/generate", files={"sketch": _png(_sketch(*size))}, **extra))
+    photo = _png(render_example(1, 81)["photo"])
+    _decode(client.post("/v1/generate", files={"sketch": _png(_sketch(20, 30)),
+                                               "style_image": photo}))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert events == []
+
+
+# --- refusals ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("files, data, status, code, words", [
+    ({"sketch": b"plain text, no image"}, {"style": "black"}, 400, "not_an_image",
+     "sketch: not an image"),
+    ({"sketch": b""}, {"style": "black"}, 400, "empty_upload", "sketch"),
+    ({"sketch": "truncated"}, {"style": "black"}, 400, "unreadable_image", "sketch"),
+    ({"sketch": "huge"}, {"style": "black"}, 413, "too_many_pixels", "700x600"),
+    ({"sketch": "good"}, {"style": "tabby"}, 400, "invalid_style",
+     "unknown style class 'tabby'"),
+    ({"sketch": "good"}, {"style": "black", "style_mix": "black:white:0.5"}, 400,
+     "invalid_style", "give exactly one of style=CLASS"),
+    ({"sketch": "good"}, {}, 400, "invalid_style", "give exactly one of"),
+    ({"sketch": "good"}, {"style_mix": "black-white"}, 400, "invalid_style",
+     "style_mix expects CLASS_A:CLASS_B:T"),
+    ({"sketch": "good"}, {"style_mix": "black:white:2"}, 400, "invalid_style",
+     "must be in [0, 1]"),
+    ({"sketch": "good", "style_image": b"not an image at all"}, {}, 400, "not_an_image",
+     "style_image"),
+    ({"sketch": "good"}, {"style": "black", "direction": "BtoA"}, 400, "unknown_direction",
+     "translates AtoB"),
+    ({"sketch": "good"}, {"style": "black", "direction": "sideways"}, 400,
+     "unknown_direction", "'sideways'"),
+    ({}, {"style": "black"}, 400, "invalid_form", "sketch: Field required"),
+    ({"sketch": "big"}, {"style": "black"}, 413, "upload_too_large", "limit is 200000"),
+])
+def test_bad_requests_get_json_errors_before_any_model_work(client, files, data, status,
+                                                            code, words):
+  payloads = {"good": _png(_sketch(32, 32)),
+              "truncated": _png(_sketch(64, 64))[:200],
+              # Cheap to send, too many pixels to decode: a flat PNG.
+              "huge": _png(np.full((600, 700, 3), 255, np.uint8)),
+              "big": np.random.default_rng(0).bytes(LIMITS.max_upload_bytes + 1)}
+  files = {k: payloads.get(v, v) if isinstance(v, str) else v for k, v in files.items()}
+  calls = _model_calls(client)
+  errors_before = _metrics(client).get(
+      ("tp2p_serve_errors_total", (("code", code), ("endpoint", "/v1/generate"))), 0)
+  response = client.post("/v1/generate", files=files, data=data)
+  assert response.status_code == status
+  assert response.headers["content-type"] == "application/json"
+  error = response.json()["error"]
+  assert error["code"] == code and words in error["message"], error
+  after = _metrics(client)
+  assert after[("tp2p_serve_batch_size_count", ())] == calls
+  assert after[("tp2p_serve_errors_total",
+                (("code", code), ("endpoint", "/v1/generate")))] == errors_before + 1
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(server):
+  """No Content-Length (chunked): counted as it arrives."""
+  def chunks() -> Iterator[bytes]:
+    yield (b'--b\r\nContent-Disposition: form-data; name="sketch"; filename="s.png"\r\n'
+           b"Content-Type: image/png\r\n\r\n")
+    for _ in range(LIMITS.max_upload_bytes // 50_000 + 2):
+      yield b"x" * 50_000
+
+  with httpx.Client(base_url=server, timeout=60) as c:
+    response = c.post("/v1/generate", content=chunks(),
+                      headers={"content-type": "multipart/form-data; boundary=b"})
+  assert response.status_code == 413
+  error = response.json()["error"]
+  assert error["code"] == "upload_too_large" and "more than 200000" in error["message"]
+
+
+def test_no_request_names_a_file(client):
+  for path in ["/static/..%2F..%2Fsetup.cfg", "/static/index.html", "/static/%2Fetc%2Fpasswd",
+               "/nope"]:
+    response = client.get(path)
+    assert response.status_code == 404 and "error" in response.json(), path
+
+
+# --- health, styles, metrics, OpenAPI ---------------------------------------------------
+
+def test_health_styles_and_openapi(client, model):
+  assert client.get("/healthz").json() == {"status": "ok", "step": 40, "batch_size": BATCH}
+  info = client.get("/v1/styles").json()
+  assert [s["name"] for s in info["styles"]] == list(model.run.class_names)
+  assert info["style_image"] and info["mix"] and info["directions"] == ["AtoB"]
+  assert info["image_size"] == 32 and info["step"] == 40
+  swatches = []
+  for style in info["styles"]:
+    assert style["color"].startswith("#") and len(style["color"]) == 7
+    head, data = style["swatch"].split(",", 1)
+    assert head == "data:image/png;base64"
+    swatches.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))))
+    assert swatches[-1].shape == (32, 32, 3)
+  assert len({s.tobytes() for s in swatches}) == len(swatches)
+
+  schema = client.get("/openapi.json").json()
+  body = schema["paths"]["/v1/generate"]["post"]["requestBody"]["content"]
+  form = body["multipart/form-data"]["schema"]
+  if "$ref" in form:
+    form = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]]
+  assert set(form["properties"]) == {"sketch", "style", "style_image", "style_mix",
+                                     "direction"}
+  assert form["required"] == ["sketch"]
+  assert {"/v1/styles", "/healthz", "/metrics"} <= set(schema["paths"])
+
+
+def test_metrics_are_prometheus_text(client):
+  client.get("/healthz")
+  text = client.get("/metrics").text
+  families = {f.name: f for f in text_string_to_metric_families(text)}
+  assert families["tp2p_serve_requests"].type == "counter"
+  assert families["tp2p_serve_request_latency_seconds"].type == "histogram"
+  assert families["tp2p_serve_batch_size"].type == "histogram"
+  assert families["tp2p_serve_errors"].type == "counter"
+  samples = _metrics(client)
+  assert samples[("tp2p_serve_requests_total",
+                  (("endpoint", "/healthz"), ("status", "200")))] >= 1
+  buckets = [k for k in samples if k[0] == "tp2p_serve_batch_size_bucket"]
+  assert sorted(dict(k[1])["le"] for k in buckets) == sorted(
+      [str(float(b)) for b in range(1, BATCH + 1)] + ["+Inf"])
+
+
+def test_a_server_reports_unhealthy_until_warmed_up(tinted_run):
+  """Without start-up (no lifespan), nothing is compiled: health is 503 and
+  generation waits, while checks still answer."""
+  cold = ServedModel(tinted_run, BATCH)
+  sketch = _png(_sketch(32, 32))
+
+  async def ask() -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=create_app(cold))
+    async with httpx.AsyncClient(transport=transport, base_url="http://cold") as client:
+      return [await client.get("/healthz"),
+              await client.post("/v1/generate", files={"sketch": sketch},
+                                data={"style": "tabby"}),
+              await client.post("/v1/generate", files={"sketch": sketch},
+                                data={"style": "black"})]
+
+  health, refused, waiting = asyncio.run(ask())
+  assert health.status_code == 503 and health.json()["error"]["code"] == "warming_up"
+  assert refused.status_code == 400
+  assert waiting.status_code == 503 and waiting.json()["error"]["code"] == "warming_up"
+  assert not cold.ready
+
+
+# --- the page in a browser --------------------------------------------------------------
+
+def _chromium() -> tuple[str, str]:
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  driver = shutil.which("chromedriver")
+  if browser is None or driver is None:
+    pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+  return browser, driver
+
+
+_READ_HISTORY = """
+const done = arguments[arguments.length - 1];
+const images = [...document.querySelectorAll('#history img')];
+Promise.all(images.map(async (image) => {
+  const bytes = new Uint8Array(await (await fetch(image.src)).arrayBuffer());
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 8192) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return btoa(text);
+})).then(done, (e) => done(String(e)));
+"""
+
+
+def test_the_page_draws_and_renders_two_styles_in_chromium(server, tmp_path):
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+
+  browser, driver_path = _chromium()
+  options = webdriver.ChromeOptions()
+  options.binary_location = browser
+  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1200,900"):
+    options.add_argument(arg)
+  # The system driver and browser: Selenium Manager downloads nothing.
+  driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+  try:
+    driver.set_script_timeout(60)
+    wait = WebDriverWait(driver, 60)
+    driver.get(server + "/")
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    canvas = driver.find_element(By.ID, "canvas")
+    actions = ActionChains(driver)
+    for (x0, y0), (x1, y1) in [((-80, -60), (80, -60)), ((-60, -80), (0, 90)),
+                               ((60, 40), (-40, 60))]:
+      actions.move_to_element_with_offset(canvas, x0, y0).click_and_hold()
+      actions.move_by_offset((x1 - x0) // 2, (y1 - y0) // 2).move_by_offset(
+          (x1 - x0) - (x1 - x0) // 2, (y1 - y0) - (y1 - y0) // 2).release()
+    actions.perform()
+    ink = driver.execute_script(
+        "const c = document.getElementById('canvas');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++; return n;")
+    assert ink > 200  # the strokes are on the canvas
+
+    buttons = driver.find_elements(By.CSS_SELECTOR, "#styles .style")
+    assert len(buttons) == len(httpx.get(server + "/v1/styles").json()["styles"]) > 2
+    for count, button in enumerate(buttons[:2], start=1):
+      button.click()
+      wait.until(lambda d, n=count: len(d.find_elements(By.CSS_SELECTOR, "#history img")) == n)
+    assert driver.find_element(By.ID, "error").text == ""
+    assert driver.find_element(By.ID, "spinner").is_displayed() is False
+    assert driver.find_element(By.ID, "download").get_attribute("href").startswith("blob:")
+
+    encoded = driver.execute_async_script(_READ_HISTORY)
+    assert isinstance(encoded, list) and len(encoded) == 2, encoded
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(e)))) for e in encoded]
+    size = driver.execute_script("const c = document.getElementById('canvas');"
+                                 "return [c.height, c.width];")
+    assert [i.shape for i in images] == [(*size, 3)] * 2
+    assert not np.array_equal(images[0], images[1])
+    shot = tmp_path / "page.png"
+    assert driver.save_screenshot(str(shot))
+    assert Image.open(shot).size[0] > 0
+  finally:
+    driver.quit()
+
+
+# --- the batcher ------------------------------------------------------------------------
+
+def test_the_batcher_fills_batches_and_keeps_order():
+  calls: list[list[int]] = []
+
+  def double(items: list[int]) -> list[int]:
+    calls.append(items)
+    return [2 * i for i in items]
+
+  async def scenario() -> tuple[list[int], list[int]]:
+    batcher = DynamicBatcher(double, max_batch_size=4, timeout_s=0.05)
+    batcher.start()
+    together = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    alone = [await batcher.submit(100), await batcher.submit(101)]
+    await batcher.stop()
+    return list(together), alone
+
+  together, alone = asyncio.run(scenario())
+  assert together == [2 * i for i in range(10)] and alone == [200, 202]
+  assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [100], [101]]
+
+
+def test_a_failing_batch_fails_its_requests_only():
+  def fail_on_three(items: list[int]) -> list[int]:
+    if 3 in items:
+      raise RuntimeError("model failed")
+    return items
+
+  async def scenario() -> list[object]:
+    batcher = DynamicBatcher(fail_on_three, max_batch_size=2, timeout_s=0.0)
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(6)),
+                                   return_exceptions=True)
+    await batcher.stop()
+    return results
+
+  results = asyncio.run(scenario())
+  assert results[:2] == [0, 1] and results[4:] == [4, 5]
+  assert all(isinstance(r, RuntimeError) for r in results[2:4])
+
+
+# --- the command line and the load test -------------------------------------------------
+
+def test_serve_names_a_missing_run_and_a_port_in_use_before_loading(capsys, run_dir,
+                                                                     tmp_path):
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    status = serve_cli.main(["serve", f"--workdir={tmp_path / 'none'}", f"--port={port}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "config.json: not found" in err  # the run is checked first
+    status = serve_cli.main(["serve", f"--workdir={run_dir}", f"--port={port}"])
+    err = capsys.readouterr().err
+  assert status == 2 and err.count("\n") == 1 and f"--port={port}" in err
+  assert "already in use" in err
+
+
+def test_the_load_script_loses_nothing(run_dir):
+  """`python -m tp2p_jax.serve` on the trained tiny run, in a subprocess,
+  driven by the load script with a few requests (a smoke test: speed is the
+  script's to measure)."""
+  out = run_script("benchmarks/serve_load.py", [f"--workdir={run_dir}", "--clients=1,3",
+                                                "--requests=16", "--malformed_fraction=0.25",
+                                                "--modes=batched", "--max_batch_size=2"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  rows = report["results"]
+  assert [(r["mode"], r["clients"], r["max_batch_size"]) for r in rows] == [
+      ("batched", 1, 2), ("batched", 3, 2)]
+  for row in rows:
+    assert row["valid"] == 12 and row["malformed"] == 4
+    assert row["ok"] == 12 and row["refused"] == 4 and row["lost"] == 0
+    assert row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
+    assert 1 <= row["mean_batch"] <= 2
+  assert rows[0]["mean_batch"] == 1  # one client: one request at a time
+  assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
+  assert report["image_size"] == 32 and report["model"] == "transpix2pix"

@@ -17,8 +17,8 @@ Every valid request must come back 200 with a PNG of the sketch's size and
 every malformed one 4xx; anything else counts as lost.
 
 Reported per (mode, clients): requests/s over the whole timed run, p50 and
-p99 latency of the valid requests, and the mean batch size from the
-server's /metrics. The clients run on the same machine as the server and
+p99 latency of the valid requests, and from the server's /metrics the mean
+batch size and the mean time of a generator call. The clients run on the same machine as the server and
 take CPU from it. Progress goes to stderr; the last line of stdout is one
 JSON object. Exit status 1 if anything was lost.
 """
@@ -223,11 +223,12 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
     conn.close()
 
 
-def _batch_counts(port: int) -> tuple[float, float]:
-  """(generator calls, requests in them) so far, from /metrics."""
+def _batch_counts(port: int) -> tuple[float, float, float]:
+  """(generator calls, requests in them, seconds in them) so far, from /metrics."""
   text = _get(port, "/metrics")[1].decode()
-  values = dict(re.findall(r"^tp2p_serve_batch_size_(count|sum) (\S+)$", text, re.M))
-  return float(values["count"]), float(values["sum"])
+  found = re.findall(r"^tp2p_serve_batch_(size|seconds)_(count|sum) (\S+)$", text, re.M)
+  values = {(name, kind): float(v) for name, kind, v in found}
+  return values["size", "count"], values["size", "sum"], values["seconds", "sum"]
 
 
 def _free_port() -> int:
@@ -298,11 +299,13 @@ def main(argv: list[str]) -> None:
       for n in clients:
         warm = Workload(styles, info["directions"], sketch_size, n, 0.0)
         drive(server.port, warm, n)  # connections and threads up before timing
-        calls, rows = _batch_counts(server.port)
+        calls, rows, busy = _batch_counts(server.port)
         row = drive(server.port, workload, n)
-        calls_after, rows_after = _batch_counts(server.port)
+        calls_after, rows_after, busy_after = _batch_counts(server.port)
+        n_calls = max(calls_after - calls, 1)
         row = {"mode": mode, "max_batch_size": batch, **row,
-               "mean_batch": round((rows_after - rows) / max(calls_after - calls, 1), 2),
+               "mean_batch": round((rows_after - rows) / n_calls, 2),
+               "model_ms_per_call": round(1000 * (busy_after - busy) / n_calls, 1),
                "startup_s": round(server.startup_s, 1)}
         _log(json.dumps(row))
         results.append(row)

@@ -521,7 +521,7 @@ def test_the_load_script_loses_nothing(run_dir):
     assert row["valid"] == 12 and row["malformed"] == 4
     assert row["ok"] == 12 and row["refused"] == 4 and row["lost"] == 0
     assert row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
-    assert 1 <= row["mean_batch"] <= 2
+    assert 1 <= row["mean_batch"] <= 2 and row["model_ms_per_call"] > 0
   assert rows[0]["mean_batch"] == 1  # one client: one request at a time
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"

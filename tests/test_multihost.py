@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,6 +218,17 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert "SIGTERM received by another process; saved checkpoint 4" in stopped[0][1]
   assert "SIGTERM received; saved checkpoint 4" in stopped[1][1]
   assert _checkpoints(workdir) == [2, 4]
+
+
+def test_a_two_process_checkpoint_on_one_process_is_one_line(two_process_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(two_process_run, workdir)
+  out = subprocess.run(_command(workdir), cwd=REPO, env=cli_env(), capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: {workdir}/checkpoints/6: the input position was saved by 2 process(es), and "
+      "this run has 1; resume it with 2")
 
 
 @pytest.mark.parametrize("via_environment", [False, True])

@@ -135,7 +135,10 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     try:
       pipeline.restore_iterator_state(iterator, pipeline.process_state_from_json(
           restored.data_state, jax.process_index(), jax.process_count()))
-    except ValueError as e:  # IteratorStateError, or grain's refusal of another sampler
+    except pipeline.IteratorStateError as e:
+      ckpt.close()
+      raise RunError(f"{ckpt.directory}/{restored.step}: {e}") from None
+    except ValueError as e:  # grain refuses the position of another sampler
       ckpt.close()
       raise RunError(f"{ckpt.directory}/{restored.step}: {str(e).splitlines()[0]} (the input "
                      "position does not fit this run's input pipeline)") from None

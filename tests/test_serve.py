@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import io
 import json
@@ -25,7 +26,7 @@ import shutil
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import flax.linen as nn
 import httpx
@@ -89,24 +90,31 @@ def model(tinted_run) -> ServedModel:
   return served
 
 
-@pytest.fixture(scope="module")
-def server(model) -> Iterator[str]:
-  """The base URL of a server on `model`."""
-  app = create_app(model, batch_timeout_ms=5, limits=LIMITS)
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+  """Runs `app` on uvicorn in a thread on a free port; yields its base URL."""
   sock = socket.socket()
   sock.bind(("127.0.0.1", 0))
-  config = uvicorn.Config(app, log_level="warning", access_log=False)
-  instance = uvicorn.Server(config)
+  instance = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
   thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
   thread.start()
   deadline = time.monotonic() + 60
   while not instance.started:
     assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
     time.sleep(0.05)
-  yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-  instance.should_exit = True
-  thread.join(timeout=30)
-  sock.close()
+  try:
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+  finally:
+    instance.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(model) -> Iterator[str]:
+  """The base URL of a server on `model`."""
+  with serving(create_app(model, batch_timeout_ms=5, limits=LIMITS)) as url:
+    yield url
 
 
 @pytest.fixture
@@ -364,6 +372,49 @@ def test_a_server_reports_unhealthy_until_warmed_up(tinted_run):
   assert refused.status_code == 400
   assert waiting.status_code == 503 and waiting.json()["error"]["code"] == "warming_up"
   assert not cold.ready
+
+
+class TwoWayTint(nn.Module):
+  """(B, S, S, 3) images in [-1, 1] -> the same shape, no style input: a
+  stand-in for a two-way (CycleGAN) generator."""
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    return jnp.tanh(nn.Conv(3, (3, 3))(images))
+
+
+def test_a_two_way_run_without_styles_serves_each_direction(tinted_run):
+  """What the predictor can do decides: directions, and no style options."""
+  s = 16
+  init = lambda seed: TwoWayTint().init(jax.random.PRNGKey(seed), jnp.zeros((1, s, s, 3)))
+  variables = {"AtoB": init(1), "BtoA": init(2)}
+  predictor = dataclasses.replace(
+      tinted_run.predictor, model_name="two_way_tint", image_size=s, generator=TwoWayTint(),
+      variables=variables, initial_variables=lambda: variables, style_dim=None,
+      style_encoder=None, style_variables={}, prepare="pad")
+  model = ServedModel(dataclasses.replace(tinted_run, predictor=predictor), 2)
+  assert model.prepare == "pad"
+  photo = _png(render_example(2, 48)["photo"][:, :40])
+  with serving(create_app(model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+    deadline = time.monotonic() + 120
+    while client.get("/healthz").status_code != 200:
+      assert time.monotonic() < deadline, "no warm-up"
+      time.sleep(0.1)
+    info = client.get("/v1/styles").json()
+    assert info["styles"] == [] and not info["style_image"] and not info["mix"]
+    assert info["directions"] == ["AtoB", "BtoA"]
+    there = _decode(client.post("/v1/generate", files={"sketch": photo}))
+    back = _decode(client.post("/v1/generate", files={"sketch": photo},
+                               data={"direction": "BtoA"}))
+    assert there.shape == back.shape == (48, 40, 3) and not np.array_equal(there, back)
+    response = client.post("/v1/generate", files={"sketch": photo},
+                           data={"style": "black", "direction": "BtoA"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "style_not_accepted" and "drop style" in error["message"]
+    response = client.post("/v1/generate", files={"sketch": photo, "style_image": photo})
+    assert response.json()["error"]["code"] == "style_not_accepted"
 
 
 # --- the page in a browser --------------------------------------------------------------

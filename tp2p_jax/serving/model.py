@@ -281,6 +281,8 @@ class ServedModel:
     return encode_png(sketch_io.restore_size(output, job.sketch))
 
   def _style_of(self, job: Job) -> np.ndarray:
+    """A job's (E,) float32 style: its class or mix embedding, or its
+    reference photo through the compiled encoder (on the model thread)."""
     if job.style is not None:
       return job.style
     return np.asarray(self._embed(job.style_photo[None]), np.float32)[0]

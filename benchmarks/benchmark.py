@@ -6,6 +6,10 @@ r"""Times the GAN train step and EMA-generator inference of an experiment config
       --config.generator_kwargs.transformer_layers=1
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --dry_run
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --breakdown
+  # Side by side with the PyTorch release, in the same run (torch installed:
+  # pip install -e ".[reference]", or --reference_python=VENV/bin/python)
+  python benchmarks/benchmark.py --config=experiments/transpix2pix.py --batch_size=4 \
+      --reference=TransPix2Pix/
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
       python benchmarks/benchmark.py --config=experiments/toycats.py:tiny --devices=4 --batch_size=8
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
@@ -21,7 +25,10 @@ donated, batch sharded over `data`). The train step runs on a synthetic
 random batch in [-1, 1] so that input loading is not part of its time;
 `--data` measures the config's grain input pipeline separately,
 `--breakdown` the step's parts on their own, `--scaling` the same steps on
-1, 2, 4, ... devices (a correctness check on simulated CPU devices). Results
+1, 2, 4, ... devices (a correctness check on simulated CPU devices).
+`--reference=DIR` then times the PyTorch release's step and inference
+(benchmarks/release_step.py, a subprocess importing the release from DIR)
+on the same machine with the same batch, and reports the ratios. Results
 and their interpretation: benchmarks/PERFORMANCE.md.
 
 Progress goes to stderr; the last line of stdout is one JSON object with the
@@ -37,6 +44,7 @@ import os
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -64,6 +72,7 @@ from tp2p_jax.methods import paired_gan  # noqa: E402
 from tp2p_jax.methods import paired_gan_step as train_steps  # noqa: E402
 from tp2p_jax.methods.networks import count_params  # noqa: E402
 from tp2p_jax.core.xla_flags import set_default_xla_flags  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_REPO_ROOT, "experiments", "transpix2pix.py"),
@@ -105,7 +114,16 @@ _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and trace (jax.eval_shape) the train state, train step and "
     "inference without compiling or running anything; report parameter counts.")
 
+_REFERENCE = flags.DEFINE_string(
+    "reference", None, "A checkout of the PyTorch TransPix2Pix release: after our "
+    "benchmark, time its train step and inference with the same batch on this machine "
+    "(benchmarks/release_step.py) and report both and their ratios. Needs the reference "
+    "config at 256x256 on CPU.")
+_REFERENCE_PYTHON = flags.DEFINE_string(
+    "reference_python", sys.executable, "Python interpreter with torch for --reference.")
+
 _PROFILED_STEPS = 3
+_RELEASE_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
 
 
 def _log(message: str) -> None:
@@ -564,6 +582,53 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_version": jax.__version__}
 
 
+def check_reference_comparable(config: Any, release_dir: str) -> None:
+  """`app.UsageError` unless `--reference` can compare like with like: the
+  release is at `release_dir`, and the config is TransPix2Pix at the
+  release's 256x256 on CPU."""
+  if not os.path.isfile(os.path.join(release_dir, "model_generator.py")):
+    raise app.UsageError(f"--reference={release_dir}: no model_generator.py there (not a "
+                         "checkout of the TransPix2Pix release)")
+  if config.generator != "transpix2pix" or int(config.image_size) != 256:
+    raise app.UsageError("--reference compares the release's step with ours: use "
+                         "--config=experiments/transpix2pix.py (TransPix2Pix at 256x256)")
+  if jax.devices()[0].platform != "cpu":
+    raise app.UsageError("--reference times the release on the CPU: run ours there too "
+                         "(JAX_PLATFORMS=cpu)")
+
+
+def time_release(release_dir: str, python: str, *, batch_size: int, steps: int, warmup: int,
+                 infer_batches: int) -> dict[str, Any]:
+  """The release's step and inference timed by benchmarks/release_step.py
+  in a subprocess (its own interpreter, so torch and JAX do not share one
+  process); its JSON result."""
+  _log(f"timing the PyTorch release ({release_dir}) with {python}")
+  command = [python, _RELEASE_STEP, f"--release_dir={release_dir}",
+             f"--batch_size={batch_size}", f"--steps={steps}", f"--warmup={warmup}",
+             f"--infer_batches={infer_batches}"]
+  done = subprocess.run(command, capture_output=True, text=True)
+  if done.returncode != 0:
+    tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+    raise RuntimeError(f"the release's timing failed ({' '.join(command)}): {tail}")
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_with_release(ours: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
+  """Ratios of one run's figures: train step seconds ours / release (below 1:
+  ours is faster) and inference images/s ours / release (above 1: ours is
+  faster)."""
+  return {
+      "release": release,
+      "train_step_ratio": ours["train_step_s"] / release["train_step_s"],
+      "train_speedup": release["train_step_s"] / ours["train_step_s"],
+      "infer_ratio": ours["infer_images_per_s"] / release["infer_images_per_s"],
+      "notes": ["measured one after the other in this run on this machine, same batch, "
+                "256x256, float32; the release's VGG16 feature loss runs under no_grad "
+                "(it sends G no gradient, a defect), ours backpropagates through VGG16, so "
+                "our step does more work"],
+  }
+
+
 def _json_safe(value: Any) -> Any:
   """NaN/inf -> None, so the output is strict JSON."""
   if isinstance(value, float) and not math.isfinite(value):
@@ -592,6 +657,10 @@ def main(argv: list[str]) -> None:
     config.batch_size = _BATCH_SIZE.value
   if _DTYPE.value is not None:
     config.dtype = _DTYPE.value
+  if _REFERENCE.value:
+    if _SCALING.value or _DRY_RUN.value:
+      raise app.UsageError("--reference times full steps: drop --scaling/--dry_run")
+    check_reference_comparable(config, _REFERENCE.value)
   if _SCALING.value:
     result = scaling(config, steps=_STEPS.value)
   else:
@@ -600,6 +669,16 @@ def main(argv: list[str]) -> None:
                            data=_DATA.value, data_batches=_DATA_BATCHES.value,
                            profile_dir=_PROFILE_DIR.value, dry_run=_DRY_RUN.value,
                            breakdown=_BREAKDOWN.value)
+  result["machine"] = describe_cpu()
+  if _REFERENCE.value:
+    release = time_release(_REFERENCE.value, _REFERENCE_PYTHON.value,
+                           batch_size=int(config.batch_size), steps=_STEPS.value,
+                           warmup=_WARMUP.value, infer_batches=_INFER_BATCHES.value)
+    result["reference"] = compare_with_release(result, release)
+    _log(f"release: step {release['train_step_s']:.3f} s, "
+         f"{release['infer_images_per_s']:.3g} images/s; ours/release step time "
+         f"{result['reference']['train_step_ratio']:.2f}, inference speed "
+         f"{result['reference']['infer_ratio']:.2f}")
   config_flag = flags.FLAGS["config"]
   result["config"] = config_flags.get_config_filename(config_flag)
   overrides = config_flags.get_override_values(config_flag)

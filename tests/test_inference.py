@@ -91,8 +91,11 @@ def test_predict_style_image_mix_and_grid(run_dir, sketches, tmp_path, capsys):
   assert Image.open(tmp_path / "mix" / "cat1.png").size == (64, 64)
   grid = Image.open(tmp_path / "grid" / "cat1_styles.png")
   size, pad = 32, 2  # the tiny run's image size; image_grid's padding
-  assert grid.size[0] == (len(STYLE_NAMES) + 1) * (size + pad) + pad
-  assert grid.size[1] > size + 2 * pad  # captions above the row
+  # Tiles enlarged by a whole factor until the longest class name fits.
+  tile = (grid.size[0] - pad) // (len(STYLE_NAMES) + 1) - pad
+  assert grid.size[0] == (len(STYLE_NAMES) + 1) * (tile + pad) + pad
+  assert tile % size == 0 and tile > size
+  assert grid.size[1] > tile + 2 * pad  # captions above the row
 
 
 @pytest.mark.parametrize("args, message", [
@@ -178,6 +181,10 @@ def test_evaluate_reports_every_metric(run_dir, tmp_path):
                                              "--inception_size=75"])
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Traceback" not in out.stderr
+  # A line per phase while it works (8 pairs in batches of 4: bars too).
+  for phase in ("evaluate: embedding the target photos (8 pairs)", "evaluate: generating (8",
+                "evaluate: style accuracy: every sketch in each of", "evaluate: FID and KID"):
+    assert phase in out.stderr, (phase, out.stderr[-2000:])
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["step"] == 40 and result["split"] == "validation"
   assert result["num_examples"] == 8
@@ -382,3 +389,14 @@ def test_evaluate_and_export_name_a_missing_run(tmp_path, capsys):
   for module, extra in [(evaluate_cli, []), (export_cli, [f"--output={tmp_path / 'g'}"])]:
     status, out, err = _cli(capsys, module, f"--workdir={tmp_path / 'nope'}", *extra)
     assert status == 2 and out == "" and "config.json: not found" in err, err
+
+
+def test_a_class_without_photos_names_the_classes_that_have_them():
+  bank = styles.ClassEmbeddings(("black", "ginger", "white"), np.ones((3, 4), np.float32),
+                                np.array([0, 5, 2]))
+  np.testing.assert_array_equal(bank.of("ginger"), np.ones(4))
+  with pytest.raises(ValueError, match=r"'black' had no training photos.*classes with "
+                     r"photos: ginger, white"):
+    bank.of("black")
+  with pytest.raises(ValueError, match="unknown style class 'tabby'"):
+    bank.index("tabby")

@@ -189,6 +189,31 @@ def test_style_name_folders_use_the_toy_cat_labels(tmp_path: pathlib.Path):
   assert prepared.class_names(tmp_path / "out") == toycats.STYLE_NAMES
 
 
+def test_some_coat_folders_say_which_classes_have_pairs(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]):
+  for i in range(3):
+    _save(Image.fromarray(_photo(i)), tmp_path / "in" / "ginger" / f"g{i}.png")
+  _save(Image.fromarray(_photo(5)), tmp_path / "in" / "white" / "w.png")
+  status, out, err = _cli(capsys, "--source=folder", f"--input={tmp_path / 'in'}",
+                          f"--data_dir={tmp_path / 'out'}", f"--image_size={S}")
+  assert status == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary["classes"] == list(toycats.STYLE_NAMES)
+  train, val = summary["class_counts"]["train"], summary["class_counts"].get(
+      "validation", [0] * len(toycats.STYLE_NAMES))
+  by_name = {n: a + b for n, a, b in zip(toycats.STYLE_NAMES, train, val)}
+  assert by_name["ginger"] == 3 and by_name["white"] == 1
+  assert sum(by_name.values()) == 4 == summary["written"]
+  empty = [n for n, c in zip(toycats.STYLE_NAMES, train) if c == 0]
+  assert summary["classes_without_pairs"] == empty and "black" in empty
+  warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+  assert any("validation split has" in w and "fewer than 32" in w for w in warnings), err
+  assert any("no training pairs" in w and "black" in w and "no --style" in w
+             for w in warnings), err
+  # TFDS's "Downloading and preparing dataset" would be wrong: nothing is downloaded.
+  assert "Downloading" not in out + err
+
+
 def test_flat_folder_is_one_class(tmp_path: pathlib.Path):
   for i in range(3):
     _save(Image.fromarray(_photo(i)), tmp_path / "cats" / f"{i}.png")

@@ -85,7 +85,7 @@ def _evaluate(fv: flags.FlagValues) -> int:
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
       batch_size=fv.batch_size, inception_weights=fv.inception_weights,
-      inception_size=fv.inception_size, dtype=fv.dtype)
+      inception_size=fv.inception_size, dtype=fv.dtype, show_progress=True)
   print(json.dumps(result, sort_keys=True))
   return 0
 

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 from absl import flags
 import numpy as np
-from PIL import Image, ImageDraw
 
 from tp2p_jax.cli import command
 from tp2p_jax.cli.command import UsageError
@@ -69,19 +68,10 @@ def _output_names(files: Sequence[pathlib.Path]) -> list[str]:
   return [f.name.replace(".", "_") if stems.count(f.stem) > 1 else f.stem for f in files]
 
 
-def _label_strip(names: Sequence[str], tile: int, pad: int) -> np.ndarray:
-  """White strip with one caption per tile, for the style grid."""
-  height = 14
-  strip = Image.new("RGB", (len(names) * (tile + pad) + pad, height), "white")
-  draw = ImageDraw.Draw(strip)
-  for i, name in enumerate(names):
-    draw.text((pad + i * (tile + pad) + 2, 1), name[: max(3, tile // 6)], fill="black")
-  return np.asarray(strip)
-
-
 def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[str],
                pad: int = 2) -> np.ndarray:
-  """[sketch | output in class 1 | ... | class C] with captions, uint8.
+  """[sketch | output in class 1 | ... | class C] under a header naming each
+  column in full (small tiles are enlarged to fit it), uint8.
 
   Args:
     sketch: (S, S, 3) in [-1, 1].
@@ -89,9 +79,7 @@ def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[st
   """
   from tp2p_jax.core.run_log import image_grid
   tiles = [sketch[None]] + [o[None] for o in outputs]
-  row = image_grid(tiles, pad=pad)
-  captions = _label_strip(["sketch", *class_names], sketch.shape[0], pad)
-  return np.concatenate([captions, row], axis=0)
+  return image_grid(tiles, pad=pad, captions=["sketch", *class_names])
 
 
 def _check_options(run: TrainedRun, direction: str, style_options: Sequence[str]) -> None:

@@ -105,11 +105,40 @@ def summary(result: BuildResult) -> dict[str, Any]:
       "skipped_files": [{"file": s.file, "reason": s.reason}
                         for s in result.skipped],
       "classes": list(result.classes),
+      "class_counts": result.class_counts,
+      "classes_without_pairs": list(result.classes_without_pairs()),
       "splits": result.splits,
       "data_dir": result.dataset_dir,
       "seconds": round(result.seconds, 3),
       "pairs_per_s": round(result.pairs_per_s, 2),
   }
+
+
+# Fewer held-out pairs than this make validation metrics noise (a FID or a
+# style accuracy over a handful of images moves by whole steps).
+MIN_VALIDATION_PAIRS = 32
+
+
+def dataset_warnings(result: BuildResult) -> list[str]:
+  """What a user should know before training on `result`: a validation split
+  too small to measure anything, and classes without training pairs (no
+  class style for them)."""
+  warnings = []
+  val = result.splits.get("validation", 0)
+  if val < MIN_VALIDATION_PAIRS:
+    warnings.append(
+        f"the validation split has {val} pair(s) of {result.written}: fewer than "
+        f"{MIN_VALIDATION_PAIRS} held-out pairs make evaluation metrics noise; add photos or "
+        "raise --val_fraction")
+  missing = result.classes_without_pairs()
+  if missing and len(missing) < len(result.classes):
+    from tp2p_jax.data.toycats import STYLE_NAMES
+    why = (" (class folders named after some of the toy cats' coats get all nine labels, so "
+           "that runs share one label space)" if result.classes == STYLE_NAMES else "")
+    warnings.append(
+        f"{len(missing)} of the {len(result.classes)} classes have no training pairs: "
+        f"{', '.join(missing)}{why}; a run on this data has no --style for them")
+  return warnings
 
 
 def run(source: str | None, input_path: str | None, data_dir: str | None, *,
@@ -161,6 +190,8 @@ def run(source: str | None, input_path: str | None, data_dir: str | None, *,
     return command.fail(str(e))
   for skipped in result.skipped:
     print(f"skipped {skipped.file}: {skipped.reason}", file=sys.stderr)
+  for warning in dataset_warnings(result):
+    print(f"warning: {warning}", file=sys.stderr)
   print(json.dumps(summary(result)))
   return 0
 

@@ -23,7 +23,7 @@ def _file_digest(path: str) -> str:
 
 def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: str,
                        weights: dict[str, Any], input_size: int, split: str,
-                       batch_size: int) -> dict[str, Any]:
+                       batch_size: int, show_progress: bool = False) -> dict[str, Any]:
   """FID and KID of generated vs real photos (N, S, S, 3) in [-1, 1] with
   the Inception `weights` read from `weights_path`; the real features are
   cached in the run, keyed by split, count and weights."""
@@ -33,9 +33,10 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: st
   from tp2p_jax.inference.run_loading import in_fixed_batches
   variables = jax.device_put(weights)
 
-  def features(images: np.ndarray) -> np.ndarray:
+  def features(images: np.ndarray, desc: str) -> np.ndarray:
     fn = lambda x: metrics.inception_features(x, variables, input_size=input_size)  # noqa: E731
-    return in_fixed_batches(fn, [images], batch_size).astype(np.float64)
+    return in_fixed_batches(fn, [images], batch_size,
+                            desc=desc if show_progress else None).astype(np.float64)
 
   cache = os.path.join(run.workdir, "eval", f"inception_real_{split}_{len(real)}_"
                        f"{input_size}_{_file_digest(weights_path)}.npz")
@@ -47,9 +48,9 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: st
     except (OSError, ValueError, KeyError) as e:
       log.warning("ignoring unreadable %s (%s)", cache, e)
   if real_features is None or len(real_features) != len(real):
-    real_features = features(real)
+    real_features = features(real, "inception (real)")
     write_npz_atomically(cache, {"features": real_features})
-  fake_features = features(fake)
+  fake_features = features(fake, "inception (generated)")
   subset = min(1000, len(real))
   kid_mean, kid_std = metrics.kid(real_features, fake_features, subset_size=subset)
   return {"fid": metrics.fid_from_features(real_features, fake_features), "kid": kid_mean,
@@ -59,9 +60,11 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: st
 def evaluate(workdir: str, *, split: str = "validation", step: int | None = None,
              num_examples: int | None = None, batch_size: int = 16,
              inception_weights: str | None = None, inception_size: int = 299,
-             dtype: str | None = None) -> dict[str, Any]:
+             dtype: str | None = None, show_progress: bool = False) -> dict[str, Any]:
   """All metrics of a run (see the module docstring); writes
   `RUN/eval/<step>.json` and the embedding plot, returns the metrics.
+  `show_progress`: a line per phase and a progress bar over its batches on
+  stderr.
 
   Raises:
     RunError: the run cannot be loaded or has no held-out pairs.
@@ -101,17 +104,27 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   real_b = np.concatenate([b["real_b"] for b in batches])
   labels = np.concatenate([b["label"] for b in batches])
   n = len(real_a)
-  fixed = lambda fn, *arrays: run_loading.in_fixed_batches(fn, list(arrays), batch_size)  # noqa: E731
+  phase = _phase_reporter(show_progress, n)
+
+  def fixed(fn: Callable[..., Any], *arrays: np.ndarray, desc: str | None = None
+            ) -> np.ndarray:
+    return run_loading.in_fixed_batches(fn, list(arrays), batch_size,
+                                        desc=desc if show_progress else None)
 
   # Reconstruction: each sketch in the style of its own target photo (if
   # the generator takes a style).
   inputs = [real_a]
   if predictor.style_dim is not None:
-    embeddings = fixed(run.embed, real_b)
+    phase("embedding the target photos")
+    embeddings = fixed(run.embed, real_b, desc="embed")
     inputs.append(embeddings)
-  fake = fixed(predictor.generate, *inputs)
+  phase("generating")
+  fake = fixed(predictor.generate, *inputs, desc="generate")
+  phase("generating with the untrained generator (the baseline)")
   untrained = predictor.initial_variables()["AtoB"]
-  fake_untrained = fixed(lambda x, *s: predictor.generate(x, *s, variables=untrained), *inputs)
+  fake_untrained = fixed(lambda x, *s: predictor.generate(x, *s, variables=untrained), *inputs,
+                         desc="baseline")
+  phase("image metrics (L1, PSNR, SSIM, LPIPS)")
   result: dict[str, Any] = {"model": predictor.model_name, "step": run.step, "split": split,
                             "num_examples": n, "image_size": predictor.image_size}
   result["l1"] = float(np.mean(fixed(metrics.l1, fake, real_b)))
@@ -123,10 +136,11 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
     result["lpips"] = float(np.mean(fixed(metrics.lpips, fake, real_b)))
 
   if predictor.style_dim is not None:
-    result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed))
+    result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed, phase))
   if inception is not None:
+    phase("FID and KID (Inception-v3 features)")
     result.update(_inception_metrics(run, real_b, fake, inception_weights, inception,
-                                     inception_size, split, batch_size))
+                                     inception_size, split, batch_size, show_progress))
   eval_dir = os.path.join(run.workdir, "eval")
   os.makedirs(eval_dir, exist_ok=True)
   with open(os.path.join(eval_dir, f"{run.step}.json"), "w") as f:
@@ -134,8 +148,18 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   return result
 
 
+def _phase_reporter(enabled: bool, num_examples: int) -> Callable[[str], None]:
+  """`phase(name)` logs "evaluate: NAME (N pairs)" when `enabled`: evaluation
+  runs for minutes on a CPU, and a line per phase says where it is."""
+  def phase(name: str) -> None:
+    if enabled:
+      log.info("evaluate: %s (%d pairs)", name, num_examples)
+  return phase
+
+
 def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarray,
-                   embeddings: np.ndarray, split: str, fixed: Callable[..., np.ndarray]) -> dict[str, Any]:
+                   embeddings: np.ndarray, split: str, fixed: Callable[..., np.ndarray],
+                   phase: Callable[[str], None]) -> dict[str, Any]:
   """Style adaptation accuracy, the style encoder's EER and accuracies, and
   the embedding map of a style-conditioned run."""
   from tp2p_jax import metrics
@@ -143,18 +167,23 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   n = len(real_a)
   result: dict[str, Any] = {}
   # Style adaptation: every sketch in every class's average style.
+  phase("class-average styles")
   bank = styles.class_embeddings(run)
   per_class = {}
+  seen_names = [name for k, name in enumerate(bank.names) if bank.counts[k] > 0]
+  phase(f"style accuracy: every sketch in each of {len(seen_names)} class styles")
   for k, name in enumerate(bank.names):
     if bank.counts[k] == 0:
       continue
-    styled = fixed(run.predictor.generate, real_a, np.repeat(bank.means[k][None], n, axis=0))
+    styled = fixed(run.predictor.generate, real_a, np.repeat(bank.means[k][None], n, axis=0),
+                   desc=f"style {name}")
     predicted = np.argmax(fixed(run.classify, styled), axis=-1)
     per_class[name] = float(np.mean(predicted == k))
   result["style_accuracy"] = float(np.mean(list(per_class.values())))
   result["style_accuracy_per_class"] = per_class
 
   # The style encoder itself, on the real held-out photos.
+  phase("style encoder metrics and embedding map")
   seen = bank.counts > 0
   scores = metrics.cosine_scores(embeddings, bank.means)
   known = seen[labels]

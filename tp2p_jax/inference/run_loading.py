@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from tp2p_jax import methods
 from tp2p_jax.core.run_dir import RunError, read_run_config, restore_run_state
@@ -124,7 +126,7 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
 
 
 def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
-                     batch_size: int) -> np.ndarray:
+                     batch_size: int, desc: str | None = None) -> np.ndarray:
   """`fn(*batch)` over the rows of `arrays` in batches of exactly
   `batch_size` (the last padded by repeating its final row and trimmed
   after), so a jitted `fn` compiles once whatever the number of rows.
@@ -133,6 +135,9 @@ def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
     fn: maps batches (batch_size, ...) of each array to (batch_size, ...).
     arrays: equal-length arrays (N, ...), N >= 1.
     batch_size: rows per call.
+    desc: if given, a progress bar on stderr with this label; it starts
+      after the first batch, which includes any compilation, so its rate and
+      ETA are those of the compiled `fn`.
 
   Returns:
     (N, ...) numpy results.
@@ -143,10 +148,22 @@ def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
   if batch_size <= 0:
     raise ValueError(f"batch_size must be > 0, got {batch_size}")
   outputs = []
-  for start in range(0, n, batch_size):
-    chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
-    rows = len(chunk[0])
-    if rows < batch_size:
-      chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - rows, axis=0)]) for c in chunk]
-    outputs.append(np.asarray(fn(*chunk))[:rows])
+  bar = None
+  num_batches = -(-n // batch_size)
+  try:
+    for start in range(0, n, batch_size):
+      chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
+      rows = len(chunk[0])
+      if rows < batch_size:
+        chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - rows, axis=0)])
+                 for c in chunk]
+      outputs.append(np.asarray(fn(*chunk))[:rows])
+      if bar is not None:
+        bar.update(1)
+      elif desc is not None and num_batches > 1:
+        bar = tqdm(total=num_batches, initial=1, desc=desc, unit="batch",
+                   dynamic_ncols=True, leave=False, file=sys.stderr)
+  finally:
+    if bar is not None:
+      bar.close()
   return np.concatenate(outputs)

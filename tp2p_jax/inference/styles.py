@@ -46,8 +46,10 @@ class ClassEmbeddings:
                        f"{', '.join(self.names)}")
     i = self.names.index(name)
     if self.counts[i] == 0:
+      seen = [n for n, c in zip(self.names, self.counts) if c > 0]
       raise ValueError(f"style class {name!r} had no training photos, so it has no "
-                       "average embedding")
+                       f"average embedding; classes with photos: {', '.join(seen)} (or give "
+                       "a reference photo: --style_image)")
     return i
 
   def of(self, name: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import importlib.util
+import logging
 import multiprocessing
 import os
 import tempfile
@@ -30,6 +31,8 @@ from tp2p_jax.data.prepared.discovery import (ClassLayout, InputError, Item, Ski
                                               pix2pix_hd_items, require_dir)
 from tp2p_jax.data.prepared.pairs import Pair, check_item, make_pair
 from tp2p_jax.data.prepared.tfds_photos import TfdsSpec, tfds_record, tfds_spec
+
+log = logging.getLogger("tp2p_jax")
 
 # Work items in flight at once with an executor: enough to keep a few
 # workers busy, few enough that finished pairs never pile up in memory.
@@ -101,6 +104,8 @@ class SketchPhotoPairs(tfds.core.GeneratorBasedBuilder):
     self._tfds_spec: TfdsSpec | None = None
     self._tfds_sources: dict[str, Any] = {}
     self.skipped: list[SkippedFile] = []
+    # Pairs written per split and label (the classes a dataset really has).
+    self.class_counts: dict[str, list[int]] = {}
     # `_info()` runs inside the base __init__ and needs the class names, so
     # the config is resolved and the input looked at first.
     config = kwargs.get("config")
@@ -314,6 +319,15 @@ class SketchPhotoPairs(tfds.core.GeneratorBasedBuilder):
       self._executor.shutdown()
       self._executor = None
 
+  # TFDS announces "Downloading and preparing dataset ..." with download
+  # sizes; nothing is downloaded here, so say what happens instead.
+  def _log_download_bytes(self) -> None:
+    log.info("preparing sketch/photo pairs from %s (nothing is downloaded) into %s",
+             self._input_path or self.builder_config.tfds_name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    log.info("prepared %s", self.data_dir)
+
   def _progress(self, iterable: Iterable[Any], total: int | None,
                 desc: str) -> Iterable[Any]:
     if not self._show_progress:
@@ -363,6 +377,9 @@ class SketchPhotoPairs(tfds.core.GeneratorBasedBuilder):
         # Passed the check but failed now (e.g. changed on disk meanwhile).
         self.skipped.append(SkippedFile(item.key, str(reason)))
         continue
+      counts = self.class_counts.setdefault(split, [0] * len(self._class_names or ()))
+      if 0 <= item.label < len(counts):
+        counts[item.label] += 1
       yield item.key, example
     self._record_metadata()
 
@@ -371,6 +388,7 @@ class SketchPhotoPairs(tfds.core.GeneratorBasedBuilder):
     meta["params"] = self.builder_config.params()
     meta["input"] = str(self._input_path)
     meta["class_names"] = list(self._class_names or ())
+    meta["class_counts"] = {k: list(v) for k, v in self.class_counts.items()}
     meta["skipped_files"] = [dataclasses.asdict(s) for s in
                              sorted(set(self.skipped), key=lambda s: s.file)]
 
@@ -386,6 +404,9 @@ class BuildResult:
     written: number of pairs written (all splits).
     skipped: inputs that did not become pairs, with reasons.
     classes: label names, index = label.
+    class_counts: pairs per label, per split ("train", "validation"); a
+      folder whose class subfolders are some of the toy cats' coat names has
+      all nine labels, the others with 0 pairs.
     splits: pairs per split ("train", "validation").
     seconds: wall time of the build.
   """
@@ -394,8 +415,14 @@ class BuildResult:
   written: int
   skipped: tuple[SkippedFile, ...]
   classes: tuple[str, ...]
+  class_counts: dict[str, list[int]]
   splits: dict[str, int]
   seconds: float
+
+  def classes_without_pairs(self) -> tuple[str, ...]:
+    """Labels no training pair has: a run on this data has no style for them."""
+    train = self.class_counts.get(TRAIN, [0] * len(self.classes))
+    return tuple(name for name, n in zip(self.classes, train) if n == 0)
 
   @property
   def pairs_per_s(self) -> float:
@@ -471,6 +498,7 @@ def build(source: str, input_path: str | None, data_dir: str, *,
       written=sum(splits.values()),
       skipped=tuple(sorted(set(builder.skipped), key=lambda s: s.file)),
       classes=tuple(builder.info.features["label"].names),
+      class_counts={k: list(v) for k, v in builder.class_counts.items()},
       splits=splits,
       seconds=time.perf_counter() - start,
   )

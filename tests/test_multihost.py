@@ -8,7 +8,8 @@ training command's own code: this file is also the config file
 command (`tp2p_jax.cli.train.main` with the painter registered). With
 MULTIHOST_SIGNAL_AFTER_SAVE=STEP:SIGNAL in its environment a process sends
 itself SIGNAL right after saving checkpoint STEP, so that kills and
-preemption notices land at a known step rather than after a sleep.
+preemption notices land at a known step rather than after a sleep; with
+MULTIHOST_NAN_AT_STEP=STEP it alone sees a NaN loss at that step.
 
 The batches' independence of the process count, augmentation included, is
 checked in-process on the pipeline (`HostSliceSampler`).
@@ -122,9 +123,11 @@ def _command(workdir: pathlib.Path) -> list[str]:
 
 def _run_processes(workdir: pathlib.Path, *, via_environment: bool = False,
                    signal_after_save: dict[int, str] | None = None,
+                   non_finite_at: dict[int, int] | None = None,
                    timeout: float = 600) -> list[tuple[int, str]]:
   """Trains the painter in `workdir` on two processes; returns each one's
-  (exit status, stderr). `signal_after_save`: process -> "STEP:SIGNAL"."""
+  (exit status, stderr). `signal_after_save`: process -> "STEP:SIGNAL";
+  `non_finite_at`: process -> the step whose l1 that process sees as NaN."""
   port, procs = _free_port(), []
   for i in range(2):
     env, command = cli_env(), _command(workdir)
@@ -136,6 +139,8 @@ def _run_processes(workdir: pathlib.Path, *, via_environment: bool = False,
                   f"--process_id={i}"]
     if signal_after_save and i in signal_after_save:
       env["MULTIHOST_SIGNAL_AFTER_SAVE"] = signal_after_save[i]
+    if non_finite_at and i in non_finite_at:
+      env["MULTIHOST_NAN_AT_STEP"] = str(non_finite_at[i])
     log = open(workdir.parent / f"{workdir.name}.process{i}.log", "w+")
     procs.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                    stderr=log, text=True), log))
@@ -220,6 +225,16 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert _checkpoints(workdir) == [2, 4]
 
 
+def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
+  workdir = tmp_path / "run"
+  stopped = _run_processes(workdir, non_finite_at={1: 3})
+  for status, err in stopped:
+    assert status == 1, err[-3000:]
+  assert "non-finite values at step 3: on another process" in stopped[0][1]
+  assert "non-finite values at step 3: {'l1': nan}" in stopped[1][1]
+  assert _checkpoints(workdir) == [2]
+
+
 def test_a_two_process_checkpoint_on_one_process_is_one_line(two_process_run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(two_process_run, workdir)
@@ -271,9 +286,25 @@ def _signal_after_save(spec: str) -> None:
   checkpoints.Checkpointer.save = save_then_signal
 
 
+def _non_finite_at(step: int) -> None:
+  """This process alone sees a NaN l1 at `step` of a fresh run (the loop
+  fetches the metrics once per step: the painter logs every step)."""
+  from tp2p_jax.core import loop
+  fetch, calls = loop._host_metrics, [0]
+
+  def fetch_with_nan(metrics):
+    calls[0] += 1
+    host = fetch(metrics)
+    return {**host, "l1": float("nan")} if calls[0] == step else host
+
+  loop._host_metrics = fetch_with_nan
+
+
 if __name__ == "__main__":
   from tp2p_jax.cli import train as train_cli
   if os.environ.get("MULTIHOST_SIGNAL_AFTER_SAVE"):
     _signal_after_save(os.environ["MULTIHOST_SIGNAL_AFTER_SAVE"])
+  if os.environ.get("MULTIHOST_NAN_AT_STEP"):
+    _non_finite_at(int(os.environ["MULTIHOST_NAN_AT_STEP"]))
   with painter_method.registered():
     sys.exit(train_cli.main(sys.argv))

@@ -120,6 +120,9 @@ def test_dry_run_on_a_multi_device_mesh_with_overrides():
   assert result["params"]["generator"] > 0 and result["params"]["discriminator"] > 0
   assert result["config_overrides"] == {"lambda_perceptual": 0.0}
   assert "vgg_load_s" not in result
+  machine = result["machine"]  # what every figure is measured on
+  assert machine["cpu"] and machine["cores"] >= 1
+  assert machine["avx2"] == ("avx2" in machine["vector_extensions"])
   assert any("simulated" in note for note in result["notes"])
 
 
@@ -127,3 +130,53 @@ def test_batch_not_divisible_by_devices_fails_clearly():
   proc = _run([f"--config={_TINY}", "--devices=3", "--dry_run"], num_cpu_devices=4)
   assert proc.returncode != 0
   assert "not divisible" in proc.stderr
+
+
+# --- --reference: the release timed beside ours -----------------------------------------
+
+def _benchmark_module():
+  import importlib
+  return importlib.import_module("benchmarks.benchmark")
+
+
+def test_reference_refuses_what_it_cannot_compare(tmp_path):
+  no_release = _run([f"--config={_TINY}", f"--reference={tmp_path}"])
+  assert no_release.returncode != 0
+  assert "no model_generator.py there" in no_release.stderr
+  (tmp_path / "model_generator.py").write_text("")
+  tiny = _run([f"--config={_TINY}", f"--reference={tmp_path}"])
+  assert tiny.returncode != 0
+  assert "TransPix2Pix at 256x256" in tiny.stderr
+  scaling = _run([f"--config={_TINY}", f"--reference={tmp_path}", "--scaling"])
+  assert scaling.returncode != 0 and "drop --scaling" in scaling.stderr
+
+
+def test_release_timing_runs_in_its_own_interpreter_and_gives_ratios(tmp_path):
+  benchmark = _benchmark_module()
+  # An interpreter stand-in that records its arguments and answers like
+  # benchmarks/release_step.py.
+  args_file = tmp_path / "args"
+  python = tmp_path / "python"
+  python.write_text("#!/bin/sh\n"
+                    f"echo \"$@\" > {args_file}\n"
+                    "echo 'torch says hello'\n"
+                    "echo '{\"train_step_s\": 8.0, \"infer_images_per_s\": 2.0}'\n")
+  python.chmod(0o755)
+  release = benchmark.time_release(str(tmp_path), str(python), batch_size=4, steps=3,
+                                   warmup=1, infer_batches=2)
+  assert release == {"train_step_s": 8.0, "infer_images_per_s": 2.0}
+  passed = args_file.read_text().split()
+  assert passed[0].endswith("release_step.py")
+  assert f"--release_dir={tmp_path}" in passed and "--batch_size=4" in passed
+  assert "--steps=3" in passed and "--warmup=1" in passed and "--infer_batches=2" in passed
+  compared = benchmark.compare_with_release({"train_step_s": 4.0, "infer_images_per_s": 6.0},
+                                            release)
+  assert compared["train_step_ratio"] == 0.5 and compared["train_speedup"] == 2.0
+  assert compared["infer_ratio"] == 3.0 and compared["release"] == release
+  failing = tmp_path / "failing"
+  failing.write_text("#!/bin/sh\necho 'ModuleNotFoundError: torch' >&2\nexit 1\n")
+  failing.chmod(0o755)
+  with pytest.raises(RuntimeError, match="the release's timing failed.*ModuleNotFoundError"):
+    benchmark.time_release(str(tmp_path), str(failing), batch_size=4, steps=1, warmup=0,
+                           infer_batches=1)
+

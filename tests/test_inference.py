@@ -396,7 +396,7 @@ def test_a_class_without_photos_names_the_classes_that_have_them():
                                 np.array([0, 5, 2]))
   np.testing.assert_array_equal(bank.of("ginger"), np.ones(4))
   with pytest.raises(ValueError, match=r"'black' had no training photos.*classes with "
-                     r"photos: ginger, white"):
+                     r"photos: ginger, white, or style by a reference photo"):
     bank.of("black")
   with pytest.raises(ValueError, match="unknown style class 'tabby'"):
     bank.index("tabby")

@@ -48,8 +48,8 @@ class ClassEmbeddings:
     if self.counts[i] == 0:
       seen = [n for n, c in zip(self.names, self.counts) if c > 0]
       raise ValueError(f"style class {name!r} had no training photos, so it has no "
-                       f"average embedding; classes with photos: {', '.join(seen)} (or give "
-                       "a reference photo: --style_image)")
+                       f"average embedding; classes with photos: {', '.join(seen)}, or "
+                       "style by a reference photo")
     return i
 
   def of(self, name: str) -> np.ndarray:

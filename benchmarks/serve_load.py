@@ -28,7 +28,6 @@ import http.client
 import itertools
 import json
 import os
-import platform
 import re
 import socket
 import statistics
@@ -47,6 +46,7 @@ if _REPO_ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.machine import describe_cpu  # noqa: E402
 from tp2p_jax.core.run_dir import read_run_config  # noqa: E402
 from tp2p_jax.data.toycats import render_example  # noqa: E402
 from tp2p_jax.serving.uploads import encode_png  # noqa: E402
@@ -73,26 +73,6 @@ _BOUNDARY = "tp2p-load-boundary"
 
 def _log(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
-
-
-def machine() -> dict[str, Any]:
-  """CPU model (lscpu), cores and vector extensions (/proc/cpuinfo)."""
-  model = platform.processor() or platform.machine()
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    found = re.search(r"Model name:\s*(.+)", out)
-    model = found.group(1).strip() if found else model
-  except (OSError, subprocess.SubprocessError):
-    pass
-  flags_line = ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags_line = next((line for line in f if line.startswith("flags")), "")
-  except OSError:
-    pass
-  words = set(flags_line.split())
-  return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in words,
-          "avx512": any(w.startswith("avx512") for w in words)}
 
 
 def _multipart(files: dict[str, bytes], fields: dict[str, str]) -> bytes:
@@ -315,7 +295,7 @@ def main(argv: list[str]) -> None:
     if len(pair) == 2:
       speedup[str(n)] = round(pair["batched"] / pair["unbatched"], 2)
   lost = sum(r["lost"] for r in results)
-  report = {"machine": machine(), "workdir": os.path.abspath(_WORKDIR.value),
+  report = {"machine": describe_cpu(), "workdir": os.path.abspath(_WORKDIR.value),
             "model": info.get("model"), "image_size": int(config.image_size),
             "sketch_size": sketch_size, "dtype": str(config.get("dtype", "float32")),
             "batch_timeout_ms": _TIMEOUT_MS.value, "results": results,

@@ -96,6 +96,20 @@ def _unknown_field(error: BaseException) -> str:
   return f"--config: no field {field!r} in the config{hint}"
 
 
+def define_generator_flags(fv: flags.FlagValues) -> None:
+  """--dtype, --step and --prepare in `fv`: which checkpoint of a run, in
+  which compute dtype, and how drawings are prepared for it (the commands
+  that run a trained generator on drawings: predict, serve)."""
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                    "Generator compute dtype (default: the run's).", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
+                    "hand_drawn: redraw any drawing/scan in the training line style "
+                    "(default for sketch models); pad: only resize and pad on white "
+                    "(default for CycleGAN).", flag_values=fv)
+
+
 def loaded_config(fv: flags.FlagValues, name: str = "config") -> Any:
   """The value of an ml_collections config-file flag, which loads lazily;
   a file that is missing or fails to load is a `UsageError` naming it."""

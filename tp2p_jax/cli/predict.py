@@ -246,14 +246,7 @@ def _define_flags() -> flags.FlagValues:
                     "style class.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 8, "Images per generator call.", lower_bound=1,
                        flag_values=fv)
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
-                    "Generator compute dtype (default: the run's).", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
-                       flag_values=fv)
-  flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
-                    "hand_drawn: redraw any drawing/scan in the training line style "
-                    "(default for sketch models); pad: only resize and pad on white "
-                    "(default for CycleGAN).", flag_values=fv)
+  command.define_generator_flags(fv)
   flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
                     "CycleGAN: which generator (A->B or B->A).", flag_values=fv)
   return fv

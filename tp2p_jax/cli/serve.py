@@ -59,14 +59,7 @@ def _define_flags() -> flags.FlagValues:
                        "accepted.", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("max_pixels", 4096 * 4096, "Largest uploaded image (width x "
                        "height).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
-                    "Generator compute dtype (default: the run's).", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
-                       flag_values=fv)
-  flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
-                    "hand_drawn: redraw any drawing in the training line style (default "
-                    "for sketch models); pad: only resize and pad on white (default for "
-                    "CycleGAN).", flag_values=fv)
+  command.define_generator_flags(fv)
   return fv
 
 

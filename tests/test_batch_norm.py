@@ -5,7 +5,7 @@ import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from tp2p_jax.models.layers import BatchNorm
 from tp2p_jax.models.transpix2pix import SelfAttentionBlock
@@ -22,6 +22,8 @@ def _train_pass(x: np.ndarray) -> tuple[np.ndarray, dict]:
                                         st.integers(1, 4)),
                   elements=st.floats(-10, 10, width=32)),
        st.floats(-1e3, 1e3, width=32))
+# A constant feature far from 0: the batch mean's own float32 rounding shows.
+@example(np.zeros((2, 1, 3, 1), np.float32), 64.80187225341797)
 def test_running_statistics_are_torchs(x: np.ndarray, offset: float) -> None:
   """Running mean/var move 0.1 of the way to the batch mean and the
   *unbiased* batch variance; the output uses the biased one. A large common
@@ -35,7 +37,12 @@ def test_running_statistics_are_torchs(x: np.ndarray, offset: float) -> None:
   np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * flat.var(0, ddof=1),
                              rtol=1e-4, atol=1e-5 * spread.max())
   expected = (flat - mean) / np.sqrt(var + 1e-5)
-  np.testing.assert_allclose(y.reshape(flat.shape), expected, atol=2e-3)
+  # float32 rounds the batch mean by up to (rows * eps * max|x|), which the
+  # normalisation divides by sqrt(var + eps_bn): with a large offset and a
+  # near-constant feature that is more than the 2e-3 of everything else.
+  rounding = flat.shape[0] * np.finfo(np.float32).eps * np.abs(flat).max(0)
+  assert np.all(np.abs(y.reshape(flat.shape) - expected)
+                <= 2e-3 + rounding / np.sqrt(var + 1e-5)), (y, expected)
 
 
 def test_one_value_per_channel_keeps_running_variance_finite() -> None:

@@ -8,7 +8,9 @@ resumed run, a second `predict` on the same run and a rerun of the tests
 load their programs instead of compiling them again (minutes on a CPU for
 the reference model). `TP2P_JAX_COMPILATION_CACHE=DIR` moves that folder,
 `TP2P_JAX_COMPILATION_CACHE=off` turns the cache off, and a
-`JAX_COMPILATION_CACHE_DIR` the user set is JAX's own setting and wins.
+`JAX_COMPILATION_CACHE_DIR` the user set is JAX's own setting and wins
+(so does `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` over the 1 s below
+which a program is not stored).
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ def enable_compilation_cache() -> pathlib.Path | None:
   import jax
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+      # JAX's own setting, when the user gives one, wins here too.
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return path

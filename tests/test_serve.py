@@ -374,6 +374,23 @@ def test_a_server_reports_unhealthy_until_warmed_up(tinted_run):
   assert not cold.ready
 
 
+def test_an_unexpected_failure_is_a_json_500(tinted_run, monkeypatch):
+  """A bug in the server (here: the style table raising) answers JSON, like
+  every refusal, not a plain-text page."""
+  model = ServedModel(tinted_run, BATCH)
+  monkeypatch.setattr(ServedModel, "style_infos", property(lambda self: 1 / 0), raising=False)
+
+  async def ask() -> httpx.Response:
+    transport = httpx.ASGITransport(app=create_app(model), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bug") as client:
+      return await client.get("/v1/styles")
+
+  response = asyncio.run(ask())
+  assert response.status_code == 500
+  assert response.json()["error"]["code"] == "internal_error"
+  assert "ZeroDivisionError" in response.json()["error"]["message"]
+
+
 class TwoWayTint(nn.Module):
   """(B, S, S, 3) images in [-1, 1] -> the same shape, no style input: a
   stand-in for a two-way (CycleGAN) generator."""

@@ -147,6 +147,14 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
                          for e in error.errors())
     return _error_response(request, RequestError(400, "invalid_form", problems))
 
+  @app.exception_handler(Exception)
+  async def internal_error(request: fastapi.Request, error: Exception) -> JSONResponse:
+    # A bug, not the request's fault: JSON like every other error, the
+    # traceback in the server's log (Starlette re-raises it to the server).
+    return _error_response(request, RequestError(
+        500, "internal_error", f"the server failed on this request ({type(error).__name__}); "
+        "its log has the details"))
+
   @app.exception_handler(StarletteHTTPException)
   async def http_error(request: fastapi.Request, error: StarletteHTTPException
                        ) -> JSONResponse:

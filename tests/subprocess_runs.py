@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,3 +53,12 @@ def run_script(script: str, args: list[str], num_cpu_devices: int = 1, timeout: 
   return subprocess.run([sys.executable, script, *args], cwd=REPO,
                         env=cli_env(num_cpu_devices), capture_output=True, text=True,
                         timeout=timeout)
+
+
+def private_copy(run: pathlib.Path, tmp_path_factory: Any, name: str) -> pathlib.Path:
+  """A copy of the run directory `run` (e.g. the session's tiny run) under a
+  fresh `name` folder, for module fixtures whose tests write into a run
+  (class averages, eval/)."""
+  copy = tmp_path_factory.mktemp(name) / "run"
+  shutil.copytree(run, copy)
+  return copy

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 from types import ModuleType
 
 import numpy as np
 from PIL import Image
 import pytest
 
+from tests.subprocess_runs import private_copy
 from tp2p_jax.cli import checks
 from tp2p_jax.cli import dream as dream_cli
 from tp2p_jax.cli import evaluate as evaluate_cli
@@ -90,9 +90,7 @@ def a_file(tmp_path: pathlib.Path) -> pathlib.Path:
 def run_copy(tiny_run: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
              ) -> pathlib.Path:
   """A private copy of the tiny run (predict stores class averages in it)."""
-  copy = tmp_path_factory.mktemp("misuse") / "run"
-  shutil.copytree(tiny_run, copy)
-  return copy
+  return private_copy(tiny_run, tmp_path_factory, "misuse")
 
 
 # --- 1. predict's --output ------------------------------------------------------------

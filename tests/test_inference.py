@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import shutil
 
 from absl import logging as absl_logging
 from hypothesis import given, strategies as st
@@ -16,7 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tests.subprocess_runs import run_module
+from tests.subprocess_runs import private_copy, run_module
 from tp2p_jax.cli import evaluate as evaluate_cli, export as export_cli, predict as predict_cli
 from tp2p_jax.data.sketch import content_box
 from tp2p_jax.data.toycats import STYLE_NAMES, render_example
@@ -28,9 +27,7 @@ SIZES = [(200, 300), (64, 64), (333, 257)]  # (height, width) of the user sketch
 @pytest.fixture(scope="module")
 def run_dir(tiny_run, tmp_path_factory) -> pathlib.Path:
   """A private copy of the tiny run (these tests write eval/ and styles into it)."""
-  copy = tmp_path_factory.mktemp("inference") / "run"
-  shutil.copytree(tiny_run, copy)
-  return copy
+  return private_copy(tiny_run, tmp_path_factory, "inference")
 
 
 @pytest.fixture(scope="module")

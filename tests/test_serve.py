@@ -38,13 +38,14 @@ from prometheus_client.parser import text_string_to_metric_families
 import pytest
 import uvicorn
 
-from tests.subprocess_runs import run_script
+from tests.subprocess_runs import private_copy, run_script
 from tp2p_jax.cli import predict as predict_cli, serve as serve_cli
 from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import run_loading
 from tp2p_jax.serving.app import Limits, create_app
 from tp2p_jax.serving.batcher import DynamicBatcher
 from tp2p_jax.serving.model import ServedModel
+from tp2p_jax.serving.uploads import encode_png
 
 BATCH = 4
 LIMITS = Limits(max_upload_bytes=200_000, max_pixels=600 * 600)
@@ -64,9 +65,7 @@ class StyleTint(nn.Module):
 @pytest.fixture(scope="module")
 def run_dir(tiny_run, tmp_path_factory) -> pathlib.Path:
   """A private copy of the tiny run (the server stores class averages in it)."""
-  copy = tmp_path_factory.mktemp("serve") / "run"
-  shutil.copytree(tiny_run, copy)
-  return copy
+  return private_copy(tiny_run, tmp_path_factory, "serve")
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +122,6 @@ def client(server) -> Iterator[httpx.Client]:
     yield c
 
 
-def _png(image: np.ndarray) -> bytes:
-  out = io.BytesIO()
-  Image.fromarray(image).save(out, format="PNG")
-  return out.getvalue()
-
-
 def _sketch(height: int, width: int, index: int = 0) -> np.ndarray:
   sketch = render_example(index, 96)["sketch"]
   return np.asarray(Image.fromarray(sketch).resize((width, height), Image.Resampling.BILINEAR))
@@ -156,7 +149,7 @@ def _model_calls(client: httpx.Client) -> float:
 def test_generates_at_the_sketch_size_as_predict_does(client, model, tmp_path):
   sizes = [(64, 64), (120, 90), (37, 101)]
   for i, (h, w) in enumerate(sizes):
-    (tmp_path / f"s{i}.png").write_bytes(_png(_sketch(h, w, i)))
+    (tmp_path / f"s{i}.png").write_bytes(encode_png(_sketch(h, w, i)))
   inputs = [tmp_path / f"s{i}.png" for i in range(len(sizes))]
   result = predict_cli.predict_files(model.run, inputs, tmp_path / "out", style="ginger",
                                      batch_size=2)
@@ -172,8 +165,8 @@ def test_generates_at_the_sketch_size_as_predict_does(client, model, tmp_path):
 
 
 def test_styles_by_class_photo_and_mix_differ(client):
-  sketch = _png(_sketch(48, 48))
-  photo = _png(render_example(3, 57, style=3)["photo"])
+  sketch = encode_png(_sketch(48, 48))
+  photo = encode_png(render_example(3, 57, style=3)["photo"])
   outputs = {
       "black": _decode(client.post("/v1/generate", files={"sketch": sketch},
                                    data={"style": "black"})),
@@ -199,7 +192,7 @@ def test_styles_by_class_photo_and_mix_differ(client):
 def test_concurrent_requests_are_all_answered_and_batched_calls_add_up(client, server):
   before = _model_calls(client)
   sum_before = _metrics(client)[("tp2p_serve_batch_size_sum", ())]
-  sketches = [_png(_sketch(40 + i, 50, i)) for i in range(10)]
+  sketches = [encode_png(_sketch(40 + i, 50, i)) for i in range(10)]
 
   def one(i: int) -> tuple[int, tuple[int, ...]]:
     with httpx.Client(base_url=server, timeout=60) as c:
@@ -228,9 +221,9 @@ def test_requests_never_compile(client):
   try:
     for size, extra in [((33, 71), {"data": {"style": "black"}}),
                         ((90, 45), {"data": {"style_mix": "white:ginger:0.25"}})]:
-      _decode(client.post("/v1/generate", files={"sketch": _png(_sketch(*size))}, **extra))
-    photo = _png(render_example(1, 81)["photo"])
-    _decode(client.post("/v1/generate", files={"sketch": _png(_sketch(20, 30)),
+      _decode(client.post("/v1/generate", files={"sketch": encode_png(_sketch(*size))}, **extra))
+    photo = encode_png(render_example(1, 81)["photo"])
+    _decode(client.post("/v1/generate", files={"sketch": encode_png(_sketch(20, 30)),
                                                "style_image": photo}))
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
@@ -265,10 +258,10 @@ def test_requests_never_compile(client):
 ])
 def test_bad_requests_get_json_errors_before_any_model_work(client, files, data, status,
                                                             code, words):
-  payloads = {"good": _png(_sketch(32, 32)),
-              "truncated": _png(_sketch(64, 64))[:200],
+  payloads = {"good": encode_png(_sketch(32, 32)),
+              "truncated": encode_png(_sketch(64, 64))[:200],
               # Cheap to send, too many pixels to decode: a flat PNG.
-              "huge": _png(np.full((600, 700, 3), 255, np.uint8)),
+              "huge": encode_png(np.full((600, 700, 3), 255, np.uint8)),
               "big": np.random.default_rng(0).bytes(LIMITS.max_upload_bytes + 1)}
   files = {k: payloads.get(v, v) if isinstance(v, str) else v for k, v in files.items()}
   calls = _model_calls(client)
@@ -356,7 +349,7 @@ def test_a_server_reports_unhealthy_until_warmed_up(tinted_run):
   """Without start-up (no lifespan), nothing is compiled: health is 503 and
   generation waits, while checks still answer."""
   cold = ServedModel(tinted_run, BATCH)
-  sketch = _png(_sketch(32, 32))
+  sketch = encode_png(_sketch(32, 32))
 
   async def ask() -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=create_app(cold))
@@ -412,7 +405,7 @@ def test_a_two_way_run_without_styles_serves_each_direction(tinted_run):
       style_encoder=None, style_variables={}, prepare="pad")
   model = ServedModel(dataclasses.replace(tinted_run, predictor=predictor), 2)
   assert model.prepare == "pad"
-  photo = _png(render_example(2, 48)["photo"][:, :40])
+  photo = encode_png(render_example(2, 48)["photo"][:, :40])
   with serving(create_app(model)) as url, httpx.Client(base_url=url, timeout=60) as client:
     deadline = time.monotonic() + 120
     while client.get("/healthz").status_code != 200:

@@ -47,11 +47,29 @@ import pytest  # noqa: E402
 def tiny_run(tmp_path_factory) -> pathlib.Path:
   """A finished tiny toy-cats run (`run_train.py` with tests/subprocess_runs.TINY:
   10 style-encoder steps, 40 GAN steps, checkpoints every 10). Tests that
-  write into a run work on a copy."""
+  write into a run work on a copy.
+
+  Built once per test session: under pytest-xdist the workers share the
+  session's base temporary folder (the parent of each worker's own), and the
+  first worker to need the run trains it while the others wait on a file
+  lock. A failed build leaves no marker, so the next worker to ask retries
+  it and reports its own failure."""
+  import shutil
+
+  from filelock import FileLock
+
   from tests.subprocess_runs import TINY, run_train
-  workdir = tmp_path_factory.mktemp("tiny_run")
-  out = run_train([*TINY, f"--workdir={workdir}"])
-  assert out.returncode == 0, out.stderr[-3000:]
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # shared by the session's workers
+  workdir = root / "tiny_run"
+  done = root / "tiny_run.done"
+  with FileLock(str(root / "tiny_run.lock")):
+    if not done.is_file():
+      shutil.rmtree(workdir, ignore_errors=True)  # an earlier failed build
+      out = run_train([*TINY, f"--workdir={workdir}"])
+      assert out.returncode == 0, out.stderr[-3000:]
+      done.touch()
   return workdir
 
 

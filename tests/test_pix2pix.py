@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from experiments import pix2pix
+from tests.host_variables import host_drawn_variables
 from tp2p_jax import models
 from tp2p_jax.data import pipeline
 from tp2p_jax.models.unet import UnetGenerator
@@ -51,7 +52,7 @@ def test_unet_output_shape_and_range(num_downs, multiple, batch, norm, train):
   size = 2 ** num_downs * multiple
   g = UnetGenerator(num_downs=num_downs, ngf=2, norm=norm)
   x = jax.random.uniform(jax.random.key(1), (batch, size, size, 3), minval=-1, maxval=1)
-  variables = g.init({"params": jax.random.key(0)}, x, train=False)
+  variables = host_drawn_variables(lambda: g.init({"params": jax.random.key(0)}, x, train=False))
   out = g.apply(variables, x, train=train, rngs={"dropout": jax.random.key(2)},
                 mutable=["batch_stats"] if train else False)
   out = out[0] if train else out

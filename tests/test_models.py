@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from tests.host_variables import host_drawn_variables
 from tp2p_jax.models import PatchGANDiscriminator, StyleEncoder, TransPix2PixGenerator
 from tp2p_jax.models.layers import same_pads
 
@@ -79,7 +80,7 @@ def test_generator_rejects_inconsistent_sizes():
 
 def test_reference_discriminator_count_and_shape():
   d = PatchGANDiscriminator()
-  v = init_vars(d, jnp.zeros((1, 256, 256, 6)))
+  v = host_drawn_variables(lambda: init_vars(d, jnp.zeros((1, 256, 256, 6))))
   assert n_params(v["params"]) == 2_768_705
   out = d.apply(v, jnp.zeros((2, 256, 256, 6)), train=False)
   assert out.shape == (2, 30, 30, 1)
@@ -103,7 +104,7 @@ def test_patchgan_generic_depth(n_layers, size):
 def test_patchgan_returns_features_for_feature_matching():
   d = PatchGANDiscriminator(base_features=4)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 6))
-  v = init_vars(d, x)
+  v = host_drawn_variables(lambda: init_vars(d, x))
   feats = d.apply(v, x, train=False, return_features=True)
   assert len(feats) == 5
   np.testing.assert_allclose(feats[-1], d.apply(v, x, train=False))

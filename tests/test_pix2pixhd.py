@@ -53,7 +53,7 @@ def test_multiscale_discriminator_scales_and_features():
   d = MultiScaleDiscriminator(num_d=3, base_features=4, n_layers=3, norm="instance",
                               padding_mode="zeros", pad=2)
   x = jax.random.normal(jax.random.key(0), (2, 64, 64, 6))
-  variables = d.init(jax.random.key(1), x, train=False)
+  variables = host_drawn_variables(lambda: d.init(jax.random.key(1), x, train=False))
   logits = d.apply(variables, x, train=False)
   feats = d.apply(variables, x, train=False, return_features=True)
 

@@ -56,9 +56,33 @@ def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[s
 
 def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any) -> tuple[Any, Any]:
   """(state, state shardings): `init_fn(*args)` compiled with its output
-  replicated on `mesh`; the shardings come from `jax.eval_shape`."""
-  shardings = replicated_like(mesh, jax.eval_shape(init_fn, *args))
-  return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
+  replicated on `mesh`.
+
+  A value the state holds twice (an EMA that starts equal to the
+  parameters) leaves the compiled program once and is copied at run time
+  (a buffer copy, nothing compiled): every output of a program is its own
+  buffer, so XLA would otherwise emit a copy kernel per such leaf, which for
+  a large model is a sizeable share of the program's compile time.
+  """
+  sharding = replicated(mesh)
+  layout: dict[str, Any] = {}
+
+  def distinct_leaves(*a: Any) -> list[jax.Array]:
+    leaves, layout["treedef"] = jax.tree.flatten(init_fn(*a))
+    first: dict[int, int] = {}
+    layout["index"] = [first.setdefault(id(leaf), len(first)) for leaf in leaves]
+    unique = {i: leaf for leaf, i in zip(leaves, layout["index"])}
+    return [unique[i] for i in range(len(unique))]
+
+  values = jax.jit(distinct_leaves, out_shardings=sharding)(*args)
+  seen: set[int] = set()
+  leaves = []
+  for i in layout["index"]:
+    leaves.append(values[i] if i not in seen
+                  else jax.device_put(values[i], sharding, may_alias=False))
+    seen.add(i)
+  state = jax.tree.unflatten(layout["treedef"], leaves)
+  return state, replicated_like(mesh, state)
 
 
 def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Mesh,

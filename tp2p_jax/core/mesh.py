@@ -74,6 +74,8 @@ def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any) -> tuple[Any, 
     unique = {i: leaf for leaf, i in zip(leaves, layout["index"])}
     return [unique[i] for i in range(len(unique))]
 
+  # The program keeps init's name (logs, profiles, the compilation cache).
+  distinct_leaves.__name__ = getattr(init_fn, "__name__", "init")
   values = jax.jit(distinct_leaves, out_shardings=sharding)(*args)
   seen: set[int] = set()
   leaves = []

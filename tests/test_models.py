@@ -123,13 +123,9 @@ def test_generator_shapes_and_range(size, batch):
   g = tiny_generator(size, features=(4,) + (8,) * (depth - 1))
   x = jax.random.uniform(jax.random.key(size), (batch, size, size, 3), minval=-1, maxval=1)
   s = jax.random.normal(jax.random.key(1), (batch, 8))
-  shapes = jax.eval_shape(lambda: init_vars(g, x, s))
-  assert shapes["params"][f"T{depth - 2}"]["pos_embedding"].shape == (16, 8)
-  # Values drawn host-side from the module's own N(0, 0.02) scale: shapes and
-  # ranges do not depend on the initialiser, and this skips compiling one
-  # RNG program per parameter leaf.
-  rng = np.random.default_rng(size)
-  v = jax.tree.map(lambda a: rng.normal(0, 0.02, a.shape).astype(a.dtype), shapes)
+  # Shapes and ranges do not depend on the initialiser: host-drawn values.
+  v = host_drawn_variables(lambda: init_vars(g, x, s), seed=size)
+  assert v["params"][f"T{depth - 2}"]["pos_embedding"].shape == (16, 8)
   # Train mode (batch statistics): an untrained net in eval mode outputs ~0.
   y, _ = jax.jit(lambda v, x, s: g.apply(v, x, s, train=True, rngs={"dropout": jax.random.key(0)},
                                          mutable=["batch_stats"]))(v, x, s)
@@ -268,12 +264,9 @@ def test_jit_equals_eager():
       style_hidden=8, transformer_layers=1, transformer_heads=2)
   x = jax.random.uniform(jax.random.key(8), (2, 8, 8, 3), minval=-1, maxval=1)
   s = jax.random.normal(jax.random.key(9), (2, 4))
-  # Host-drawn values on the initialiser's scale, as in
-  # test_generator_shapes_and_range: the comparison holds for any weights, and
-  # this skips compiling the init program (a third of this test's CPU time).
-  rng = np.random.default_rng(8)
-  v = jax.tree.map(lambda a: rng.normal(0, 0.02, a.shape).astype(a.dtype),
-                   jax.eval_shape(lambda: init_vars(g, x, s)))
+  # The comparison holds for any weights: host-drawn ones skip compiling the
+  # init program (a third of this test's CPU time).
+  v = host_drawn_variables(lambda: init_vars(g, x, s), seed=8)
   fn = lambda v, x, s: g.apply(v, x, s, train=True, rngs={"dropout": jax.random.key(1)},  # noqa: E731
                                mutable=["batch_stats"])
   with jax.disable_jit():

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import multihost, run_log
+from tp2p_jax.core.program_cache import ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
@@ -97,7 +98,8 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
 
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
                config_dict: dict[str, Any],
-               before_first_save: Callable[[], None] | None = None) -> LoopResult:
+               before_first_save: Callable[[], None] | None = None,
+               programs: ProgramCache | None = None) -> LoopResult:
   """Runs (or resumes) one stage in `workdir`.
 
   Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
@@ -107,14 +109,20 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   donated) up to `stage.total_steps`, logging, checkpointing and sampling on
   the stage's schedule. `config_dict` is stored with every checkpoint;
   `before_first_save` runs once, before the first checkpoint is written.
+  `programs` (built from `config_dict`) keeps the compiled init and train
+  step, so a restarted or resumed run loads them instead of tracing and
+  compiling them again.
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
+  init_name = f"{stage.name}.init"
   if stage.total_steps <= 0:  # nothing to train: the initial state
-    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
+    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args, cache=programs, name=init_name)
     return LoopResult(state, 0, False)
   mesh_lib.check_batch_size(stage.batch_size, mesh)
-  abstract = jax.eval_shape(stage.init, *init_args)
+  abstract = mesh_lib.cached_abstract_state(mesh, *init_args, cache=programs, name=init_name)
+  if abstract is None:
+    abstract = jax.eval_shape(stage.init, *init_args)
   state_sharding = mesh_lib.replicated_like(mesh, abstract)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints,
                       writer=True)
@@ -145,16 +153,18 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     t0 = time.perf_counter()
-    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args)
-    jax.block_until_ready(state)
-    log.info("%s: state initialised in %.1f s", stage.name, time.perf_counter() - t0)
+    init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs, name=init_name)
+    state = jax.block_until_ready(init(*init_args))
+    log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
+             " (its program loaded from the cache)" if init.from_cache else "")
     if stage.on_fresh_start is not None:
       state = stage.on_fresh_start(state, mesh)
   if start >= stage.total_steps:
     ckpt.close()
     return LoopResult(state, start, False)
 
-  step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen)
+  step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen,
+                                     cache=programs, name=f"{stage.name}.train_step")
   frozen = (None if stage.frozen is None
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
@@ -169,14 +179,16 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
       while step < stage.total_steps:
         batch = mesh_lib.to_global_batch(next(iterator), mesh)
         if bar is None:
-          log.info("%s: compiling the train step (the first step waits for it)", stage.name)
+          log.info("%s: %s the train step (the first step waits for it)", stage.name,
+                   "compiling" if programs is None else "loading or compiling")
           t0 = time.perf_counter()
         state, metrics = step_jit(state, batch, frozen)
         step += 1
         if bar is None:
           jax.block_until_ready(metrics)
-          log.info("%s: first step, with compilation, took %.1f s", stage.name,
-                   time.perf_counter() - t0)
+          how = ("its program loaded from the cache"
+                 if getattr(step_jit, "from_cache", False) else "with compilation")
+          log.info("%s: first step, %s, took %.1f s", stage.name, how, time.perf_counter() - t0)
           bar = tqdm(total=stage.total_steps, initial=step, desc=stage.name, unit="step",
                      dynamic_ncols=True, disable=not is_main,
                      mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -217,12 +229,14 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
 
 def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
                config_dict: dict[str, Any],
-               before_first_save: Callable[[], None] | None = None) -> LoopResult:
+               before_first_save: Callable[[], None] | None = None,
+               programs: ProgramCache | None = None) -> LoopResult:
   """Trains `stages` in order under `workdir` (each in its `directory`); the
   first gets {} as its handoff, each later one what the previous stage's
   `finish` returned (fetched to the host). Stops after a stage that SIGTERM
   interrupted. `before_first_save` runs once, before the run's first
-  checkpoint save (of whichever stage). Returns the last stage's (or the
+  checkpoint save (of whichever stage); `programs` keeps the stages'
+  compiled programs (see `train_loop`). Returns the last stage's (or the
   interrupted stage's) result.
   """
   pending = [before_first_save] if before_first_save is not None else []
@@ -235,7 +249,7 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
   result = LoopResult(None, 0, False)
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
-    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save)
+    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save, programs)
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(

@@ -4,11 +4,14 @@ state is replicated, and XLA inserts the gradient all-reduces. Joining a multi-p
 `tp2p_jax.core.multihost`'s."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from tp2p_jax.core.program_cache import CachedJit, ProgramCache
 
 DATA_AXIS = "data"
 
@@ -54,16 +57,47 @@ def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[s
           for k, v in local_batch.items()}
 
 
-def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any) -> tuple[Any, Any]:
-  """(state, state shardings): `init_fn(*args)` compiled with its output
-  replicated on `mesh`.
+@dataclasses.dataclass(frozen=True)
+class InitProgram:
+  """A state initialiser compiled for a mesh: `program(*args) -> state`,
+  replicated on the mesh.
 
   A value the state holds twice (an EMA that starts equal to the
   parameters) leaves the compiled program once and is copied at run time
   (a buffer copy, nothing compiled): every output of a program is its own
   buffer, so XLA would otherwise emit a copy kernel per such leaf, which for
   a large model is a sizeable share of the program's compile time.
+
+  Attributes:
+    compiled: returns the state's distinct leaves.
+    layout: the state's tree structure, and for each of its leaves the
+      index of its value among the compiled program's outputs.
+    sharding: the state's (replicated) sharding.
+    from_cache: True when the program was loaded from a `ProgramCache`.
   """
+  compiled: jax.stages.Compiled
+  layout: Mapping[str, Any]
+  sharding: NamedSharding
+  from_cache: bool = False
+
+  def __call__(self, *args: Any) -> Any:
+    values = self.compiled(*args)
+    seen: set[int] = set()
+    leaves = []
+    for i in self.layout["index"]:
+      leaves.append(values[i] if i not in seen
+                    else jax.device_put(values[i], self.sharding, may_alias=False))
+      seen.add(i)
+    return jax.tree.unflatten(self.layout["treedef"], leaves)
+
+
+def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
+  return jax.tree.unflatten(layout["treedef"], [
+      jax.ShapeDtypeStruct(tuple(layout["shapes"][i]), np.dtype(layout["dtypes"][i]),
+                           sharding=sharding) for i in layout["index"]])
+
+
+def _init_jit(init_fn: Callable[..., Any], mesh: Mesh) -> tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]:
   sharding = replicated(mesh)
   layout: dict[str, Any] = {}
 
@@ -72,26 +106,58 @@ def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any) -> tuple[Any, 
     first: dict[int, int] = {}
     layout["index"] = [first.setdefault(id(leaf), len(first)) for leaf in leaves]
     unique = {i: leaf for leaf, i in zip(leaves, layout["index"])}
-    return [unique[i] for i in range(len(unique))]
+    values = [unique[i] for i in range(len(unique))]
+    layout["shapes"] = [tuple(v.shape) for v in values]
+    layout["dtypes"] = [str(v.dtype) for v in values]
+    return values
 
   # The program keeps init's name (logs, profiles, the compilation cache).
   distinct_leaves.__name__ = getattr(init_fn, "__name__", "init")
-  values = jax.jit(distinct_leaves, out_shardings=sharding)(*args)
-  seen: set[int] = set()
-  leaves = []
-  for i in layout["index"]:
-    leaves.append(values[i] if i not in seen
-                  else jax.device_put(values[i], sharding, may_alias=False))
-    seen.add(i)
-  state = jax.tree.unflatten(layout["treedef"], leaves)
+  return distinct_leaves, layout, {"out_shardings": sharding}
+
+
+def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
+                 cache: ProgramCache | None = None, name: str = "init") -> InitProgram:
+  """`init_fn(*args)` compiled with its output replicated on `mesh`; through
+  `cache` (under `name`) when given, so a warm start neither traces nor
+  compiles it."""
+  fn, layout, options = _init_jit(init_fn, mesh)
+  if cache is None:
+    compiled = jax.jit(fn, **options).lower(*args).compile()
+    return InitProgram(compiled, layout, options["out_shardings"])
+  loaded = cache.compile(name, fn, args, meta=lambda: dict(layout), **options)
+  return InitProgram(loaded.compiled, loaded.meta, options["out_shardings"], loaded.from_cache)
+
+
+def cached_abstract_state(mesh: Mesh, *args: Any, cache: ProgramCache | None,
+                          name: str = "init") -> Any | None:
+  """The state shapes (`jax.ShapeDtypeStruct`s, replicated on `mesh`) that
+  the init program `compile_init(..., cache=cache, name=name)` stored for
+  `args` returns, without tracing or loading it; None when not cached."""
+  if cache is None:
+    return None
+  _, _, options = _init_jit(lambda *a: None, mesh)
+  layout = cache.lookup_meta(name, args, options)
+  return None if layout is None else _abstract_state(layout, options["out_shardings"])
+
+
+def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
+             cache: ProgramCache | None = None, name: str = "init") -> tuple[Any, Any]:
+  """(state, state shardings): `init_fn(*args)` compiled (see `compile_init`)
+  and run, its output replicated on `mesh`."""
+  program = compile_init(init_fn, mesh, *args, cache=cache, name=name)
+  state = program(*args)
   return state, replicated_like(mesh, state)
 
 
 def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Mesh,
-                   state_shardings: Any, frozen: Any) -> Callable[..., tuple[Any, Any]]:
+                   state_shardings: Any, frozen: Any, cache: ProgramCache | None = None,
+                   name: str = "train_step") -> Callable[..., tuple[Any, Any]]:
   """`step_fn(state, batch, frozen) -> (state, metrics)` jitted over `mesh`:
   the batch split on `data`, state, frozen inputs and metrics replicated,
   the state's buffers donated (the caller keeps only the returned state).
+  With `cache`, the first call loads the compiled step from it (or compiles
+  and stores it under `name`); the result's `from_cache` then says which.
 
   Args:
     step_fn: a method's pure train step.
@@ -99,8 +165,12 @@ def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Me
     state_shardings: shardings of the state (e.g. from `jit_init`).
     frozen: the frozen inputs (e.g. VGG16 variables) the step is called
       with, or None; only its tree structure is used here.
+    cache: where compiled programs are kept, or None (plain `jax.jit`).
+    name: the program's name in `cache`.
   """
-  return jax.jit(step_fn,
-                 in_shardings=(state_shardings, batch_sharding(mesh),
+  options = dict(in_shardings=(state_shardings, batch_sharding(mesh),
                                replicated_like(mesh, frozen)),
                  out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+  if cache is None:
+    return jax.jit(step_fn, **options)
+  return CachedJit(cache, name, step_fn, options)

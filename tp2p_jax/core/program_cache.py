@@ -16,19 +16,24 @@ tracing:
   - the program's name, its jit options (shardings, donation) and its
     arguments' tree structure, shapes, dtypes and shardings.
 
-A hit loads the executable (a few seconds) and skips tracing, lowering and
-compiling. Entries live in `<JAX's compilation cache folder>/tp2p_programs/`,
-so they are on exactly when JAX's persistent cache is (`caches.py` says how
-to move or disable it); least recently used entries beyond `MAX_BYTES` are
-removed. An entry that fails to load (truncated, written by another build)
-is removed and the program compiled again.
+A hit loads the executable (seconds) and skips tracing, lowering and
+compiling. On a miss the program is traced and lowered, and its executable
+is looked up by a digest of the lowered module, so runs whose configs differ
+only where the program does not look (a longer schedule, another log
+period) share it; only then is it compiled, and stored under both keys.
 
-Only freshly compiled programs are stored: on jaxlib 0.10's CPU backend an
-executable that JAX loaded from its own persistent cache serialises
-without its kernels (the copy fails when run), so a program that JAX's
-caches supplied (e.g. after a config change that leaves the program as it
-was) is used but not kept here; such a run starts as fast as without
-this cache.
+Only freshly compiled executables are stored: on jaxlib 0.10's CPU backend
+an executable that JAX loaded from its own persistent cache serialises
+without its kernels (the copy fails when run). A program this cache stores
+is therefore compiled with `FRESH_COMPILE`, an option that is part of
+JAX's cache key but changes nothing in the program, so the first run that
+stores it compiles it even when JAX's cache holds it (once per program).
+
+Entries live in `<JAX's compilation cache folder>/tp2p_programs/`, so they
+are on exactly when JAX's persistent cache is (`caches.py` says how to move
+or disable it); least recently used entries beyond `MAX_BYTES` are removed.
+An entry that fails to load (truncated, written by another build) is
+removed and the program compiled again.
 
 Loading an entry unpickles it, as JAX's own executable serialisation does:
 the folder is created private (0700) and must stay writable only by its
@@ -47,7 +52,6 @@ import pathlib
 import pickle
 import sys
 import threading
-import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -63,7 +67,12 @@ SUFFIX = ".program"
 # Entries beyond this many bytes go, least recently used first.
 MAX_BYTES = 2 * 2**30
 # Bumped when the entry layout changes, so old entries are never read.
-FORMAT = 1
+FORMAT = 2
+
+# A compile option that changes nothing in the program but is part of JAX's
+# cache key, so that a program this cache stores is compiled afresh rather
+# than taken from JAX's caches (see the module docstring).
+FRESH_COMPILE = {"xla_detailed_logging": False}
 
 _PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 
@@ -175,7 +184,8 @@ class Loaded:
   Attributes:
     compiled: the executable, called with the arguments it was keyed by.
     meta: what `compile` was asked to keep beside it (None if nothing).
-    from_cache: True when it was loaded, not compiled.
+    from_cache: True when it was loaded, not compiled (perhaps traced to
+      find it by its lowered module).
   """
   compiled: jax.stages.Compiled
   meta: Any
@@ -186,12 +196,20 @@ class Loaded:
 class ProgramCache:
   """Compiled programs of one run configuration (see the module docstring).
 
+  Two kinds of files: a program's executable, named by a digest of its
+  lowered module and the environment (so runs whose configs differ only in
+  what the program does not see share it), and for each config and
+  argument signature a small index entry naming that executable, read
+  without tracing.
+
   Attributes:
     folder: where entries are kept.
     context: digest of the config, the package source and the environment.
+    environment: digest of the environment alone.
   """
   folder: pathlib.Path
   context: str
+  environment: str
 
   @classmethod
   def for_config(cls, config: Mapping[str, Any]) -> ProgramCache | None:
@@ -206,15 +224,12 @@ class ProgramCache:
     except OSError as e:
       log.warning("program cache off: cannot create %s (%s)", folder, e.strerror or e)
       return None
-    h = hashlib.sha256(json.dumps(
-        {"config": config, "source": source_digest(), "environment": environment()},
-        sort_keys=True, default=repr).encode())
-    return cls(folder, h.hexdigest())
+    env = _digest(environment())
+    return cls(folder, _digest({"config": config, "source": source_digest(), "env": env}), env)
 
   def key(self, name: str, args: tuple[Any, ...], jit_options: Mapping[str, Any]) -> str:
-    h = hashlib.sha256(json.dumps([self.context, name, signature(args, jit_options)],
-                                  sort_keys=True, default=repr).encode())
-    return f"{name}-{h.hexdigest()[:40]}"
+    """The index entry's name for `name` called with `args`."""
+    return f"{name}-{_digest([self.context, name, signature(args, jit_options)])[:40]}"
 
   def path(self, key: str) -> pathlib.Path:
     return self.folder / f"{key}{SUFFIX}"
@@ -223,38 +238,57 @@ class ProgramCache:
                   jit_options: Mapping[str, Any]) -> Any | None:
     """The meta stored with a cached program (without loading the
     executable), or None if there is no usable entry."""
-    entry = self._read(self.path(self.key(name, args, jit_options)))
-    return None if entry is None else entry["meta"]
+    index = self._read(self.path(self.key(name, args, jit_options)))
+    if index is None or not self.path(index["program"]).is_file():
+      return None
+    return index["meta"]
 
   def compile(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
               meta: Callable[[], Any] | None = None, **jit_options: Any) -> Loaded:
     """`jax.jit(fn, **jit_options)` compiled for `args`: loaded from the
-    cache if present, else lowered, compiled and stored. `meta()` is called
-    after lowering (it may read what tracing recorded) and its picklable
-    result is stored with the program and returned on later hits."""
-    path = self.path(self.key(name, args, jit_options))
-    entry = self._read(path)
-    if entry is not None:
-      try:
-        devices = {d.id: d for d in jax.devices()}
-        compiled = serialize_executable.deserialize_and_load(
-            entry["executable"], entry["in_tree"], entry["out_tree"],
-            execution_devices=[devices[i] for i in entry["devices"]])
-        with contextlib.suppress(OSError):
-          os.utime(path)  # recently used
-        return Loaded(compiled, entry["meta"], True)
-      except Exception as e:  # noqa: BLE001 - any unusable entry is recompiled
-        self._discard(path, e)
+    cache if present, else lowered, then loaded by its module's digest or
+    compiled, and stored. `meta()` is called after lowering (it may read
+    what tracing recorded) and its picklable result is stored with the
+    program and returned on later hits."""
+    index_path = self.path(self.key(name, args, jit_options))
+    index = self._read(index_path)
+    if index is not None:
+      compiled = self._load(self.path(index["program"]))
+      if compiled is not None:
+        _touch(index_path)
+        return Loaded(compiled, index["meta"], True)
     lowered = jax.jit(fn, **jit_options).lower(*args)
-    before = _compile_events()
-    compiled = lowered.compile()
     kept = meta() if meta is not None else None
-    compiles, hits = (after - b for after, b in zip(_compile_events(), before))
-    if compiles and not hits:  # freshly compiled, not reused from memory or disk
-      self._store(path, compiled, kept)
-    else:
-      log.debug("program cache: %s reused from JAX's caches, not stored", path.name)
-    return Loaded(compiled, kept, False)
+    program = f"{name}-module-{_digest([self.environment, lowered.as_text()])[:40]}"
+    compiled = self._load(self.path(program))
+    from_cache = compiled is not None
+    if compiled is None:
+      before = _compile_events()
+      compiled = lowered.compile(compiler_options=FRESH_COMPILE)
+      compiles, hits = (after - b for after, b in zip(_compile_events(), before))
+      if not compiles or hits:  # JAX's caches had it: not serialisable (module docstring)
+        log.debug("program cache: %s reused from JAX's caches, not stored", program)
+        return Loaded(compiled, kept, False)
+      if not self._write(self.path(program), _serialized(compiled, program)):
+        return Loaded(compiled, kept, False)
+    self._write(index_path, {"format": FORMAT, "program": program, "meta": kept})
+    self._evict()
+    return Loaded(compiled, kept, from_cache)
+
+  def _load(self, path: pathlib.Path) -> jax.stages.Compiled | None:
+    entry = self._read(path)
+    if entry is None:
+      return None
+    try:
+      devices = {d.id: d for d in jax.devices()}
+      compiled = serialize_executable.deserialize_and_load(
+          entry["executable"], entry["in_tree"], entry["out_tree"],
+          execution_devices=[devices[i] for i in entry["devices"]])
+    except Exception as e:  # noqa: BLE001 - any unusable entry is recompiled
+      self._discard(path, e)
+      return None
+    _touch(path)
+    return compiled
 
   def _read(self, path: pathlib.Path) -> dict[str, Any] | None:
     try:
@@ -275,28 +309,18 @@ class ProgramCache:
     with contextlib.suppress(OSError):
       path.unlink()
 
-  def _store(self, path: pathlib.Path, compiled: jax.stages.Compiled, meta: Any) -> None:
-    t0 = time.perf_counter()
+  def _write(self, path: pathlib.Path, entry: dict[str, Any] | None) -> bool:
+    if entry is None:
+      return False
     try:
-      executable, in_tree, out_tree = serialize_executable.serialize(compiled)
-      # The program's own devices, in order (the whole backend by default).
-      devices = [d.id for d in compiled._executable._unloaded_executable.device_list]
-      data = pickle.dumps({"format": FORMAT, "executable": executable, "in_tree": in_tree,
-                           "out_tree": out_tree, "devices": devices, "meta": meta},
-                          protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as e:  # noqa: BLE001 - e.g. a backend that cannot serialise
-      log.warning("program cache: %s not stored (%s: %s)", path.name, type(e).__name__, e)
-      return
-    try:
+      data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
       with atomic_files.replacing(path, "wb") as f:
         f.write(data)
       os.chmod(path, 0o600)
+      return True
     except OSError as e:  # a full disk costs the cache entry, never the run
       log.warning("program cache: %s not stored (%s)", path, e.strerror or e)
-      return
-    log.debug("program cache: stored %s (%.1f MB, %.1f s)", path.name, len(data) / 1e6,
-              time.perf_counter() - t0)
-    self._evict()
+      return False
 
   def _evict(self) -> None:
     entries = []
@@ -311,6 +335,27 @@ class ProgramCache:
       with contextlib.suppress(OSError):
         p.unlink()
         total -= size
+
+
+def _digest(value: Any) -> str:
+  return hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _touch(path: pathlib.Path) -> None:
+  with contextlib.suppress(OSError):
+    os.utime(path)  # recently used
+
+
+def _serialized(compiled: jax.stages.Compiled, name: str) -> dict[str, Any] | None:
+  try:
+    executable, in_tree, out_tree = serialize_executable.serialize(compiled)
+  except Exception as e:  # noqa: BLE001 - e.g. a backend that cannot serialise
+    log.warning("program cache: %s not stored (%s: %s)", name, type(e).__name__, e)
+    return None
+  # The program's own devices, in order (deserialising assumes all of them).
+  devices = [d.id for d in compiled._executable._unloaded_executable.device_list]
+  return {"format": FORMAT, "executable": executable, "in_tree": in_tree,
+          "out_tree": out_tree, "devices": devices}
 
 
 class CachedJit:

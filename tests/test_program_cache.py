@@ -254,3 +254,14 @@ def test_a_second_run_loads_its_programs_and_trains_identically(tmp_path):
   metrics = [(tmp_path / run / "metrics.jsonl").read_text()
              for run in ("first", "second")]
   assert metrics[0] == metrics[1] and metrics[0].count("\n") >= 2
+
+
+def test_a_backend_that_refuses_the_fresh_compile_option_still_compiles(cache_dir, monkeypatch,
+                                                                         caplog):
+  monkeypatch.setattr(program_cache, "FRESH_COMPILE", {"xla_no_such_option_anywhere": True})
+  step = _Traced(0.5)
+  with caplog.at_level(logging.WARNING, "tp2p_jax"):
+    loaded = ProgramCache.for_config(CONFIG).compile("step", step, _args())
+  assert not loaded.from_cache and "not stored" in caplog.text
+  assert not _programs(cache_dir)
+  jax.tree.map(np.testing.assert_array_equal, loaded.compiled(*_args()), step(*_args()))

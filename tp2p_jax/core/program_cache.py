@@ -264,7 +264,12 @@ class ProgramCache:
     from_cache = compiled is not None
     if compiled is None:
       before = _compile_events()
-      compiled = lowered.compile(compiler_options=FRESH_COMPILE)
+      try:
+        compiled = lowered.compile(compiler_options=FRESH_COMPILE)
+      except Exception as e:  # noqa: BLE001 - a backend without that option
+        log.warning("program cache: %s not stored (compiling with %s failed: %s)", program,
+                    FRESH_COMPILE, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return Loaded(lowered.compile(), kept, False)
       compiles, hits = (after - b for after, b in zip(_compile_events(), before))
       if not compiles or hits:  # JAX's caches had it: not serialisable (module docstring)
         log.debug("program cache: %s reused from JAX's caches, not stored", program)

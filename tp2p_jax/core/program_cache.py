@@ -2,10 +2,9 @@
 
 JAX's persistent compilation cache (turned on by `tp2p_jax.core.caches`)
 finds a program by its lowered module, so a warm start still traces the
-Python code, lowers it and hashes the result before it can load anything:
-for the reference train step that is over a minute on a 2-core CPU, most of
-a warm start. A `ProgramCache` keys a program by what determines it before
-tracing:
+Python code, lowers it and hashes the result before it can load anything
+(a third of the tiny smoke run's warm start on a 2-core CPU). A
+`ProgramCache` keys a program by what determines it before tracing:
 
   - the run's config: a run's `config.json` rebuilds its programs exactly
     (resuming relies on this), so the config and the code fix every
@@ -16,8 +15,10 @@ tracing:
   - the program's name, its jit options (shardings, donation) and its
     arguments' tree structure, shapes, dtypes and shardings.
 
-A hit loads the executable (seconds) and skips tracing, lowering and
-compiling. On a miss the program is traced and lowered, and its executable
+A hit loads the executable and skips tracing, lowering and compiling.
+Loading is seconds for small programs; the reference train step's 33 MB
+executable takes about a minute on a 2-core CPU, XLA's own loader being
+the cost (benchmarks/PERFORMANCE.md, "Warm starts"). On a miss the program is traced and lowered, and its executable
 is looked up by a digest of the lowered module, so runs whose configs differ
 only where the program does not look (a longer schedule, another log
 period) share it; only then is it compiled, and stored under both keys.

@@ -70,8 +70,9 @@ class InitProgram:
 
   Attributes:
     compiled: returns the state's distinct leaves.
-    layout: the state's tree structure, and for each of its leaves the
-      index of its value among the compiled program's outputs.
+    layout: the state's tree structure ("treedef"), for each of its leaves
+      the index of its value among the compiled program's outputs
+      ("index"), and those outputs' "shapes" and "dtypes".
     sharding: the state's (replicated) sharding.
     from_cache: True when the program was loaded from a `ProgramCache`.
   """
@@ -97,7 +98,10 @@ def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
                            sharding=sharding) for i in layout["index"]])
 
 
-def _init_jit(init_fn: Callable[..., Any], mesh: Mesh) -> tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]:
+def _init_jit(init_fn: Callable[..., Any], mesh: Mesh
+              ) -> tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]:
+  """(the jitted function returning the state's distinct leaves, the layout
+  it records while traced, its jit options)."""
   sharding = replicated(mesh)
   layout: dict[str, Any] = {}
 

@@ -18,10 +18,11 @@ Python code, lowers it and hashes the result before it can load anything
 A hit loads the executable and skips tracing, lowering and compiling.
 Loading is seconds for small programs; the reference train step's 33 MB
 executable takes about a minute on a 2-core CPU, XLA's own loader being
-the cost (benchmarks/PERFORMANCE.md, "Warm starts"). On a miss the program is traced and lowered, and its executable
-is looked up by a digest of the lowered module, so runs whose configs differ
-only where the program does not look (a longer schedule, another log
-period) share it; only then is it compiled, and stored under both keys.
+the cost (benchmarks/PERFORMANCE.md, "Warm starts"). On a miss the program
+is traced and lowered, and its executable is looked up by a digest of the
+lowered module, so runs whose configs differ only where the program does
+not look (a longer schedule, another log period) share it; only then is it
+compiled, and stored under both keys.
 
 Only freshly compiled executables are stored: on jaxlib 0.10's CPU backend
 an executable that JAX loaded from its own persistent cache serialises

@@ -98,11 +98,15 @@ def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
                            sharding=sharding) for i in layout["index"]])
 
 
-def _init_jit(init_fn: Callable[..., Any], mesh: Mesh
-              ) -> tuple[Callable[..., Any], dict[str, Any], dict[str, Any]]:
-  """(the jitted function returning the state's distinct leaves, the layout
-  it records while traced, its jit options)."""
-  sharding = replicated(mesh)
+def _init_options(mesh: Mesh) -> dict[str, Any]:
+  """The init program's jit options (also part of its cache key)."""
+  return {"out_shardings": replicated(mesh)}
+
+
+def _distinct_leaves_fn(init_fn: Callable[..., Any]
+                        ) -> tuple[Callable[..., Any], dict[str, Any]]:
+  """(`init_fn` returning the state's distinct leaves, the layout it records
+  while traced)."""
   layout: dict[str, Any] = {}
 
   def distinct_leaves(*a: Any) -> list[jax.Array]:
@@ -117,7 +121,7 @@ def _init_jit(init_fn: Callable[..., Any], mesh: Mesh
 
   # The program keeps init's name (logs, profiles, the compilation cache).
   distinct_leaves.__name__ = getattr(init_fn, "__name__", "init")
-  return distinct_leaves, layout, {"out_shardings": sharding}
+  return distinct_leaves, layout
 
 
 def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
@@ -125,7 +129,8 @@ def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
   """`init_fn(*args)` compiled with its output replicated on `mesh`; through
   `cache` (under `name`) when given, so a warm start neither traces nor
   compiles it."""
-  fn, layout, options = _init_jit(init_fn, mesh)
+  fn, layout = _distinct_leaves_fn(init_fn)
+  options = _init_options(mesh)
   if cache is None:
     compiled = jax.jit(fn, **options).lower(*args).compile()
     return InitProgram(compiled, layout, options["out_shardings"])
@@ -140,7 +145,7 @@ def cached_abstract_state(mesh: Mesh, *args: Any, cache: ProgramCache | None,
   `args` returns, without tracing or loading it; None when not cached."""
   if cache is None:
     return None
-  _, _, options = _init_jit(lambda *a: None, mesh)
+  options = _init_options(mesh)
   layout = cache.lookup_meta(name, args, options)
   return None if layout is None else _abstract_state(layout, options["out_shardings"])
 

@@ -153,14 +153,11 @@ def _sharding_signature(sharding: Any) -> Any:
 
 
 def _leaf_signature(leaf: Any) -> Any:
-  if isinstance(leaf, jax.Array):
+  if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
     return [list(leaf.shape), str(leaf.dtype), bool(getattr(leaf, "weak_type", False)),
             _sharding_signature(leaf.sharding)]
   if isinstance(leaf, (np.ndarray, np.generic)):
     return [list(leaf.shape), str(leaf.dtype), "host"]
-  if isinstance(leaf, jax.ShapeDtypeStruct):
-    return [list(leaf.shape), str(leaf.dtype), bool(leaf.weak_type),
-            _sharding_signature(leaf.sharding)]
   return [type(leaf).__name__]  # Python scalars are traced by type, not value
 
 

@@ -87,13 +87,14 @@ def test_tiny_benchmark_reports_timings_and_costs(tmp_path):
 
 
 def test_scaling_runs_the_same_steps_on_every_mesh_size():
-  # Two meshes keep this quick; tests/test_train.py compares 1 and 8 devices.
+  # Two meshes at the tiny config's batch of 4 keep this quick; tests/test_train.py
+  # compares 1 and 8 devices.
   # One step: from there on the trajectories may part for a reason that is
   # not sharding (Adam's first update is lr * sign(g), so gradient entries
   # at rounding level move parameters by +-lr; 3.8e-3 relative in the losses
   # of step 2 was seen). tests/test_train.py compares later steps from a
   # common state instead.
-  result = _last_json(_run([f"--config={_TINY}", "--scaling", "--steps=1", "--batch_size=8"],
+  result = _last_json(_run([f"--config={_TINY}", "--scaling", "--steps=1"],
                            num_cpu_devices=2, timeout=900))
   runs = result["scaling"]
   assert [r["devices"] for r in runs] == [1, 2]

@@ -160,7 +160,7 @@ class Checkpointer:
     """
     try:
       self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
+          state=ocp.args.StandardSave(host_copy(state)),
           data=ocp.args.JsonSave({"iterator": data_state}),
           config=ocp.args.JsonSave(config)), force=True)
       self._manager.wait_until_finished()
@@ -295,6 +295,26 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def host_copy(tree: Any) -> Any:
+  """`tree` with every fully replicated jax.Array replaced by a numpy copy,
+  fetched in one batched transfer; other leaves unchanged.
+
+  Orbax writes a jax.Array leaf by leaf through its replica slices and
+  device transfers, about 2.5 ms per leaf on CPU; replicated numpy arrays
+  take its plain path (written once, by process 0), which saved the tiny
+  TransPix2Pix state (973 leaves) in 1.3 s instead of 3.0 s. The files are
+  the same format: `restore` still returns jax.Arrays in the target's
+  shardings. Sharded leaves (not fully replicated) stay jax.Arrays, so each
+  process writes its own shards."""
+  leaves, treedef = jax.tree.flatten(tree)
+  replicated = [i for i, x in enumerate(leaves)
+                if isinstance(x, jax.Array) and x.is_fully_replicated]
+  fetched = jax.device_get([leaves[i] for i in replicated])
+  for i, value in zip(replicated, fetched):
+    leaves[i] = value
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:

@@ -16,7 +16,7 @@ from tp2p_jax.data import pipeline
 from tp2p_jax.data.toycats import ToyCatsSource
 from tp2p_jax.core import mesh as parallel
 from tp2p_jax.core import optim
-from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
+from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings, host_copy
 from tp2p_jax.core.ema import ema_half_life, ema_update
 from tp2p_jax.core.loop import NonFiniteLossError, train_loop
 from tp2p_jax.core.stage import Stage
@@ -202,6 +202,32 @@ def test_checkpoint_round_trip_is_exact(tiny_gan, tmp_path):
   assert jax.tree.structure(restored) == jax.tree.structure(state)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
   assert os.path.isdir(tmp_path / "checkpoints" / "1")
+
+
+def test_checkpoints_write_replicated_leaves_from_the_host_and_keep_sharded_ones(tmp_path):
+  mesh = parallel.make_mesh(jax.devices())
+  assert mesh.devices.size == 8
+  tree = {"replicated": jax.device_put(jnp.arange(6.0).reshape(2, 3), parallel.replicated(mesh)),
+          "sharded": jax.device_put(jnp.arange(16.0).reshape(8, 2),
+                                    parallel.batch_sharding(mesh)),
+          "step": jax.device_put(jnp.array(3, jnp.int32), parallel.replicated(mesh)),
+          "host": np.ones(2, np.float32)}
+  host = host_copy(tree)
+  assert isinstance(host["replicated"], np.ndarray) and isinstance(host["step"], np.ndarray)
+  assert isinstance(host["sharded"], jax.Array) and host["host"] is tree["host"]
+  assert isinstance(tree["replicated"], jax.Array)  # the caller's tree is left as it was
+
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=1, writer=True)
+  ckpt.save(3, tree, "{}", {"seed": 0})
+  shardings = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array)
+                           else parallel.replicated(mesh), tree)
+  restored, _ = ckpt.restore(3, abstract_with_shardings(jax.eval_shape(lambda: tree), shardings))
+  ckpt.close()
+  for name, want in tree.items():
+    got = restored[name]
+    assert isinstance(got, jax.Array) and got.dtype == want.dtype, name
+    assert got.sharding.is_equivalent_to(shardings[name], got.ndim), name
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
 
 
 # --- the generic loop: SIGTERM, non-finite losses -------------------------------------

@@ -107,7 +107,7 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
       batch_size=config.batch_size, seed=config.seed, total_steps=config.total_steps,
       log_every=1, checkpoint_every=config.checkpoint_every, keep_checkpoints=5,
       frozen={"weight": np.float32(1.0)},
-      samples=lambda state: run_log.image_grid([batch["real_a"], np.asarray(
+      samples=lambda state, jit: run_log.image_grid([batch["real_a"], np.asarray(
           module.apply({"params": state.ema}, batch["real_a"])), batch["real_b"]]),
       sample_every=config.sample_every)]
 

@@ -231,10 +231,30 @@ def test_a_program_in_jax_s_disk_cache_is_stored_in_a_form_that_runs(tmp_path):
   assert _programs(tmp_path / "xla" / program_cache.FOLDER) == ["odd"]
 
 
+def test_a_stage_jit_keeps_one_program_per_argument_shape(cache_dir):
+  from tp2p_jax.core.loop import stage_jit
+  fn = _Traced(0.5)
+  jit = stage_jit("painter", ProgramCache.for_config(CONFIG))
+  assert jit("step", fn) is jit("step", _Traced(0.1))  # one name, one function
+  for n in (4, 6, 4):
+    jax.tree.map(np.testing.assert_array_equal, jit("step", fn)(*_args(n)), fn(*_args(n)))
+  assert fn.traces == 2 + 3  # one trace per shape in the cache, one per eager call
+  assert _programs(cache_dir) == ["painter.step", "painter.step"]
+  again = _Traced(0.5)  # a restarted run: both shapes load without tracing
+  rerun = stage_jit("painter", ProgramCache.for_config(CONFIG))
+  for n in (4, 6):
+    jax.tree.map(np.testing.assert_array_equal, rerun("step", again)(*_args(n)), fn(*_args(n)))
+  assert again.traces == 0
+  plain = stage_jit("painter", None)("step", again)  # no cache: jax.jit
+  jax.tree.map(np.testing.assert_array_equal, plain(*_args()), fn(*_args()))
+  assert again.traces == 1
+
+
 def test_a_second_run_loads_its_programs_and_trains_identically(tmp_path):
   """Two identical runs of a built-in method in fresh processes with a new
-  cache: the second loads its init and train step (no tracing, no
-  compiling) and logs the same losses."""
+  cache: the second loads its init, train step and the finishing programs
+  (no tracing, no compiling; nothing new stored) and logs the same losses
+  and held-out accuracy."""
   env = {**cli_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
 
   def train(workdir: str) -> str:
@@ -246,14 +266,19 @@ def test_a_second_run_loads_its_programs_and_trains_identically(tmp_path):
 
   first = train("first")
   assert "loaded from the cache" not in first
-  stored = _programs(tmp_path / "xla" / program_cache.FOLDER)
-  assert stored == ["style_encoder.init", "style_encoder.train_step"]
+  folder = tmp_path / "xla" / program_cache.FOLDER
+  stored = _programs(folder)
+  # The finish step's programs (stage.Jit) are kept beside the training ones.
+  assert stored == ["style_encoder.heldout_cosines", "style_encoder.init",
+                    "style_encoder.precise_batch_stats", "style_encoder.train_step"]
+  files = sorted(p.name for p in folder.iterdir())
   second = train("second")
   assert "state initialised in" in second and "(its program loaded from the cache)" in second
   assert "first step, its program loaded from the cache" in second
-  metrics = [(tmp_path / run / "metrics.jsonl").read_text()
-             for run in ("first", "second")]
-  assert metrics[0] == metrics[1] and metrics[0].count("\n") >= 2
+  assert sorted(p.name for p in folder.iterdir()) == files  # nothing compiled anew
+  for name in ("metrics.jsonl", "eval.json"):
+    first_run, second_run = ((tmp_path / run / name).read_text() for run in ("first", "second"))
+    assert first_run == second_run and first_run.strip(), name
 
 
 def test_a_backend_that_refuses_the_fresh_compile_option_still_compiles(cache_dir, monkeypatch,

@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import multihost, run_log
-from tp2p_jax.core.program_cache import ProgramCache
+from tp2p_jax.core.program_cache import CachedFunction, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
-from tp2p_jax.core.stage import Stage
+from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.image_files import save_png
 
@@ -96,6 +96,20 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
         f"{stage}: non-finite values at step {step}: {what}. Stopped without saving; {where}.")
 
 
+def stage_jit(stage_name: str, programs: ProgramCache | None) -> Jit:
+  """The `Jit` a stage's `samples` and `finish` get: their programs kept in
+  `programs` as "<stage_name>.<name>" (plain `jax.jit` without a cache),
+  each made once per name."""
+  made: dict[str, Callable[..., Any]] = {}
+
+  def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if name not in made:
+      made[name] = (jax.jit(fn) if programs is None
+                    else CachedFunction(programs, f"{stage_name}.{name}", fn))
+    return made[name]
+  return jit
+
+
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
@@ -109,9 +123,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   donated) up to `stage.total_steps`, logging, checkpointing and sampling on
   the stage's schedule. `config_dict` is stored with every checkpoint;
   `before_first_save` runs once, before the first checkpoint is written.
-  `programs` (built from `config_dict`) keeps the compiled init and train
-  step, so a restarted or resumed run loads them instead of tracing and
-  compiling them again.
+  `programs` (built from `config_dict`) keeps the compiled init, train
+  step and sample programs, so a restarted or resumed run loads them
+  instead of tracing and compiling them again.
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
@@ -167,6 +181,7 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
                                      cache=programs, name=f"{stage.name}.train_step")
   frozen = (None if stage.frozen is None
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
+  jit = stage_jit(stage.name, programs)
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
   agreement = multihost.Agreement(mesh)
   # The bar starts after the first step, so that its rate and ETA leave out
@@ -211,7 +226,7 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
           ckpt.save(step, state, pipeline.process_states_to_json(positions), config_dict)
         if (stage.samples is not None and stage.sample_every
             and (last or step % stage.sample_every == 0)):
-          grid = stage.samples(state)
+          grid = stage.samples(state, jit)
           if is_main:
             save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
         if stopping and not last:
@@ -253,5 +268,5 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(
-        stage.finish(result.state, stage_dir))
+        stage.finish(result.state, stage_dir, stage_jit(stage.name, programs)))
   return result

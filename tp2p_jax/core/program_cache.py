@@ -384,3 +384,23 @@ class CachedJit:
       loaded = self._cache.compile(self._name, self._fn, args, **self._options)
       self._compiled, self.from_cache = loaded.compiled, loaded.from_cache
     return self._compiled(*args)
+
+
+class CachedFunction:
+  """`jax.jit(fn, **jit_options)` over arguments of any signature: each new
+  tree/shape/dtype/sharding combination gets its own `CachedJit` (program
+  `name`, keyed by that signature in the cache)."""
+
+  def __init__(self, cache: ProgramCache, name: str, fn: Callable[..., Any],
+               jit_options: Mapping[str, Any] | None = None):
+    self._cache, self._name, self._fn = cache, name, fn
+    self._options = dict(jit_options or {})
+    self._programs: dict[str, CachedJit] = {}
+
+  def __call__(self, *args: Any) -> Any:
+    key = _digest(signature(args, {}))
+    program = self._programs.get(key)
+    if program is None:
+      program = self._programs[key] = CachedJit(self._cache, self._name, self._fn,
+                                                self._options)
+    return program(*args)

@@ -10,6 +10,17 @@ import numpy as np
 
 Batch = Mapping[str, Any]
 Metrics = dict[str, jax.Array]
+# `jit(name, fn)`: `fn` compiled like `jax.jit(fn)`, its programs kept in the
+# run's program cache under the stage's name and `name` (one name, one
+# function: every array it reads must be an argument, never a closed-over
+# value, since a later run loads the program without tracing `fn`).
+Jit = Callable[[str, Callable[..., Any]], Callable[..., Any]]
+
+
+def plain_jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+  """The `Jit` of code run outside the trainer: `jax.jit(fn)`."""
+  del name
+  return jax.jit(fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +45,15 @@ class Stage:
       schedule (total_steps <= 0: no training, `init` alone).
     frozen: frozen inputs every step receives as data (e.g. VGG16
       variables for the perceptual loss); None if none.
-    samples: `samples(state) -> uint8 (H, W, 3)` grid written to
-      `samples/step_*.png` every `sample_every` steps; None: no samples.
+    samples: `samples(state, jit) -> uint8 (H, W, 3)` grid written to
+      `samples/step_*.png` every `sample_every` steps (`jit`: see `Jit`;
+      its programs load from the cache in a restarted run); None: no
+      samples.
     sample_every: sample period in steps.
     on_fresh_start: `(state, mesh) -> state` for a stage starting from
       scratch (e.g. a warm start from another run); never on resume, so a
       resumed run stays exact.
-    finish: `(state, stage_dir) -> handoff` after the stage is complete
+    finish: `(state, stage_dir, jit) -> handoff` after the stage is complete
       (also when a finished stage is skipped on restart): what the next
       stage's `init` receives (e.g. the frozen style encoder's variables);
       it may write summaries into `stage_dir`. None: hands on {}.
@@ -57,7 +70,7 @@ class Stage:
   checkpoint_every: int
   keep_checkpoints: int
   frozen: Any = None
-  samples: Callable[[Any], np.ndarray] | None = None
+  samples: Callable[[Any, Jit], np.ndarray] | None = None
   sample_every: int = 0
   on_fresh_start: Callable[[Any, jax.sharding.Mesh], Any] | None = None
-  finish: Callable[[Any, str], Any] | None = None
+  finish: Callable[[Any, str, Jit], Any] | None = None

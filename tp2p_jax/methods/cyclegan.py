@@ -23,7 +23,7 @@ from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.unpaired import make_unpaired_sources
 from tp2p_jax.methods import registry
-from tp2p_jax.core.stage import Stage
+from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.methods.base import Method, Predictor
 from tp2p_jax.methods.cyclegan_step import (CycleGANObjective, CycleGANState,
                                             create_cyclegan_state, make_cyclegan_train_step)
@@ -154,15 +154,15 @@ def _sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
 def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
   train_source, eval_source = _sources(config)
   parts = build(config)
-  run = jax.jit(lambda state, x, direction: translate(parts.generator, state, x, direction),
-                static_argnums=2)
   rows = pipeline.first_examples(eval_source, num_examples=config.num_samples,
                                  image_size=config.image_size)
+  to_b = lambda state, x: translate(parts.generator, state, x, "AtoB")  # noqa: E731
+  to_a = lambda state, x: translate(parts.generator, state, x, "BtoA")  # noqa: E731
 
-  def samples(state: CycleGANState) -> np.ndarray:
+  def samples(state: CycleGANState, jit: Jit) -> np.ndarray:
     batch = rows()
-    fake_b = np.asarray(run(state, batch["real_a"], "AtoB"))
-    fake_a = np.asarray(run(state, batch["real_b"], "BtoA"))
+    fake_b = np.asarray(jit("translate_AtoB", to_b)(state, batch["real_a"]))
+    fake_a = np.asarray(jit("translate_BtoA", to_a)(state, batch["real_b"]))
     return run_log.image_grid([batch["real_a"], fake_b, batch["real_b"], fake_a],
                               captions=["real_a", "fake_b", "real_b", "fake_a"])
 

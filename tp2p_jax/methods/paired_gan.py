@@ -29,7 +29,7 @@ from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
 from tp2p_jax.methods import registry, warm_start
-from tp2p_jax.core.stage import Stage
+from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.methods.base import Method, Predictor
 from tp2p_jax.methods.networks import (count_params, discriminator_from_config,
                                        generator_from_config, style_encoder_from_config)
@@ -169,13 +169,12 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
   """The GAN stage in the workdir itself; `init` takes the style encoder's
   variables ({} for unconditioned generators) from the previous stage."""
   gan = build(config)
-  generate = jax.jit(gan.generate)
   rows = pipeline.first_examples(eval_source, num_examples=config.num_samples,
                                  image_size=config.image_size)
 
-  def samples(state: TrainState) -> np.ndarray:
+  def samples(state: TrainState, jit: Jit) -> np.ndarray:
     batch = rows()
-    fake = np.asarray(generate(state, batch["real_a"], batch["real_b"]))
+    fake = np.asarray(jit("generate", gan.generate)(state, batch["real_a"], batch["real_b"]))
     return run_log.image_grid([batch["real_a"], fake, batch["real_b"]],
                               captions=["real_a", "fake_b", "real_b"])
 

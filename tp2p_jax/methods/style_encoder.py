@@ -27,7 +27,7 @@ from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
 from tp2p_jax.methods import registry
-from tp2p_jax.core.stage import Batch, Metrics, Stage
+from tp2p_jax.core.stage import Batch, Jit, Metrics, Stage, plain_jit
 from tp2p_jax.methods.base import Method
 from tp2p_jax.methods.networks import count_params, style_encoder_from_config
 
@@ -112,7 +112,7 @@ def make_style_train_step(style_encoder: nn.Module, tx: optax.GradientTransforma
 
 
 def precise_batch_stats(style_encoder: nn.Module, variables: Any,
-                        photo_batches: list[jax.Array]) -> Any:
+                        photo_batches: list[jax.Array], jit: Jit = plain_jit) -> Any:
   """Recomputes the encoder's BatchNorm running statistics with dropout off.
 
   The reference encoder puts dropout (0.2-0.5) in front of BatchNorm layers,
@@ -126,19 +126,20 @@ def precise_batch_stats(style_encoder: nn.Module, variables: Any,
     style_encoder: the trained StyleEncoder.
     variables: {"params", "batch_stats"}.
     photo_batches: photo batches (B, S, S, 3) in [-1, 1] at the encoder size.
+    jit: compiles the statistics program (see `tp2p_jax.core.stage.Jit`).
   """
   no_dropout = style_encoder.clone(spatial_dropout=0.0, block_dropout=0.0,
                                    last_block_dropout=0.0, head_dropout=0.0)
   momentum = 0.9  # StyleEncoder's BatchNorm momentum
 
-  @jax.jit
-  def batch_stats_of(photos):
+  def batch_stats_of(variables, photos):
     _, updates = no_dropout.apply(variables, photos, train=True, mutable=["batch_stats"])
     # running_new = m * running + (1 - m) * batch  =>  solve for batch.
     return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
                         updates["batch_stats"], variables["batch_stats"])
 
-  stats = [batch_stats_of(p) for p in photo_batches]
+  program = jit("precise_batch_stats", batch_stats_of)
+  stats = [program(variables, p) for p in photo_batches]
   mean = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
   return {"params": variables["params"], "batch_stats": mean}
 
@@ -168,10 +169,10 @@ def _encoder_photos(source: Any, style_encoder: nn.Module, image_size: int,
 
 
 def heldout_accuracy(style_encoder: nn.Module, variables: Any, eval_source: Any,
-                     image_size: int) -> dict[str, float]:
+                     image_size: int, jit: Jit = plain_jit) -> dict[str, float]:
   """{"heldout_accuracy", "heldout_examples"} of the CosFace head on the
-  held-out photos."""
-  apply = jax.jit(lambda v, x: style_encoder.apply(v, x, train=False)["cosine"])
+  held-out photos (`jit` compiles its program, see `tp2p_jax.core.stage.Jit`)."""
+  apply = jit("heldout_cosines", lambda v, x: style_encoder.apply(v, x, train=False)["cosine"])
   size = style_encoder.image_size
   correct = total = 0
   for batch in pipeline.make_eval_batches(eval_source, batch_size=64, image_size=image_size):
@@ -190,14 +191,15 @@ def style_encoder_stage(config: ml_collections.ConfigDict, train_source: Any,
   encoder = style_encoder_from_config(config)
   tx, schedule = style_optimizer(config)
 
-  def finish(state: StyleTrainState, stage_dir: str) -> Any:
+  def finish(state: StyleTrainState, stage_dir: str, jit: Jit) -> Any:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     if int(state.step) == 0:  # not trained (total_steps 0): as initialised
       return variables
     variables = precise_batch_stats(encoder, jax.device_get(variables),
-                                    _encoder_photos(train_source, encoder, config.image_size))
+                                    _encoder_photos(train_source, encoder, config.image_size),
+                                    jit)
     if jax.process_index() == 0:
-      summary = heldout_accuracy(encoder, variables, eval_source, config.image_size)
+      summary = heldout_accuracy(encoder, variables, eval_source, config.image_size, jit)
       os.makedirs(stage_dir, exist_ok=True)
       with open(os.path.join(stage_dir, "eval.json"), "w") as f:
         json.dump(summary, f)

@@ -231,6 +231,20 @@ def test_a_program_in_jax_s_disk_cache_is_stored_in_a_form_that_runs(tmp_path):
   assert _programs(tmp_path / "xla" / program_cache.FOLDER) == ["odd"]
 
 
+def test_arguments_the_program_never_reads_still_select_the_executable(cache_dir):
+  # jit drops unused arguments from the module, so both lower to the same
+  # module text; each must still get an executable that takes its own tree.
+  def generate(state, x):
+    return state["w"] * x
+
+  w, x = jnp.arange(4.0), jnp.ones(4)
+  for unused in ({"a": jnp.zeros(3)}, {"b": jnp.zeros(3)}, ()):
+    state = {"w": w, "unused": unused}
+    loaded = ProgramCache.for_config(CONFIG).compile("generate", generate, (state, x))
+    np.testing.assert_array_equal(loaded.compiled(state, x), w * x)
+  assert _programs(cache_dir) == ["generate"] * 3
+
+
 def test_a_stage_jit_keeps_one_program_per_argument_shape(cache_dir):
   from tp2p_jax.core.loop import stage_jit
   fn = _Traced(0.5)

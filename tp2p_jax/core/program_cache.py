@@ -20,9 +20,12 @@ Loading is seconds for small programs; the reference train step's 33 MB
 executable takes about a minute on a 2-core CPU, XLA's own loader being
 the cost (benchmarks/PERFORMANCE.md, "Warm starts"). On a miss the program
 is traced and lowered, and its executable is looked up by a digest of the
-lowered module, so runs whose configs differ only where the program does
-not look (a longer schedule, another log period) share it; only then is it
-compiled, and stored under both keys.
+lowered module and the arguments' signature, so runs whose configs differ
+only where the program does not look (a longer schedule, another log
+period) share it; only then is it compiled, and stored under both keys.
+(The module alone is not enough: jit leaves arguments the program never
+reads out of it, so states that differ only there, e.g. a frozen part's
+optimizer state, lower to the same module but call with another tree.)
 
 Only freshly compiled executables are stored: on jaxlib 0.10's CPU backend
 an executable that JAX loaded from its own persistent cache serialises
@@ -258,7 +261,8 @@ class ProgramCache:
         return Loaded(compiled, index["meta"], True)
     lowered = jax.jit(fn, **jit_options).lower(*args)
     kept = meta() if meta is not None else None
-    program = f"{name}-module-{_digest([self.environment, lowered.as_text()])[:40]}"
+    program = f"{name}-module-" + _digest(
+        [self.environment, signature(args, jit_options), lowered.as_text()])[:40]
     compiled = self._load(self.path(program))
     from_cache = compiled is not None
     if compiled is None:

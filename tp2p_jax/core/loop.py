@@ -33,7 +33,7 @@ from tp2p_jax.core.program_cache import CachedFunction, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
-from tp2p_jax.core.stage import Jit, Stage
+from tp2p_jax.core.stage import Jit, Stage, plain_jit
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.image_files import save_png
 
@@ -104,7 +104,7 @@ def stage_jit(stage_name: str, programs: ProgramCache | None) -> Jit:
 
   def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     if name not in made:
-      made[name] = (jax.jit(fn) if programs is None
+      made[name] = (plain_jit(name, fn) if programs is None
                     else CachedFunction(programs, f"{stage_name}.{name}", fn))
     return made[name]
   return jit

@@ -16,7 +16,8 @@ from tp2p_jax.data import pipeline
 from tp2p_jax.data.toycats import ToyCatsSource
 from tp2p_jax.core import mesh as parallel
 from tp2p_jax.core import optim
-from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings, host_copy
+from tp2p_jax.core.checkpoints import (SKIP, Checkpointer, CheckpointMismatchError,
+                                       abstract_with_shardings, host_copy, keep_only)
 from tp2p_jax.core.ema import ema_half_life, ema_update
 from tp2p_jax.core.loop import NonFiniteLossError, train_loop
 from tp2p_jax.core.stage import Stage
@@ -232,6 +233,32 @@ def test_checkpoints_write_replicated_leaves_from_the_host_and_keep_sharded_ones
     assert isinstance(got, jax.Array) and got.dtype == want.dtype, name
     assert got.sharding.is_equivalent_to(shardings[name], got.ndim), name
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+def test_a_restore_reads_only_the_subtrees_kept(tmp_path):
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  tree = {"ema": {"g": jnp.arange(4.0), "d": jnp.ones(3)}, "opt": [jnp.zeros((2, 2)), jnp.ones(5)],
+          "step": jnp.array(7, jnp.int32)}
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=1, writer=True)
+  ckpt.save(7, tree, '{"position": 3}', {"seed": 0})
+  abstract = abstract_with_shardings(jax.eval_shape(lambda: tree),
+                                     parallel.replicated_like(mesh, tree))
+  part = keep_only(abstract, ("ema", "g"), ("step",))
+  assert part["ema"]["d"] is SKIP and all(x is SKIP for x in part["opt"])
+  restored = ckpt.restore_newest(part)
+  assert restored.step == 7 and restored.data_state == '{"position": 3}'
+  np.testing.assert_array_equal(restored.state["ema"]["g"], np.arange(4.0))
+  assert int(restored.state["step"]) == 7
+  assert restored.state["ema"]["d"] is SKIP and all(x is SKIP for x in restored.state["opt"])
+  # Skipped leaves are not read, but the tree must still be the stored one:
+  # another config's state is refused as a whole.
+  other = dict(part, opt=[part["opt"][0]])
+  with pytest.raises(CheckpointMismatchError, match="only in the checkpoint: opt/1"):
+    ckpt.restore_newest(other)
+  resized = dict(part, step=jax.ShapeDtypeStruct((2,), jnp.int32, sharding=part["step"].sharding))
+  with pytest.raises(CheckpointMismatchError, match="step has shape"):
+    ckpt.restore_newest(resized)
+  ckpt.close()
 
 
 # --- the generic loop: SIGTERM, non-finite losses -------------------------------------

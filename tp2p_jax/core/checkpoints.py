@@ -36,6 +36,11 @@ log = logging.getLogger("tp2p_jax.train")
 
 DAMAGED_SUFFIX = ".damaged"
 
+# A leaf of an abstract state that `Checkpointer.restore` leaves unread (and
+# returns as is): readers that need a part of the state (a predictor: the EMA
+# generator) skip the rest. See `keep_only`.
+SKIP = ocp.PLACEHOLDER
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint directory that cannot serve; the message is one line naming
@@ -85,6 +90,21 @@ def _leaf_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
   return {_path_names(p): tuple(v.shape)
           for p, v in jax.tree_util.tree_leaves_with_path(tree)
           if hasattr(v, "shape") and hasattr(v, "dtype")}
+
+
+def _skipped_paths(tree: Any) -> set[tuple[str, ...]]:
+  return {_path_names(p) for p, v in jax.tree_util.tree_leaves_with_path(tree) if v is SKIP}
+
+
+def keep_only(abstract_state: Any, *subtrees: tuple[str, ...]) -> Any:
+  """`abstract_state` with every leaf outside `subtrees` replaced by `SKIP`,
+  so that a restore reads only those subtrees (e.g. `("ema", "g")`: the
+  field `ema`, its key `g`). The tree keeps its structure, so a checkpoint
+  of another config is still refused as a whole."""
+  def pick(path: tuple[Any, ...], leaf: Any) -> Any:
+    names = _path_names(path)
+    return leaf if any(names[:len(p)] == tuple(p) for p in subtrees) else SKIP
+  return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
 def free_space(directory: str) -> str:
@@ -201,8 +221,9 @@ class Checkpointer:
     if not stored_leaves:
       return None
     wanted = _leaf_shapes(abstract_state)
-    missing = sorted(set(wanted) - set(stored_leaves))
-    extra = sorted(set(stored_leaves) - set(wanted))
+    skipped = _skipped_paths(abstract_state)  # must exist; their shapes are not read
+    missing = sorted((set(wanted) | skipped) - set(stored_leaves))
+    extra = sorted(set(stored_leaves) - set(wanted) - skipped)
     if missing or extra:
       def names(paths): return ", ".join("/".join(p) for p in paths[:3]) + (
           f" and {len(paths) - 3} more" if len(paths) > 3 else "")
@@ -218,11 +239,27 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, str]:
     """Restores checkpoint `step` into the shapes, dtypes and shardings of
     `abstract_state` (e.g. `jax.eval_shape` output with `.sharding` set) and
-    returns it with the saved iterator position. Errors are orbax's."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"]["iterator"]
+    returns it with the saved iterator position. Leaves that are `SKIP` are
+    not read and stay `SKIP`. Errors are orbax's."""
+    if not _skipped_paths(abstract_state):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=ocp.args.JsonRestore()))
+      return restored["state"], restored["data"]["iterator"]
+    # The standard handler takes whole trees only; it writes the PyTree
+    # handler's format, which restores any subset of leaves.
+    restore_args = jax.tree.map(
+        lambda a: a if a is SKIP else ocp.ArrayRestoreArgs(
+            sharding=a.sharding, global_shape=a.shape, dtype=a.dtype), abstract_state)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+      state = handler.restore(epath.Path(self.directory) / str(step) / "state",
+                              args=ocp.args.PyTreeRestore(item=abstract_state,
+                                                          restore_args=restore_args))
+    finally:
+      handler.close()
+    data = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    return state, data["data"]["iterator"]
 
   def restore_newest(self, abstract_state: Any, step: int | None = None, *,
                      move_aside: bool = False) -> Restored | None:
@@ -318,6 +355,8 @@ def host_copy(tree: Any) -> Any:
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying the target shardings, for restore."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_tree, shardings)
+  """ShapeDtypeStructs carrying the target shardings, for restore (`SKIP`
+  leaves stay `SKIP`)."""
+  return jax.tree.map(
+      lambda a, s: a if a is SKIP else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_tree, shardings)

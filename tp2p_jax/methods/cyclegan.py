@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from tp2p_jax.core import optim, run_log
+from tp2p_jax.core.checkpoints import keep_only
 from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.unpaired import make_unpaired_sources
@@ -183,7 +184,8 @@ def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],
   """Both EMA generators of a restored CycleGAN state, by direction. Networks
   a run was imported without (`imported.fresh`) are left out."""
   parts = build(config, dtype)
-  state = restore(jax.eval_shape(parts.init, jax.random.PRNGKey(0)))
+  # Only the EMA generators are read (see paired_gan.predictor).
+  state = restore(keep_only(jax.eval_shape(parts.init, jax.random.PRNGKey(0)), ("ema",)))
   directions = [d for d in DIRECTIONS
                 if not (d == "BtoA" and "generator_b" in imported_fresh(config))]
 

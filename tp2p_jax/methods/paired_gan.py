@@ -24,6 +24,7 @@ import optax
 
 from tp2p_jax import models
 from tp2p_jax.core import optim, run_log
+from tp2p_jax.core.checkpoints import keep_only
 from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
@@ -215,7 +216,9 @@ def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],
               dtype: str | None = None) -> Predictor:
   """The EMA generator (and frozen style encoder) of a restored GAN state."""
   generator = generator_from_config(config, dtype)
-  state = restore(state_shapes(config))
+  # Only what inference runs is read: D, the optimisers and the raw
+  # generator stay on disk.
+  state = restore(keep_only(state_shapes(config), ("ema", "g"), ("style_variables",)))
   conditioned = models.takes_style(config.generator)
   style_variables = dict(state.style_variables)
 

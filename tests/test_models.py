@@ -38,6 +38,15 @@ def tiny_generator(size: int, **overrides) -> TransPix2PixGenerator:
   return TransPix2PixGenerator(**kwargs)
 
 
+def generator_32(**overrides) -> TransPix2PixGenerator:
+  """The behaviour tests' generator: 32x32, three levels holding each block
+  kind (compile time follows the depth; test_generator_shapes_and_range
+  covers full depth)."""
+  kwargs = dict(features=(8, 16, 16), transformer_blocks=(2, 3), attention_stages=(1,),
+                dropout_stages=(0,), conv_bottlenecks=((2, 1.6),))
+  return tiny_generator(32, **{**kwargs, **overrides})
+
+
 def init_vars(model: nn.Module, *inputs, seed: int = 0):
   return model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
                     *inputs, train=False)
@@ -139,7 +148,7 @@ class G32:
   so each program is compiled once."""
 
   def __init__(self):
-    self.g = g = tiny_generator(32)
+    self.g = g = generator_32()
     self.x = jax.random.uniform(jax.random.key(11), (4, 32, 32, 3), minval=-1, maxval=1)
     self.s = jax.random.normal(jax.random.key(12), (4, 8))
     self.init = jax.jit(lambda key: g.init({"params": key, "dropout": key}, self.x, self.s,
@@ -178,14 +187,18 @@ def test_property_translating_input_changes_output(g32, seed, shift):
   x = jax.random.uniform(jax.random.key(seed), (4, 32, 32, 3), minval=-1, maxval=1)
   s = jax.random.normal(jax.random.key(seed + 1), (4, 8))
   y, y_shift = g32.eval(g32.v, x, s), g32.eval(g32.v, jnp.roll(x, shift, axis=2), s)
-  assert float(jnp.max(jnp.abs(y - y_shift))) > 1e-6
+  # Relative to the output's spread (see test_property_style_changes_output).
+  assert float(jnp.max(jnp.abs(y - y_shift))) > 1e-2 * float(jnp.std(y))
 
 
 @given(st.integers(0, 2**31 - 1))
 def test_property_style_changes_output(g32, seed):
   x = jax.random.uniform(jax.random.key(seed), (4, 32, 32, 3), minval=-1, maxval=1)
   s = jax.random.normal(jax.random.key(seed + 1), (4, 8))
-  assert float(jnp.max(jnp.abs(g32.eval(g32.v, x, s) - g32.eval(g32.v, x, -s)))) > 1e-6
+  y = g32.eval(g32.v, x, s)
+  # Relative to the output's spread: an untrained net (BatchNorm scales near
+  # 0, as in the release) outputs values of order 1e-6.
+  assert float(jnp.max(jnp.abs(y - g32.eval(g32.v, x, -s)))) > 1e-2 * float(jnp.std(y))
 
 
 @given(st.integers(0, 2**31 - 1))
@@ -289,7 +302,7 @@ def test_init_is_gan_normal(g32):
 
 
 def test_bfloat16_compute_keeps_float32_params(g32):
-  g = tiny_generator(32, dtype=jnp.bfloat16)
+  g = generator_32(dtype=jnp.bfloat16)
   shapes = jax.eval_shape(lambda: init_vars(g, g32.x, g32.s))
   assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
   y = jax.jit(lambda v: g.apply(v, g32.x, g32.s, train=False))(g32.v)

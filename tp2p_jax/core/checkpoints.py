@@ -14,6 +14,9 @@ What can go wrong, and what happens:
   `REASON.txt`), never deleted, when the caller owns the run directory.
 - A checkpoint whose shapes or tree differ from the state asked for is not
   damaged: the run's config differs. `CheckpointMismatchError`, at once.
+- A reader that restores part of the state (`keep_only`: a predictor reads
+  the EMA generator) reads only those arrays; damage elsewhere in the
+  checkpoint shows at the next full restore (the trainer's resume).
 """
 from __future__ import annotations
 

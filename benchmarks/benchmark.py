@@ -66,7 +66,7 @@ import optax  # noqa: E402
 from tp2p_jax import losses  # noqa: E402
 from tp2p_jax.data import pipeline  # noqa: E402
 from tp2p_jax.data.sources import sources_from_config  # noqa: E402
-from tp2p_jax.core import mesh as mesh_lib  # noqa: E402
+from tp2p_jax.core import compile_effort, mesh as mesh_lib  # noqa: E402
 from tp2p_jax.core.ema import ema_update  # noqa: E402
 from tp2p_jax.methods import paired_gan  # noqa: E402
 from tp2p_jax.methods import paired_gan_step as train_steps  # noqa: E402
@@ -232,8 +232,12 @@ def jax_config_value(name: str) -> Any:
     return jax.config.read(name)
 
 
-def _notes(platform: str, num_devices: int, optimizations_disabled: bool) -> list[str]:
+def _notes(platform: str, num_devices: int, optimizations_disabled: bool,
+           fast_compile: bool = False) -> list[str]:
   notes = []
+  if fast_compile:
+    notes.append("the config sets fast_compile: its programs are compiled with most XLA "
+                 "optimisations off, as its runs are (compile_s short, steps slower)")
   if platform == "cpu" and num_devices > 1:
     notes.append(
         "multiple CPU devices are simulated (--xla_force_host_platform_device_count) and "
@@ -278,10 +282,17 @@ def top_ops(profile_dir: str, hlo_text: str, steps: int, count: int = 25
            "layer": ops[name][1]} for name, total in slowest]
 
 
-def _time_compiled(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
+def _jit_options(config: Any, platform: str) -> dict[str, Any]:
+  """The jit options every program of a run of `config` is compiled with."""
+  options = compile_effort.compiler_options(bool(config.get("fast_compile", False)), platform)
+  return {} if options is None else {"compiler_options": options}
+
+
+def _time_compiled(fn: Callable, args: tuple, repeats: int,
+                   jit_options: dict[str, Any]) -> dict[str, float]:
   """Compiles `fn(*args)` and returns its XLA cost analysis and the median
   wall time of `repeats` calls (after one untimed call)."""
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax.jit(fn, **jit_options).lower(*args).compile()
   cost = cost_analysis(compiled)
   jax.block_until_ready(compiled(*args))
   seconds = _median(_time_calls(lambda: compiled(*args), repeats))
@@ -305,10 +316,12 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
   key = jax.random.PRNGKey(0)
   style = None
   parts: dict[str, dict[str, float]] = {}
+  options = _jit_options(config, real_a.devices().pop().platform)
   if encoder is not None:
     embed = lambda v, photos: train_steps.style_embedding(encoder, v, photos)  # noqa: E731
-    parts["style_embedding"] = _time_compiled(embed, (state.style_variables, real_b), repeats)
-    style = jax.jit(embed)(state.style_variables, real_b)
+    parts["style_embedding"] = _time_compiled(embed, (state.style_variables, real_b), repeats,
+                                              options)
+    style = jax.jit(embed, **options)(state.style_variables, real_b)
 
   def g_forward(params, sketches, style):
     return train_steps.apply_generator(
@@ -319,9 +332,10 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
     fake, pullback = jax.vjp(lambda p: g_forward(p, sketches, style), params)
     return pullback(fake)
 
-  parts["g_forward"] = _time_compiled(g_forward, (state.g_params, real_a, style), repeats)
+  parts["g_forward"] = _time_compiled(g_forward, (state.g_params, real_a, style), repeats,
+                                      options)
   parts["g_forward_backward"] = _time_compiled(g_forward_backward,
-                                               (state.g_params, real_a, style), repeats)
+                                               (state.g_params, real_a, style), repeats, options)
 
   def d_sum(params, pair):
     out = discriminator.apply({"params": params, "batch_stats": state.d_batch_stats}, pair,
@@ -330,15 +344,16 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
 
   pair = jnp.concatenate([real_a, real_b], axis=-1)
   parts["d_forward_backward_params"] = _time_compiled(jax.grad(d_sum), (state.d_params, pair),
-                                                      repeats)
+                                                      repeats, options)
   parts["d_forward_backward_input"] = _time_compiled(jax.grad(d_sum, argnums=1),
-                                                     (state.d_params, pair), repeats)
+                                                     (state.d_params, pair), repeats, options)
   if gan.frozen is not None:
     vgg_vars = gan.frozen["vgg"]
     perceptual = jax.grad(lambda fake, real: losses.perceptual_loss(
         fake, real, vgg_vars, objective.perceptual_layer,
         dtype=jnp.dtype(objective.perceptual_dtype)))
-    parts["vgg_loss_forward_backward"] = _time_compiled(perceptual, (real_a, real_b), repeats)
+    parts["vgg_loss_forward_backward"] = _time_compiled(perceptual, (real_a, real_b), repeats,
+                                                        options)
 
   def g_update(params, opt_state, grads, ema):
     updates, opt_state = g_tx.update(grads, opt_state, params)
@@ -347,7 +362,7 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
 
   parts["g_optimizer_and_ema"] = _time_compiled(
       g_update, (state.g_params, state.g_opt_state, state.g_params, state.ema["g"]["params"]),
-      repeats)
+      repeats, options)
   return parts
 
 
@@ -382,12 +397,14 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   size = int(config.image_size)
   first = mesh.devices.flat[0]
   optimizations_disabled = bool(jax_config_value("jax_disable_most_optimizations"))
+  fast_compile = bool(config.get("fast_compile", False))
+  compiler_options = _jit_options(config, first.platform).get("compiler_options")
   result: dict[str, Any] = {
       "batch_size": batch_size, "image_size": size, "dtype": str(config.dtype),
       "num_devices": num_devices, "device_kind": first.device_kind,
       "platform": first.platform, "jax_version": jax.__version__,
       "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
-      "xla_optimizations_disabled": optimizations_disabled,
+      "xla_optimizations_disabled": optimizations_disabled, "fast_compile": fast_compile,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
   _log(f"{num_devices} {first.platform} device(s) ({first.device_kind}); batch {batch_size}, "
@@ -421,17 +438,19 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
     result.update(dry_run=True, metrics=sorted(metrics), infer_output_shape=list(fake.shape),
                   trace_s=time.perf_counter() - t_init,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    result["notes"] = _notes(first.platform, num_devices, optimizations_disabled)
+    result["notes"] = _notes(first.platform, num_devices, optimizations_disabled, fast_compile)
     return result
 
-  state, state_sharding = mesh_lib.jit_init(init, mesh, key, style_vars)
+  state, state_sharding = mesh_lib.jit_init(init, mesh, key, style_vars,
+                                            compiler_options=compiler_options)
   jax.block_until_ready(state)
   result["init_s"] = time.perf_counter() - t_init
   _log(f"train state initialised in {result['init_s']:.2f} s")
 
   batch = mesh_lib.to_global_batch(host_batch, mesh)
   frozen = gan.frozen
-  step_jit = mesh_lib.jit_train_step(step_fn, mesh, state_sharding, frozen)
+  step_jit = mesh_lib.jit_train_step(step_fn, mesh, state_sharding, frozen,
+                                     compiler_options=compiler_options)
   t0 = time.perf_counter()
   lowered = step_jit.lower(state, batch, frozen)
   result["lower_s"] = time.perf_counter() - t0
@@ -483,7 +502,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
       _log(f"  {op['s_per_step']:.3f} s  {op['hlo']}  {op['shape']}  {op['layer']}")
 
   generate_jit = jax.jit(generate_fn, in_shardings=(state_sharding, data_sharding, data_sharding),
-                         out_shardings=data_sharding)
+                         out_shardings=data_sharding,
+                         **({} if compiler_options is None
+                            else {"compiler_options": compiler_options}))
   t0 = time.perf_counter()
   generate = generate_jit.lower(state, batch["real_a"], batch["real_b"]).compile()
   result["infer_compile_s"] = time.perf_counter() - t0
@@ -513,7 +534,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
          f"({config.data.worker_count} grain worker(s))")
 
   result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  result["notes"] = _notes(first.platform, num_devices, optimizations_disabled)
+  result["notes"] = _notes(first.platform, num_devices, optimizations_disabled, fast_compile)
   return result
 
 
@@ -536,13 +557,15 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
   host_batch = synthetic_batch(batch_size, int(config.image_size),
                                len(config.data.style_names), config.seed)
   style_vars = style_variables(gan.style_encoder, config)
+  compiler_options = _jit_options(config, available[0].platform).get("compiler_options")
   runs = []
   reference: list[dict[str, float]] | None = None
   for n in counts:
     mesh = mesh_lib.make_mesh(available[:n])
     state, state_sharding = mesh_lib.jit_init(gan.init, mesh, jax.random.PRNGKey(config.seed),
-                                              style_vars)
-    step = mesh_lib.jit_train_step(gan.train_step, mesh, state_sharding, gan.frozen)
+                                              style_vars, compiler_options=compiler_options)
+    step = mesh_lib.jit_train_step(gan.train_step, mesh, state_sharding, gan.frozen,
+                                   compiler_options=compiler_options)
     batch = mesh_lib.to_global_batch(host_batch, mesh)
     history, times = [], []
     for _ in range(steps):

@@ -22,6 +22,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.image_size = 256  # Height and width of the images of both domains.
   c.batch_size = 4  # Global batch (split over all devices and hosts).
   c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
+  # True: XLA compiles the run's programs with most optimisations off, so the
+  # first step comes about twice as soon and each step runs slower (tiny
+  # smoke and test configs; tp2p_jax.core.compile_effort). May change on resume.
+  c.fast_compile = False
 
   # --- data -----------------------------------------------------------------
   c.data = ml_collections.ConfigDict()

@@ -102,6 +102,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 5
   c.sample_every = 2
   c.num_samples = 2
+  c.fast_compile = True  # Seconds of work per run: compiling is most of it.
   return c
 
 

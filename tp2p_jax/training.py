@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from tp2p_jax import methods
-from tp2p_jax.core import loop, mesh as mesh_lib
+from tp2p_jax.core import compile_effort, loop, mesh as mesh_lib
 from tp2p_jax.core.program_cache import ProgramCache
 from tp2p_jax.core.run_dir import (RunError, check_workdir_usable, resolve_run_config,
                                    write_run_config)
@@ -88,9 +88,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
     t0 = time.time()
     # A resumed run's config.json changes only once a checkpoint of the new
     # config is being written: a resume that fails leaves it as it was.
-    result = loop.run_stages(stages, workdir, mesh, config_dict,
-                             before_first_save=write_config if resuming else None,
-                             programs=_program_cache(method, config_dict))
+    result = loop.run_stages(
+        stages, workdir, mesh, config_dict,
+        before_first_save=write_config if resuming else None,
+        programs=_program_cache(method, config_dict),
+        compiler_options=compile_effort.compiler_options(
+            bool(config.get("fast_compile", False)), jax.default_backend()))
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
            " (stopped by SIGTERM)" if result.interrupted else "")
   return 0

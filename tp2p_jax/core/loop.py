@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -96,16 +96,20 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
         f"{stage}: non-finite values at step {step}: {what}. Stopped without saving; {where}.")
 
 
-def stage_jit(stage_name: str, programs: ProgramCache | None) -> Jit:
+def stage_jit(stage_name: str, programs: ProgramCache | None,
+              compiler_options: Mapping[str, Any] | None = None) -> Jit:
   """The `Jit` a stage's `samples` and `finish` get: their programs kept in
   `programs` as "<stage_name>.<name>" (plain `jax.jit` without a cache),
-  each made once per name."""
+  each made once per name, compiled with `compiler_options` (XLA's)."""
   made: dict[str, Callable[..., Any]] = {}
+  options = {} if compiler_options is None else {"compiler_options": dict(compiler_options)}
 
   def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     if name not in made:
-      made[name] = (plain_jit(name, fn) if programs is None
-                    else CachedFunction(programs, f"{stage_name}.{name}", fn))
+      if programs is not None:
+        made[name] = CachedFunction(programs, f"{stage_name}.{name}", fn, options)
+      else:
+        made[name] = jax.jit(fn, **options) if options else plain_jit(name, fn)
     return made[name]
   return jit
 
@@ -113,7 +117,8 @@ def stage_jit(stage_name: str, programs: ProgramCache | None) -> Jit:
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
-               programs: ProgramCache | None = None) -> LoopResult:
+               programs: ProgramCache | None = None,
+               compiler_options: Mapping[str, Any] | None = None) -> LoopResult:
   """Runs (or resumes) one stage in `workdir`.
 
   Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
@@ -125,16 +130,19 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   `before_first_save` runs once, before the first checkpoint is written.
   `programs` (built from `config_dict`) keeps the compiled init, train
   step and sample programs, so a restarted or resumed run loads them
-  instead of tracing and compiling them again.
+  instead of tracing and compiling them again. `compiler_options` (XLA's,
+  from `compile_effort`) apply to each of those programs.
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
   init_name = f"{stage.name}.init"
   if stage.total_steps <= 0:  # nothing to train: the initial state
-    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args, cache=programs, name=init_name)
+    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args, cache=programs, name=init_name,
+                                 compiler_options=compiler_options)
     return LoopResult(state, 0, False)
   mesh_lib.check_batch_size(stage.batch_size, mesh)
-  abstract = mesh_lib.cached_abstract_state(mesh, *init_args, cache=programs, name=init_name)
+  abstract = mesh_lib.cached_abstract_state(mesh, *init_args, cache=programs, name=init_name,
+                                            compiler_options=compiler_options)
   if abstract is None:
     abstract = jax.eval_shape(stage.init, *init_args)
   state_sharding = mesh_lib.replicated_like(mesh, abstract)
@@ -167,7 +175,8 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     t0 = time.perf_counter()
-    init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs, name=init_name)
+    init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs, name=init_name,
+                                 compiler_options=compiler_options)
     state = jax.block_until_ready(init(*init_args))
     log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
              " (its program loaded from the cache)" if init.from_cache else "")
@@ -178,10 +187,11 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     return LoopResult(state, start, False)
 
   step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen,
-                                     cache=programs, name=f"{stage.name}.train_step")
+                                     cache=programs, name=f"{stage.name}.train_step",
+                                     compiler_options=compiler_options)
   frozen = (None if stage.frozen is None
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
-  jit = stage_jit(stage.name, programs)
+  jit = stage_jit(stage.name, programs, compiler_options)
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
   agreement = multihost.Agreement(mesh)
   # The bar starts after the first step, so that its rate and ETA leave out
@@ -245,14 +255,15 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
 def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
-               programs: ProgramCache | None = None) -> LoopResult:
+               programs: ProgramCache | None = None,
+               compiler_options: Mapping[str, Any] | None = None) -> LoopResult:
   """Trains `stages` in order under `workdir` (each in its `directory`); the
   first gets {} as its handoff, each later one what the previous stage's
   `finish` returned (fetched to the host). Stops after a stage that SIGTERM
   interrupted. `before_first_save` runs once, before the run's first
   checkpoint save (of whichever stage); `programs` keeps the stages'
-  compiled programs (see `train_loop`). Returns the last stage's (or the
-  interrupted stage's) result.
+  compiled programs, built with `compiler_options` (see `train_loop`).
+  Returns the last stage's (or the interrupted stage's) result.
   """
   pending = [before_first_save] if before_first_save is not None else []
 
@@ -264,9 +275,11 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
   result = LoopResult(None, 0, False)
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
-    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save, programs)
+    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save, programs,
+                        compiler_options)
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(
-        stage.finish(result.state, stage_dir, stage_jit(stage.name, programs)))
+        stage.finish(result.state, stage_dir,
+                     stage_jit(stage.name, programs, compiler_options)))
   return result

@@ -98,9 +98,15 @@ def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
                            sharding=sharding) for i in layout["index"]])
 
 
-def _init_options(mesh: Mesh) -> dict[str, Any]:
+def _with_compiler_options(options: dict[str, Any],
+                           compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
+  return options if compiler_options is None else {
+      **options, "compiler_options": dict(compiler_options)}
+
+
+def _init_options(mesh: Mesh, compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
   """The init program's jit options (also part of its cache key)."""
-  return {"out_shardings": replicated(mesh)}
+  return _with_compiler_options({"out_shardings": replicated(mesh)}, compiler_options)
 
 
 def _distinct_leaves_fn(init_fn: Callable[..., Any]
@@ -125,12 +131,13 @@ def _distinct_leaves_fn(init_fn: Callable[..., Any]
 
 
 def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
-                 cache: ProgramCache | None = None, name: str = "init") -> InitProgram:
+                 cache: ProgramCache | None = None, name: str = "init",
+                 compiler_options: Mapping[str, Any] | None = None) -> InitProgram:
   """`init_fn(*args)` compiled with its output replicated on `mesh`; through
   `cache` (under `name`) when given, so a warm start neither traces nor
-  compiles it."""
+  compiles it. `compiler_options`: XLA's, e.g. `compile_effort`'s."""
   fn, layout = _distinct_leaves_fn(init_fn)
-  options = _init_options(mesh)
+  options = _init_options(mesh, compiler_options)
   if cache is None:
     compiled = jax.jit(fn, **options).lower(*args).compile()
     return InitProgram(compiled, layout, options["out_shardings"])
@@ -139,29 +146,35 @@ def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
 
 
 def cached_abstract_state(mesh: Mesh, *args: Any, cache: ProgramCache | None,
-                          name: str = "init") -> Any | None:
+                          name: str = "init",
+                          compiler_options: Mapping[str, Any] | None = None) -> Any | None:
   """The state shapes (`jax.ShapeDtypeStruct`s, replicated on `mesh`) that
-  the init program `compile_init(..., cache=cache, name=name)` stored for
-  `args` returns, without tracing or loading it; None when not cached."""
+  the init program `compile_init(..., cache=cache, name=name,
+  compiler_options=compiler_options)` stored for `args` returns, without
+  tracing or loading it; None when not cached."""
   if cache is None:
     return None
-  options = _init_options(mesh)
+  options = _init_options(mesh, compiler_options)
   layout = cache.lookup_meta(name, args, options)
   return None if layout is None else _abstract_state(layout, options["out_shardings"])
 
 
 def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
-             cache: ProgramCache | None = None, name: str = "init") -> tuple[Any, Any]:
+             cache: ProgramCache | None = None, name: str = "init",
+             compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
   """(state, state shardings): `init_fn(*args)` compiled (see `compile_init`)
   and run, its output replicated on `mesh`."""
-  program = compile_init(init_fn, mesh, *args, cache=cache, name=name)
+  program = compile_init(init_fn, mesh, *args, cache=cache, name=name,
+                         compiler_options=compiler_options)
   state = program(*args)
   return state, replicated_like(mesh, state)
 
 
 def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Mesh,
                    state_shardings: Any, frozen: Any, cache: ProgramCache | None = None,
-                   name: str = "train_step") -> Callable[..., tuple[Any, Any]]:
+                   name: str = "train_step",
+                   compiler_options: Mapping[str, Any] | None = None
+                   ) -> Callable[..., tuple[Any, Any]]:
   """`step_fn(state, batch, frozen) -> (state, metrics)` jitted over `mesh`:
   the batch split on `data`, state, frozen inputs and metrics replicated,
   the state's buffers donated (the caller keeps only the returned state).
@@ -176,10 +189,13 @@ def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Me
       with, or None; only its tree structure is used here.
     cache: where compiled programs are kept, or None (plain `jax.jit`).
     name: the program's name in `cache`.
+    compiler_options: XLA's compile options (e.g. `compile_effort`'s), or
+      None for its defaults.
   """
-  options = dict(in_shardings=(state_shardings, batch_sharding(mesh),
-                               replicated_like(mesh, frozen)),
-                 out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+  options = _with_compiler_options(
+      dict(in_shardings=(state_shardings, batch_sharding(mesh), replicated_like(mesh, frozen)),
+           out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0),
+      compiler_options)
   if cache is None:
     return jax.jit(step_fn, **options)
   return CachedJit(cache, name, step_fn, options)

@@ -41,13 +41,13 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 # Fields a resumed run may change: when and how much to train, log and keep,
-# where the (same) data lives, and where a fresh start would take its
-# weights from (`init_from`: used only before the first checkpoint). Any
-# other difference means another model or objective, which the checkpoints
-# do not hold.
+# where the (same) data lives, where a fresh start would take its weights
+# from (`init_from`: used only before the first checkpoint) and how hard XLA
+# optimises the programs (`fast_compile`). Any other difference means
+# another model or objective, which the checkpoints do not hold.
 RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "checkpoint_every",
                               "keep_checkpoints", "sample_every", "num_samples",
-                              "worker_count", "data_dir", "init_from"})
+                              "worker_count", "data_dir", "init_from", "fast_compile"})
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -245,6 +245,28 @@ def test_arguments_the_program_never_reads_still_select_the_executable(cache_dir
   assert _programs(cache_dir) == ["generate"] * 3
 
 
+def test_a_program_prepared_from_shapes_serves_the_first_call(cache_dir, caplog):
+  fn = _Traced(CONFIG["lr"])
+  cache = ProgramCache.for_config(CONFIG)
+  step = program_cache.CachedJit(cache, "step", fn, {})
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          _args())
+  step.prepare(*abstract)
+  assert fn.traces == 1
+  jax.tree.map(np.testing.assert_array_equal, step(*_args()), _Traced(CONFIG["lr"])(*_args()))
+  assert fn.traces == 1 and step.from_cache is False  # the prepared program, not another
+  assert _programs(cache_dir) == ["step"]
+
+  # Prepared for other shapes: the first call compiles for its own, and says so.
+  other = program_cache.CachedJit(cache, "step", fn, {})
+  other.prepare(*_args(6))
+  with caplog.at_level(logging.WARNING, logger="tp2p_jax"):
+    jax.tree.map(np.testing.assert_array_equal, other(*_args(5)),
+                 _Traced(CONFIG["lr"])(*_args(5)))
+  assert "prepared for other arguments" in caplog.text
+  assert sorted(_programs(cache_dir)) == ["step"] * 3
+
+
 def test_a_stage_jit_keeps_one_program_per_argument_shape(cache_dir):
   from tp2p_jax.core.loop import stage_jit
   fn = _Traced(0.5)

@@ -15,6 +15,7 @@ that restores resumes the run (`tp2p_jax.core.checkpoints`).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import multihost, run_log
-from tp2p_jax.core.program_cache import CachedFunction, ProgramCache
+from tp2p_jax.core.program_cache import CachedFunction, CachedJit, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
@@ -114,6 +115,24 @@ def stage_jit(stage_name: str, programs: ProgramCache | None,
   return jit
 
 
+def _abstract_args(abstract: Any, shardings: Any) -> Any:
+  """`abstract`'s shapes and dtypes (weak types kept) with `shardings`: the
+  state argument a program is compiled for before the state exists."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(
+      a.shape, a.dtype, sharding=s, weak_type=bool(getattr(a, "weak_type", False))),
+      abstract, shardings)
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+  """`fn(*args)` started in a thread of its own; its result (or error) is
+  the future's."""
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tp2p-prepare")
+  try:
+    return pool.submit(fn, *args)
+  finally:
+    pool.shutdown(wait=False)
+
+
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
@@ -160,6 +179,13 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     ckpt.close()
     raise
   start = restored.step if restored else 0
+  step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen,
+                                     cache=programs, name=f"{stage.name}.train_step",
+                                     compiler_options=compiler_options)
+  frozen = (None if stage.frozen is None or start >= stage.total_steps
+            else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
+  first_batch: dict[str, jax.Array] | None = None
+  preparing: concurrent.futures.Future | None = None
   if restored:
     state = restored.state
     try:
@@ -175,9 +201,21 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     t0 = time.perf_counter()
-    init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs, name=init_name,
-                                 compiler_options=compiler_options)
-    state = jax.block_until_ready(init(*init_args))
+    if isinstance(step_jit, CachedJit):
+      # The train step needs only the state's shapes and a batch, so it is
+      # loaded or compiled in a second thread while init compiles and runs.
+      first_batch = mesh_lib.to_global_batch(next(iterator), mesh)
+      preparing = _in_thread(step_jit.prepare, _abstract_args(abstract, state_sharding),
+                             first_batch, frozen)
+    try:
+      init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs,
+                                   name=init_name, compiler_options=compiler_options)
+      state = jax.block_until_ready(init(*init_args))
+    except BaseException:
+      if preparing is not None:
+        concurrent.futures.wait([preparing])
+      ckpt.close()
+      raise
     log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
              " (its program loaded from the cache)" if init.from_cache else "")
     if stage.on_fresh_start is not None:
@@ -186,11 +224,6 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     ckpt.close()
     return LoopResult(state, start, False)
 
-  step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen,
-                                     cache=programs, name=f"{stage.name}.train_step",
-                                     compiler_options=compiler_options)
-  frozen = (None if stage.frozen is None
-            else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
   jit = stage_jit(stage.name, programs, compiler_options)
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
   agreement = multihost.Agreement(mesh)
@@ -202,11 +235,16 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   try:
     with _StopFlag() as stop:
       while step < stage.total_steps:
-        batch = mesh_lib.to_global_batch(next(iterator), mesh)
+        if first_batch is not None:
+          batch, first_batch = first_batch, None
+        else:
+          batch = mesh_lib.to_global_batch(next(iterator), mesh)
         if bar is None:
           log.info("%s: %s the train step (the first step waits for it)", stage.name,
                    "compiling" if programs is None else "loading or compiling")
           t0 = time.perf_counter()
+          if preparing is not None:
+            preparing.result()  # its errors are raised here
         state, metrics = step_jit(state, batch, frozen)
         step += 1
         if bar is None:

@@ -381,11 +381,28 @@ class CachedJit:
                jit_options: Mapping[str, Any]):
     self._cache, self._name, self._fn, self._options = cache, name, fn, dict(jit_options)
     self._compiled: jax.stages.Compiled | None = None
+    self._prepared: tuple[str, Loaded] | None = None
     self.from_cache: bool | None = None
+
+  def prepare(self, *args: Any) -> None:
+    """Loads or compiles the program for arguments like `args` (arrays, or
+    `jax.ShapeDtypeStruct`s with their shardings) ahead of the first call,
+    e.g. in another thread while the caller builds the real arguments. The
+    first call uses it if its arguments have the same signature, else
+    compiles as without `prepare`."""
+    loaded = self._cache.compile(self._name, self._fn, args, **self._options)
+    self._prepared = (_digest(signature(args, {})), loaded)
 
   def __call__(self, *args: Any) -> Any:
     if self._compiled is None:
-      loaded = self._cache.compile(self._name, self._fn, args, **self._options)
+      prepared, self._prepared = self._prepared, None
+      if prepared is not None and prepared[0] == _digest(signature(args, {})):
+        loaded = prepared[1]
+      else:
+        if prepared is not None:
+          log.warning("program cache: %s was prepared for other arguments; compiling again",
+                      self._name)
+        loaded = self._cache.compile(self._name, self._fn, args, **self._options)
       self._compiled, self.from_cache = loaded.compiled, loaded.from_cache
     return self._compiled(*args)
 

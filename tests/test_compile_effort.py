@@ -1,4 +1,6 @@
-"""`fast_compile`: a run's programs compiled with most XLA optimisations off.
+"""How the trainer compiles a run's programs: `fast_compile` (most XLA
+optimisations off), and the train step prepared in a second thread while
+init compiles and runs.
 
 XLA writes the debug options each program was compiled with beside its
 dump (`xla_dump_to`), which is how these tests see what reached each
@@ -7,10 +9,12 @@ the tests that read those options turn it off for their duration.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import pathlib
 import re
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -176,3 +180,35 @@ def test_a_resume_may_change_fast_compile():
   blocking, allowed = config_differences({"fast_compile": True, "lr": 1.0},
                                          {"fast_compile": False, "lr": 1.0})
   assert not blocking and allowed == ["fast_compile true -> false"]
+
+
+class _BadFirstBatch(_Ones):
+  def __next__(self) -> dict[str, np.ndarray]:
+    raise ValueError("photos/cat_3.png: not an image")
+
+
+@pytest.mark.parametrize("failing", ["first batch", "init"])
+def test_an_error_before_the_first_step_is_raised_and_leaves_no_thread(failing, tmp_path):
+  stage = _stage(total_steps=2)
+  if failing == "first batch":
+    stage = dataclasses.replace(stage, make_iterator=_BadFirstBatch)
+    expected = "photos/cat_3.png: not an image"
+  else:
+    def init(key, handoff):
+      raise RuntimeError("init failed while the step was being prepared")
+    stage = dataclasses.replace(stage, init=init)
+    expected = "init failed"
+  previous = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
+  try:
+    programs = ProgramCache.for_config({"method": "toy", "test": str(tmp_path)})
+    with pytest.raises((ValueError, RuntimeError), match=expected):
+      loop.run_stages([stage], str(tmp_path / "run"), mesh_lib.make_mesh(jax.devices()[:1]),
+                      {"test": True}, programs=programs)
+  finally:
+    jax.config.update("jax_compilation_cache_dir", previous)
+  # The preparing thread ends (it is waited for before the error is raised).
+  for thread in threading.enumerate():
+    if thread.name.startswith("tp2p-prepare"):
+      thread.join(timeout=60)
+      assert not thread.is_alive()

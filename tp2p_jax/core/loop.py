@@ -201,25 +201,25 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     log.info("%s: resumed from step %d", stage.name, start)
   else:
     t0 = time.perf_counter()
-    if isinstance(step_jit, CachedJit):
-      # The train step needs only the state's shapes and a batch, so it is
-      # loaded or compiled in a second thread while init compiles and runs.
-      first_batch = mesh_lib.to_global_batch(next(iterator), mesh)
-      preparing = _in_thread(step_jit.prepare, _abstract_args(abstract, state_sharding),
-                             first_batch, frozen)
     try:
+      if isinstance(step_jit, CachedJit):
+        # The train step needs only the state's shapes and a batch, so it is
+        # loaded or compiled in a second thread while init compiles and runs.
+        first_batch = mesh_lib.to_global_batch(next(iterator), mesh)
+        preparing = _in_thread(step_jit.prepare, _abstract_args(abstract, state_sharding),
+                               first_batch, frozen)
       init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs,
                                    name=init_name, compiler_options=compiler_options)
       state = jax.block_until_ready(init(*init_args))
+      log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
+               " (its program loaded from the cache)" if init.from_cache else "")
+      if stage.on_fresh_start is not None:
+        state = stage.on_fresh_start(state, mesh)
     except BaseException:
       if preparing is not None:
         concurrent.futures.wait([preparing])
       ckpt.close()
       raise
-    log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
-             " (its program loaded from the cache)" if init.from_cache else "")
-    if stage.on_fresh_start is not None:
-      state = stage.on_fresh_start(state, mesh)
   if start >= stage.total_steps:
     ckpt.close()
     return LoopResult(state, start, False)

@@ -284,8 +284,8 @@ def top_ops(profile_dir: str, hlo_text: str, steps: int, count: int = 25
 
 def _jit_options(config: Any, platform: str) -> dict[str, Any]:
   """The jit options every program of a run of `config` is compiled with."""
-  options = compile_effort.compiler_options(bool(config.get("fast_compile", False)), platform)
-  return {} if options is None else {"compiler_options": options}
+  return compile_effort.jit_options(compile_effort.compiler_options(
+      bool(config.get("fast_compile", False)), platform))
 
 
 def _time_compiled(fn: Callable, args: tuple, repeats: int,

@@ -54,6 +54,8 @@ def test_options_only_when_asked_and_cpu_options_only_on_cpu():
   assert cpu["xla_backend_optimization_level"] == 0 == gpu["xla_backend_optimization_level"]
   assert cpu["xla_cpu_use_fusion_emitters"] is False
   assert not any(k.startswith("xla_cpu_") for k in gpu)
+  assert compile_effort.jit_options(None) == {}
+  assert compile_effort.jit_options(cpu) == {"compiler_options": cpu}
 
 
 def test_a_fast_program_computes_what_the_default_one_does(full_optimisation):

@@ -15,7 +15,7 @@ is never served for the other.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 # What `jax_disable_most_optimizations` sets (jax._src.compiler), per
 # program instead of per process.
@@ -43,3 +43,9 @@ def compiler_options(fast_compile: bool, platform: str) -> dict[str, Any] | None
   if not fast_compile:
     return None
   return {**_LOW_EFFORT, **(_CPU_LOW_EFFORT if platform == "cpu" else {})}
+
+
+def jit_options(compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
+  """`jax.jit` keyword arguments that compile with `compiler_options`
+  ({} for XLA's defaults)."""
+  return {} if compiler_options is None else {"compiler_options": dict(compiler_options)}

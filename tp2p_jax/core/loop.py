@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
-from tp2p_jax.core import multihost, run_log
+from tp2p_jax.core import compile_effort, multihost, run_log
 from tp2p_jax.core.program_cache import CachedFunction, CachedJit, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
@@ -103,7 +103,7 @@ def stage_jit(stage_name: str, programs: ProgramCache | None,
   `programs` as "<stage_name>.<name>" (plain `jax.jit` without a cache),
   each made once per name, compiled with `compiler_options` (XLA's)."""
   made: dict[str, Callable[..., Any]] = {}
-  options = {} if compiler_options is None else {"compiler_options": dict(compiler_options)}
+  options = compile_effort.jit_options(compiler_options)
 
   def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     if name not in made:

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from tp2p_jax.core.compile_effort import jit_options
 from tp2p_jax.core.program_cache import CachedJit, ProgramCache
 
 DATA_AXIS = "data"
@@ -98,15 +99,9 @@ def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
                            sharding=sharding) for i in layout["index"]])
 
 
-def _with_compiler_options(options: dict[str, Any],
-                           compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
-  return options if compiler_options is None else {
-      **options, "compiler_options": dict(compiler_options)}
-
-
 def _init_options(mesh: Mesh, compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
   """The init program's jit options (also part of its cache key)."""
-  return _with_compiler_options({"out_shardings": replicated(mesh)}, compiler_options)
+  return {"out_shardings": replicated(mesh), **jit_options(compiler_options)}
 
 
 def _distinct_leaves_fn(init_fn: Callable[..., Any]
@@ -192,10 +187,10 @@ def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Me
     compiler_options: XLA's compile options (e.g. `compile_effort`'s), or
       None for its defaults.
   """
-  options = _with_compiler_options(
-      dict(in_shardings=(state_shardings, batch_sharding(mesh), replicated_like(mesh, frozen)),
-           out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0),
-      compiler_options)
+  options = dict(in_shardings=(state_shardings, batch_sharding(mesh),
+                               replicated_like(mesh, frozen)),
+                 out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0,
+                 **jit_options(compiler_options))
   if cache is None:
     return jax.jit(step_fn, **options)
   return CachedJit(cache, name, step_fn, options)

@@ -12,8 +12,9 @@ Python code, lowers it and hashes the result before it can load anything
   - the source of the `tp2p_jax` package (any edit is a new key);
   - the versions of Python, jax, jaxlib, flax and optax, the backend and
     its devices, `XLA_FLAGS` and every JAX setting;
-  - the program's name, its jit options (shardings, donation) and its
-    arguments' tree structure, shapes, dtypes and shardings.
+  - the program's name, its jit options (shardings, donation, XLA compile
+    options such as `compile_effort`'s) and its arguments' tree structure,
+    shapes, dtypes and shardings.
 
 A hit loads the executable and skips tracing, lowering and compiling.
 Loading is seconds for small programs; the reference train step's 33 MB

@@ -282,10 +282,9 @@ def top_ops(profile_dir: str, hlo_text: str, steps: int, count: int = 25
            "layer": ops[name][1]} for name, total in slowest]
 
 
-def _jit_options(config: Any, platform: str) -> dict[str, Any]:
-  """The jit options every program of a run of `config` is compiled with."""
-  return compile_effort.jit_options(compile_effort.compiler_options(
-      bool(config.get("fast_compile", False)), platform))
+def _compiler_options(config: Any, platform: str) -> dict[str, Any] | None:
+  """The XLA compile options every program of a run of `config` gets."""
+  return compile_effort.compiler_options(bool(config.get("fast_compile", False)), platform)
 
 
 def _time_compiled(fn: Callable, args: tuple, repeats: int,
@@ -316,7 +315,8 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
   key = jax.random.PRNGKey(0)
   style = None
   parts: dict[str, dict[str, float]] = {}
-  options = _jit_options(config, real_a.devices().pop().platform)
+  options = compile_effort.jit_options(
+      _compiler_options(config, real_a.devices().pop().platform))
   if encoder is not None:
     embed = lambda v, photos: train_steps.style_embedding(encoder, v, photos)  # noqa: E731
     parts["style_embedding"] = _time_compiled(embed, (state.style_variables, real_b), repeats,
@@ -397,8 +397,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   size = int(config.image_size)
   first = mesh.devices.flat[0]
   optimizations_disabled = bool(jax_config_value("jax_disable_most_optimizations"))
-  fast_compile = bool(config.get("fast_compile", False))
-  compiler_options = _jit_options(config, first.platform).get("compiler_options")
+  compiler_options = _compiler_options(config, first.platform)
+  fast_compile = compiler_options is not None
   result: dict[str, Any] = {
       "batch_size": batch_size, "image_size": size, "dtype": str(config.dtype),
       "num_devices": num_devices, "device_kind": first.device_kind,
@@ -503,8 +503,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   generate_jit = jax.jit(generate_fn, in_shardings=(state_sharding, data_sharding, data_sharding),
                          out_shardings=data_sharding,
-                         **({} if compiler_options is None
-                            else {"compiler_options": compiler_options}))
+                         **compile_effort.jit_options(compiler_options))
   t0 = time.perf_counter()
   generate = generate_jit.lower(state, batch["real_a"], batch["real_b"]).compile()
   result["infer_compile_s"] = time.perf_counter() - t0
@@ -557,7 +556,7 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
   host_batch = synthetic_batch(batch_size, int(config.image_size),
                                len(config.data.style_names), config.seed)
   style_vars = style_variables(gan.style_encoder, config)
-  compiler_options = _jit_options(config, available[0].platform).get("compiler_options")
+  compiler_options = _compiler_options(config, available[0].platform)
   runs = []
   reference: list[dict[str, float]] | None = None
   for n in counts:

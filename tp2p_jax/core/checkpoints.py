@@ -358,8 +358,10 @@ def host_copy(tree: Any) -> Any:
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying the target shardings, for restore (`SKIP`
+  """ShapeDtypeStructs carrying the target shardings (and the leaves' weak
+  types), for restore or for compiling before the state exists (`SKIP`
   leaves stay `SKIP`)."""
   return jax.tree.map(
-      lambda a, s: a if a is SKIP else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      lambda a, s: a if a is SKIP else jax.ShapeDtypeStruct(
+          a.shape, a.dtype, sharding=s, weak_type=bool(getattr(a, "weak_type", False))),
       abstract_tree, shardings)

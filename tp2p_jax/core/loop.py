@@ -34,7 +34,7 @@ from tp2p_jax.core.program_cache import CachedFunction, CachedJit, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
-from tp2p_jax.core.stage import Jit, Stage, plain_jit
+from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.image_files import save_png
 
@@ -110,17 +110,9 @@ def stage_jit(stage_name: str, programs: ProgramCache | None,
       if programs is not None:
         made[name] = CachedFunction(programs, f"{stage_name}.{name}", fn, options)
       else:
-        made[name] = jax.jit(fn, **options) if options else plain_jit(name, fn)
+        made[name] = jax.jit(fn, **options)
     return made[name]
   return jit
-
-
-def _abstract_args(abstract: Any, shardings: Any) -> Any:
-  """`abstract`'s shapes and dtypes (weak types kept) with `shardings`: the
-  state argument a program is compiled for before the state exists."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(
-      a.shape, a.dtype, sharding=s, weak_type=bool(getattr(a, "weak_type", False))),
-      abstract, shardings)
 
 
 def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
@@ -168,9 +160,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints,
                       writer=True)
   iterator = stage.make_iterator()
+  state_target = abstract_with_shardings(abstract, state_sharding)
   try:
-    restored = ckpt.restore_newest(abstract_with_shardings(abstract, state_sharding),
-                                   move_aside=True)
+    restored = ckpt.restore_newest(state_target, move_aside=True)
   except CheckpointMismatchError as e:
     ckpt.close()
     raise RunError(f"{e}: this config builds another {stage.name} than the checkpoint holds; "
@@ -206,8 +198,7 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
         # The train step needs only the state's shapes and a batch, so it is
         # loaded or compiled in a second thread while init compiles and runs.
         first_batch = mesh_lib.to_global_batch(next(iterator), mesh)
-        preparing = _in_thread(step_jit.prepare, _abstract_args(abstract, state_sharding),
-                               first_batch, frozen)
+        preparing = _in_thread(step_jit.prepare, state_target, first_batch, frozen)
       init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs,
                                    name=init_name, compiler_options=compiler_options)
       state = jax.block_until_ready(init(*init_args))

@@ -49,9 +49,10 @@ def test_tiny_benchmark_reports_timings_and_costs(tmp_path):
   missing = [k for k in _REQUIRED_KEYS if k not in result]
   assert not missing, missing
   assert len(result["train_step_s_all"]) == 2
-  for name in ("train_step_s", "compile_s", "init_s", "style_init_s", "infer_images_per_s",
-               "peak_rss_mb", "loader_images_per_s"):
+  for name in ("train_step_s", "compile_s", "init_s", "style_init_s", "init_compile_s",
+               "init_run_s", "infer_images_per_s", "peak_rss_mb", "loader_images_per_s"):
     assert _positive_finite(result[name]), (name, result[name])
+  assert result["init_compile_s"] + result["init_run_s"] <= result["init_s"]
   assert all(_positive_finite(t) for t in result["train_step_s_all"]), result["train_step_s_all"]
   assert result["train_step_s"] == pytest.approx(statistics.median(result["train_step_s_all"]))
   assert _positive_finite(result["flops_per_step"])

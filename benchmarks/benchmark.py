@@ -36,6 +36,7 @@ results (seconds, images/s, XLA cost analysis, peak RSS and the environment).
 """
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import json
@@ -67,7 +68,6 @@ from tp2p_jax import losses  # noqa: E402
 from tp2p_jax.data import pipeline  # noqa: E402
 from tp2p_jax.data.sources import sources_from_config  # noqa: E402
 from tp2p_jax.core import compile_effort, mesh as mesh_lib  # noqa: E402
-from tp2p_jax.core.init_rng import param_key  # noqa: E402
 from tp2p_jax.core.ema import ema_update  # noqa: E402
 from tp2p_jax.methods import paired_gan  # noqa: E402
 from tp2p_jax.methods import paired_gan_step as train_steps  # noqa: E402
@@ -162,15 +162,11 @@ def synthetic_batch(batch_size: int, image_size: int, num_classes: int,
           "label": rng.integers(0, num_classes, (batch_size,)).astype(np.int32)}
 
 
-def style_variables(encoder: Any, config: Any, abstract: bool = False) -> Any:
+def style_variables(config: Any, abstract: bool = False) -> Any:
   """Freshly initialised style-encoder variables (host arrays; shapes only
-  with `abstract`), or {} for a generator without style input (pix2pix,
-  pix2pixHD). Drawn as the trainer's style stage draws them (`param_key`)."""
-  if encoder is None:
-    return {}
-  s = config.style.image_size
-  init = lambda key: encoder.init({"params": param_key(key)},  # noqa: E731
-                                  jnp.zeros((1, s, s, 3), jnp.float32), train=False)
+  with `abstract`; `paired_gan.fresh_style_variables`), or {} for a
+  generator without style input (pix2pix, pix2pixHD)."""
+  init = functools.partial(paired_gan.fresh_style_variables, config)
   if abstract:
     return jax.eval_shape(init, jax.random.PRNGKey(0))
   return jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
@@ -419,7 +415,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   key = jax.random.PRNGKey(config.seed)
   t0 = time.perf_counter()
-  style_vars = style_variables(encoder, config, abstract=dry_run)
+  style_vars = style_variables(config, abstract=dry_run)
   if encoder is not None and not dry_run:
     # A stand-in for the style stage's output, which the trainer restores
     # rather than initialises: timed apart from the GAN state's init.
@@ -569,7 +565,7 @@ def scaling(config: Any, *, steps: int) -> dict[str, Any]:
   gan = paired_gan.build(config)
   host_batch = synthetic_batch(batch_size, int(config.image_size),
                                len(config.data.style_names), config.seed)
-  style_vars = style_variables(gan.style_encoder, config)
+  style_vars = style_variables(config)
   compiler_options = _compiler_options(config, available[0].platform)
   runs = []
   reference: list[dict[str, float]] | None = None

@@ -124,7 +124,10 @@ def build(config: ml_collections.ConfigDict, dtype: str | None = None) -> GanPar
       frozen=frozen_inputs(objective), generate=make_generate(generator, encoder))
 
 
-def _style_variable_shapes(config: ml_collections.ConfigDict, key: jax.Array) -> Any:
+def fresh_style_variables(config: ml_collections.ConfigDict, key: jax.Array) -> Any:
+  """Style-encoder variables drawn from `key` as the style stage draws them
+  (`param_key`; under `jax.eval_shape`, their shapes), or {} for a generator
+  without style input."""
   if not models.takes_style(config.generator):
     return {}
   encoder = style_encoder_from_config(config)
@@ -141,7 +144,7 @@ def state_shapes(config: ml_collections.ConfigDict) -> TrainState:
 
   def init(key: jax.Array) -> TrainState:
     return create_train_state(key, generator, discriminator, g_tx, d_tx, config.image_size,
-                              style_dim, _style_variable_shapes(config, key))
+                              style_dim, fresh_style_variables(config, key))
 
   return jax.eval_shape(init, jax.random.PRNGKey(0))
 

@@ -1,7 +1,9 @@
-r"""Times the PyTorch TransPix2Pix release's train step and inference on CPU,
-for `benchmark.py --reference=DIR` to set beside ours in the same run.
+r"""Times the PyTorch TransPix2Pix release's train step and inference on CPU
+(or a CUDA device), for `benchmark.py --reference=DIR` and
+`device_check.py --reference=DIR` to set beside ours in the same run.
 
   python benchmarks/release_step.py --release_dir=TransPix2Pix/ --batch_size=4 --steps=5
+  python benchmarks/release_step.py --release_dir=TransPix2Pix/ --device=cuda
 
 Needs torch (`pip install -e ".[reference]"`, or any interpreter that has
 it: `benchmark.py --reference_python=...`). The release's networks and EMA
@@ -13,6 +15,14 @@ under `no_grad` (as released: the feature loss sends no gradient to G), the
 gradient norm clipped at 1, G's Adam step and EMA. Adam is the release's
 (betas 0.5, 0.999, weight decay 1e-6). VGG16 weights are random here: a
 timing does not need ImageNet's. The release runs at 256x256 only.
+
+`--device` defaults to `$RELEASE_STEP_DEVICE` (else "cpu"), so a caller
+that starts this script through `benchmark.time_release` picks the device
+without a new argument there. On CUDA every timed call ends with
+`torch.cuda.synchronize()`, and the result records torch's TF32 settings.
+The release puts its position indices on "cuda" whenever CUDA is available
+(attention_block.py, transformer_block.py), so on a CUDA machine the device
+must be "cuda" (the current one).
 
 This script imports neither jax nor tp2p_jax. The last line of stdout is one
 JSON object.
@@ -48,20 +58,25 @@ def _vgg16_features(torch: Any) -> Any:
   return torch.nn.Sequential(*layers).eval()
 
 
-def _times(fn: Callable[[], Any], count: int) -> list[float]:
+def _times(fn: Callable[[], Any], count: int,
+           sync: Callable[[], Any] | None = None) -> list[float]:
+  """Wall time of `count` calls of `fn`; `sync` (e.g. torch.cuda.synchronize)
+  after each, so that an asynchronous device's work is inside the time."""
   out = []
   for _ in range(count):
     t0 = time.perf_counter()
     fn()
+    if sync is not None:
+      sync()
     out.append(time.perf_counter() - t0)
   return out
 
 
 def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batches: int,
-        threads: int | None) -> dict[str, Any]:
-  """Builds the release's G, D and EMAs, times `steps` train steps after
-  `warmup` and `infer_batches` eval-mode generator calls; returns the
-  JSON-able results."""
+        threads: int | None, device: str = "cpu") -> dict[str, Any]:
+  """Builds the release's G, D and EMAs on `device` ("cpu", "cuda",
+  "cuda:N"), times `steps` train steps after `warmup` and `infer_batches`
+  eval-mode generator calls; returns the JSON-able results."""
   sys.path.insert(0, os.path.abspath(release_dir))
   import torch  # noqa: PLC0415
   from model_discriminator import Discriminator  # noqa: PLC0415
@@ -71,7 +86,9 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
   if threads:
     torch.set_num_threads(threads)
   torch.manual_seed(0)
-  vgg = _vgg16_features(torch)
+  dev = torch.device(device)
+  sync = torch.cuda.synchronize if dev.type == "cuda" else None
+  vgg = _vgg16_features(torch).to(dev)
 
   def features(x: Any) -> Any:
     out = None
@@ -83,6 +100,9 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
 
   gen, disc = Generator(in_channels=3), Discriminator(in_channels=3)
   ema_gen, ema_disc = Generator(in_channels=3), Discriminator(in_channels=3)
+  # On the device before the EMAs and optimisers take their parameters.
+  for module in (gen, disc, ema_gen, ema_disc):
+    module.to(dev)
   for p in list(ema_gen.parameters()) + list(ema_disc.parameters()):
     p.detach_()
   ema_g = WeightEMA(gen, ema_gen, lr=2e-4, alpha=0.98)
@@ -91,9 +111,11 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
   opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999), weight_decay=1e-6)
   bce, l1, mse = torch.nn.BCEWithLogitsLoss(), torch.nn.L1Loss(), torch.nn.MSELoss()
   shape = (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
-  x = torch.rand(*shape) * 2 - 1
-  y = torch.rand(*shape) * 2 - 1
-  embedding = torch.randn(batch_size, STYLE_DIM)
+  # Drawn on the CPU whatever the device, so that every device sees the
+  # same batch.
+  x = (torch.rand(*shape) * 2 - 1).to(dev)
+  y = (torch.rand(*shape) * 2 - 1).to(dev)
+  embedding = torch.randn(batch_size, STYLE_DIM).to(dev)
 
   def step() -> None:
     gen.train()
@@ -120,11 +142,19 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
       gen.eval()
       gen(x, embedding)
 
-  _times(step, warmup)
-  step_times = _times(step, steps)
-  _times(infer, max(warmup, 1))
-  infer_times = _times(infer, infer_batches)
+  _times(step, warmup, sync)
+  step_times = _times(step, steps, sync)
+  _times(infer, max(warmup, 1), sync)
+  infer_times = _times(infer, infer_batches, sync)
+  extra: dict[str, Any] = {}
+  if dev.type == "cuda":
+    extra = {"device_name": torch.cuda.get_device_name(dev),
+             "cuda_version": torch.version.cuda,
+             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+             "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+             "peak_bytes_allocated": int(torch.cuda.max_memory_allocated(dev))}
   return {
+      **extra, "device": str(dev),
       "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
       "batch_size": batch_size, "image_size": IMAGE_SIZE, "dtype": "float32",
       "params": {"generator": sum(p.numel() for p in gen.parameters()),
@@ -145,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--infer_batches", type=int, default=5)
   parser.add_argument("--threads", type=int, default=None,
                       help="torch intra-op threads (default: torch's, one per core)")
+  parser.add_argument("--device", default=os.environ.get("RELEASE_STEP_DEVICE", "cpu"),
+                      help="torch device: cpu, cuda or cuda:N (default: $RELEASE_STEP_DEVICE, "
+                      "else cpu)")
   args = parser.parse_args(argv)
   if not os.path.isfile(os.path.join(args.release_dir, "model_generator.py")):
     parser.error(f"--release_dir={args.release_dir}: no model_generator.py there (not a "
@@ -156,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("--batch_size must be >= 2: the release's BatchNorm on its 1x1 "
                  "bottleneck cannot train on one image")
   result = run(args.release_dir, args.batch_size, args.steps, args.warmup,
-               args.infer_batches, args.threads)
+               args.infer_batches, args.threads, args.device)
   print(json.dumps(result, sort_keys=True), flush=True)
   return 0
 

@@ -21,8 +21,22 @@ take no style option; CycleGAN runs translate either way (`--direction`).
 Runs imported from PyTorch checkpoints (`python -m tp2p_jax.cli.import_torch`)
 without training data have no class averages: they style by `--style_image`.
 
-Unreadable inputs are named on stderr and skipped; the last stdout line
-counts the images written. Exit status: 1 if some inputs failed (each named
+Each batch of `--batch_size` images (rounded up to a multiple of the
+device count) is split over all of this process's devices, with the
+weights replicated on each; inputs are decoded in a background thread and
+outputs encoded and written in a small thread pool while the devices work.
+Several processes (hosts) share one folder of inputs with the multi-process
+flags of `run_train.py` (--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or --jax_distributed): process I takes the inputs at
+positions I, I + N, I + 2N, ... of the sorted list and writes their
+outputs; each process prints its own summary. Inputs, outputs and the run
+directory may be local paths or gs:// URLs.
+
+Unreadable inputs are named on stderr and skipped. The second-to-last
+stdout line counts the images written; the last is JSON: `written`,
+`failed`, `output`, `step`, `devices` (this process's devices used),
+`processes`, `process_index`, `batch_size` (the global batch per generator
+call), `seconds` and `images_per_s` (see `PredictResult`). Exit status: 1 if some inputs failed (each named
 on stderr) and the others were written; 2 for a usage error (unknown or
 missing flag, bad run, unknown class, missing input, no readable input, an
 --output that is a file or not writable; one line on stderr, checked before
@@ -34,20 +48,29 @@ flags into its arguments.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
-import pathlib
 import sys
-from typing import TYPE_CHECKING, Literal, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from absl import flags
+from etils import epath
 import numpy as np
 
 from tp2p_jax.cli import command
 from tp2p_jax.cli.command import UsageError
 
 if TYPE_CHECKING:
+  import jax
+
   from tp2p_jax.inference.run_loading import TrainedRun
+
+# The multi-process flags, defined once by the train command.
+_JOB_FLAGS = ("jax_distributed", "coordinator_address", "num_processes", "process_id",
+              "initialization_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +78,30 @@ class PredictResult:
   """What `predict_files` did.
 
   Attributes:
-    written: the PNGs written, in input order.
+    written: the PNGs written, in input order (this process's share).
     failed: (input, reason) of each input that could not be read (skipped).
+    devices: the devices each batch was split over.
+    batch_size: images per generator call, over all devices (`--grid`:
+      sketch-and-style pairs).
+    seconds: wall time from the first input read to the last output
+      written: reading, decoding and preparing the inputs, generating
+      (the first batch's compilation, or its load from the compilation
+      cache, included), encoding and writing. Loading the run and
+      resolving the style come before and are not counted.
   """
-  written: tuple[pathlib.Path, ...]
-  failed: tuple[tuple[pathlib.Path, str], ...]
+  written: tuple[epath.Path, ...]
+  failed: tuple[tuple[epath.Path, str], ...]
+  devices: int = 1
+  batch_size: int = 1
+  seconds: float = 0.0
+
+  @property
+  def images_per_s(self) -> float:
+    """Images written per second of `seconds` (0 when none were)."""
+    return len(self.written) / self.seconds if self.written and self.seconds > 0 else 0.0
 
 
-def _output_names(files: Sequence[pathlib.Path]) -> list[str]:
+def _output_names(files: Sequence[epath.Path]) -> list[str]:
   """`<stem>` per input; inputs sharing a stem keep their suffix too."""
   stems = [f.stem for f in files]
   return [f.name.replace(".", "_") if stems.count(f.stem) > 1 else f.stem for f in files]
@@ -100,8 +139,8 @@ def _style_vector(run: TrainedRun, style: str | None,
                   style_mix: str | None) -> np.ndarray:
   """The (E,) embedding that exactly one of `style`, `style_image` and
   `style_mix` asks for."""
-  from tp2p_jax.data.image_files import describe_error, load_image
-  from tp2p_jax.inference import style_choice, styles
+  from tp2p_jax.data.image_files import describe_error
+  from tp2p_jax.inference import files, style_choice, styles
   from tp2p_jax.core.run_dir import RunError
   try:
     style_choice.check_choice(run, style=style, has_style_image=style_image is not None,
@@ -112,7 +151,7 @@ def _style_vector(run: TrainedRun, style: str | None,
     raise UsageError(str(e)) from None
   if style_image is not None:
     try:
-      photo = load_image(style_image)
+      photo = files.read_image(style_image)
     except Exception as e:  # pylint: disable=broad-except
       raise UsageError(f"{os.fspath(style_image)}: cannot read the style image: "
                        f"{describe_error(e)}") from None
@@ -129,20 +168,28 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
                   style_image: str | os.PathLike[str] | None = None,
                   style_mix: str | None = None, grid: bool = False, batch_size: int = 8,
                   prepare: Literal["hand_drawn", "pad"] | None = None,
-                  direction: str = "AtoB") -> PredictResult:
+                  direction: str = "AtoB", devices: Sequence[jax.Device] | None = None
+                  ) -> PredictResult:
   """Generates an image for each file of `files` with the run's EMA generator.
 
   What the run's predictor can do decides which options apply, whatever its
   method: a style for style-conditioned generators, `direction` among its
   directions.
 
+  Every generator call takes one batch split over `devices` (weights
+  replicated); inputs are decoded up to two batches ahead in a background
+  thread, and outputs encoded and written by two threads (at most two
+  batches waiting), while the devices work. In a multi-process job (after
+  `jax.distributed.initialize`) this process takes the inputs at positions
+  `jax.process_index()` + k * `jax.process_count()` (k = 0, 1, ...) only.
+
   Args:
     run: a loaded run (`tp2p_jax.inference.run_loading.load_trained_run`).
-    files: input images, any format and size; each is written to
-      `output_dir/<stem>.png` at its own size (inputs sharing a stem keep
-      their suffix in the name).
+    files: input images, any format and size (local paths or URLs such as
+      gs://); each is written to `output_dir/<stem>.png` at its own size
+      (inputs sharing a stem keep their suffix in the name).
     output_dir: folder for the outputs (created when there is something to
-      write).
+      write); a local path or a URL.
     style: a style class: its training-set average embedding.
     style_image: a reference photo: its embedding through the style encoder.
     style_mix: "CLASS_A:CLASS_B:T", the mix (1 - T) * A + T * B of two class
@@ -150,15 +197,18 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
       `grid`); other runs none.
     grid: write `output_dir/<stem>_styles.png` instead: the input and its
       output in every style class (the style options are then unused).
-    batch_size: images per generator call (every call has this many: one
-      compilation).
+    batch_size: images per generator call over all devices, rounded up to a
+      multiple of their number (every call has this many: one compilation).
     prepare: "hand_drawn" (redrawn in the training line style) or "pad"
       (resized and padded on white); default: the run's
       (`run.predictor.prepare`).
     direction: which generator, one of `run.predictor.directions`.
+    devices: the devices to split each batch over (default: all of this
+      process's, `jax.local_devices()`).
 
   Returns:
-    The PNGs written and the inputs that could not be read (skipped).
+    The PNGs written and the inputs that could not be read (skipped), with
+    the devices, batch size and wall time (`PredictResult`).
 
   Raises:
     UsageError: options the run cannot honour (a style for a generator
@@ -168,64 +218,114 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
       is generated or created.
     RunError: the run lacks what the options need (class averages or a
       trained style encoder of an imported run).
+    OSError: an output could not be written (a full disk).
   """
-  from tp2p_jax.data.image_files import describe_error, load_image, save_png
-  from tp2p_jax.inference import run_loading, sketch_io, styles
-
   from tp2p_jax.cli import checks
+  from tp2p_jax.inference import files as files_lib, parallel, run_loading, styles
 
   if batch_size < 1:
     raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-  out_dir = checks.output_dir_writable(output_dir, "output")
+  out_dir = files_lib.as_path(output_dir)
+  if files_lib.is_local(out_dir):
+    checks.output_dir_writable(out_dir, "output")
   given = {"style": style, "style_image": style_image, "style_mix": style_mix, "grid": grid}
   _check_options(run, direction, [name for name, value in given.items()
                                   if value is not None and value is not False])
-  predictor = run.predictor
   # Every usage error before any work: the style (or the grid's classes) first.
   vector = bank = None
   if grid:
     run.require_class_styles()
     bank = styles.class_embeddings(run)
-  elif predictor.style_dim is not None:
+  elif run.predictor.style_dim is not None:
     vector = _style_vector(run, style, style_image, style_mix).astype(np.float32)
 
-  paths = [pathlib.Path(f) for f in files]
+  mesh = parallel.local_mesh(devices)
+  predictor = run_loading.replicated_on(run, mesh).predictor
+  global_batch = parallel.global_batch_size(batch_size, mesh)
+  paths = [files_lib.as_path(f) for f in files]
+  share = parallel.process_share(list(zip(paths, _output_names(paths))))
   prepare_mode = prepare or predictor.prepare
-  prepared, names, failed = [], [], []
-  for path, name in zip(paths, _output_names(paths)):
-    try:
-      image = load_image(path)
-    except Exception as e:  # pylint: disable=broad-except
-      failed.append((path, describe_error(e)))
-      continue
-    prepared.append(sketch_io.prepare_sketch(image, predictor.image_size, prepare_mode))
-    names.append(name)
-  written: list[pathlib.Path] = []
-  if prepared:
-    # Only now: a run of unreadable inputs leaves no empty folder behind.
-    os.makedirs(out_dir, exist_ok=True)
-    sketches = np.stack([p.image for p in prepared])
-    generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
+  generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
+  classes = per = None
+  if bank is not None:
+    classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
+    per = len(classes)
+  # Sketches per generator call: a grid makes `per` images of each.
+  per_call = global_batch if per is None else max(1, global_batch // per)
+  written: list[epath.Path] = []
+  failed: list[tuple[epath.Path, str]] = []
+
+  def generated(chunk: list[tuple[str, Any]], writer: parallel.BoundedWriter) -> None:
+    if not written:
+      # Only now: a run of unreadable inputs leaves no empty folder behind.
+      out_dir.mkdir(parents=True, exist_ok=True)
+    sketches = np.stack([p.image for _, p in chunk])
     if bank is not None:
-      classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
-      per = len(classes)
       tiled = np.repeat(sketches, per, axis=0)
-      vectors = np.tile(bank.means[classes], (len(prepared), 1))
-      outputs = run_loading.in_fixed_batches(generate, [tiled, vectors], batch_size)
-      for i, name in enumerate(names):
-        figure = style_grid(sketches[i], outputs[i * per:(i + 1) * per],
-                            [bank.names[c] for c in classes])
+      vectors = np.tile(bank.means[classes], (len(chunk), 1))
+      outputs = run_loading.in_fixed_batches(generate, [tiled, vectors], global_batch,
+                                             mesh=mesh)
+      names = [bank.names[c] for c in classes]
+      for i, (name, _) in enumerate(chunk):
         written.append(out_dir / f"{name}_styles.png")
-        save_png(written[-1], figure)
+        writer.submit(_write_grid, written[-1], sketches[i], outputs[i * per:(i + 1) * per],
+                      names)
     else:
       inputs = [sketches]
       if vector is not None:
-        inputs.append(np.repeat(vector[None], len(prepared), axis=0))
-      outputs = run_loading.in_fixed_batches(generate, inputs, batch_size)
-      for p, name, out in zip(prepared, names, outputs):
+        inputs.append(np.repeat(vector[None], len(chunk), axis=0))
+      outputs = run_loading.in_fixed_batches(generate, inputs, global_batch, mesh=mesh)
+      for (name, prepared), out in zip(chunk, outputs):
         written.append(out_dir / f"{name}.png")
-        save_png(written[-1], sketch_io.restore_size(out, p))
-  return PredictResult(written=tuple(written), failed=tuple(failed))
+        writer.submit(_write_restored, written[-1], out, prepared)
+
+  start = time.perf_counter()
+  stream = parallel.prefetch(_prepared(share, predictor.image_size, prepare_mode),
+                             depth=2 * per_call)
+  with contextlib.closing(stream), parallel.BoundedWriter(
+      workers=2, max_pending=2 * per_call) as writer:
+    chunk: list[tuple[str, Any]] = []
+    for path, name, prepared, reason in stream:
+      if prepared is None:
+        failed.append((path, reason))
+        continue
+      chunk.append((name, prepared))
+      if len(chunk) == per_call:
+        generated(chunk, writer)
+        chunk = []
+    if chunk:
+      generated(chunk, writer)
+  return PredictResult(written=tuple(written), failed=tuple(failed),
+                       devices=mesh.devices.size, batch_size=global_batch,
+                       seconds=time.perf_counter() - start)
+
+
+def _prepared(inputs: Sequence[tuple[epath.Path, str]], image_size: int, mode: str):
+  """(path, name, PreparedSketch, None) per readable input, (path, name,
+  None, reason) per unreadable one, in order (runs in the prefetch thread)."""
+  from tp2p_jax.data.image_files import describe_error
+  from tp2p_jax.inference import files, sketch_io
+  for path, name in inputs:
+    try:
+      image = files.read_image(path)
+    except Exception as e:  # pylint: disable=broad-except
+      yield path, name, None, describe_error(e)
+      continue
+    yield path, name, sketch_io.prepare_sketch(image, image_size, mode), None
+
+
+def _write_restored(path: epath.Path, output: np.ndarray, prepared: Any) -> None:
+  """An output (S, S, 3) float32 in [-1, 1] as a PNG at its input's size."""
+  from tp2p_jax.inference import files, sketch_io
+  files.write_png(path, sketch_io.restore_size(output, prepared))
+
+
+def _write_grid(path: epath.Path, sketch: np.ndarray, outputs: np.ndarray,
+                class_names: Sequence[str]) -> None:
+  """`style_grid` of a sketch (S, S, 3) and its outputs (C, S, S, 3), both
+  in [-1, 1], as a PNG."""
+  from tp2p_jax.inference import files
+  files.write_png(path, style_grid(sketch, outputs, class_names))
 
 
 def _define_flags() -> flags.FlagValues:
@@ -244,15 +344,26 @@ def _define_flags() -> flags.FlagValues:
                       "(1 - T) * A + T * B of two class averages.", flag_values=fv)
   flags.DEFINE_bool("grid", False, "Write one figure per sketch with its output in every "
                     "style class.", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 8, "Images per generator call.", lower_bound=1,
-                       flag_values=fv)
+  flags.DEFINE_integer("batch_size", 8, "Images per generator call over all of this "
+                       "process's devices, rounded up to a multiple of their number (each "
+                       "device takes an equal share).", lower_bound=1, flag_values=fv)
   command.define_generator_flags(fv)
   flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
                     "CycleGAN: which generator (A->B or B->A).", flag_values=fv)
+  _define_job_flags(fv)
   return fv
 
 
-def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
+def _define_job_flags(fv: flags.FlagValues) -> None:
+  """The train command's multi-process flags (`_JOB_FLAGS`), the same
+  definitions, in `fv`."""
+  from tp2p_jax.cli import train
+  source = train._define_flags(["train"])  # pylint: disable=protected-access
+  for name in _JOB_FLAGS:
+    fv[name] = source[name]
+
+
+def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
   """Every check that needs no run, so that a mistake is reported before
   the checkpoint is restored; returns the input files.
 
@@ -262,14 +373,23 @@ def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
       --style_mix.
   """
   from tp2p_jax.cli import checks
-  from tp2p_jax.data.image_files import IMAGE_SUFFIXES, image_files_in, unreadable_reason
-  from tp2p_jax.inference import styles
-  checks.run_dir(fv.workdir)
-  checks.input_path(fv.input, "input")
-  checks.output_dir_writable(fv.output, "output")
+  from tp2p_jax.data.image_files import IMAGE_SUFFIXES
+  from tp2p_jax.inference import files as files_lib, styles
+  # The local checks name what is wrong with a local path; a URL (gs://) is
+  # checked by reading it.
+  local = files_lib.is_local
+  if local(fv.workdir):
+    checks.run_dir(fv.workdir)
+  if local(fv.input):
+    checks.input_path(fv.input, "input")
+  elif not files_lib.as_path(fv.input).exists():
+    raise UsageError(f"--input={fv.input}: no such file or folder")
+  if local(fv.output):
+    checks.output_dir_writable(fv.output, "output")
   if fv.style_image:
-    checks.input_file(fv.style_image, "style_image")
-    reason = unreadable_reason(fv.style_image)
+    if local(fv.style_image):
+      checks.input_file(fv.style_image, "style_image")
+    reason = files_lib.header_problem(fv.style_image)
     if reason is not None:
       raise UsageError(f"--style_image={fv.style_image}: cannot read: {reason}")
   if fv.style_mix:
@@ -277,20 +397,21 @@ def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
       styles.parse_style_mix(fv.style_mix)
     except ValueError as e:
       raise UsageError(str(e)) from None
-  files = image_files_in(fv.input)
+  files = files_lib.image_files(fv.input)
   if not files:
     raise UsageError(f"--input={fv.input}: no image files in the folder (suffixes: "
                      f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-  out_dir = pathlib.Path(fv.output).expanduser().resolve()
-  inputs = {f.resolve() for f in files}
-  suffix = "_styles.png" if fv.grid else ".png"
-  for name in _output_names(files):
-    if out_dir / f"{name}{suffix}" in inputs:
-      raise UsageError(f"--output={fv.output}: writing {name}{suffix} there would overwrite "
-                       "that input; choose another folder")
+  if local(fv.output):
+    out_dir = files_lib.as_path(fv.output).resolve()
+    inputs = {f.resolve() for f in files if local(f)}
+    suffix = "_styles.png" if fv.grid else ".png"
+    for name in _output_names(files):
+      if out_dir / f"{name}{suffix}" in inputs:
+        raise UsageError(f"--output={fv.output}: writing {name}{suffix} there would "
+                         "overwrite that input; choose another folder")
   # Headers only, up to the first readable one: cheap for any number of files.
-  if not any(unreadable_reason(f) is None for f in files):
-    reason = unreadable_reason(files[0])
+  if not any(files_lib.header_problem(f) is None for f in files):
+    reason = files_lib.header_problem(files[0])
     if len(files) == 1:
       raise UsageError(f"--input={files[0]}: cannot read: {reason}")
     raise UsageError(f"--input={fv.input}: none of its {len(files)} image files can be "
@@ -299,9 +420,14 @@ def _check_before_loading(fv: flags.FlagValues) -> list[pathlib.Path]:
 
 
 def _predict(fv: flags.FlagValues) -> int:
+  import jax
+
+  from tp2p_jax.cli import train
+  from tp2p_jax.inference import parallel
   from tp2p_jax.inference.run_loading import load_trained_run
   files = _check_before_loading(fv)
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+  train._join_job(fv)  # pylint: disable=protected-access
+  run = load_trained_run(fv.workdir, fv.step, fv.dtype, mesh=parallel.local_mesh())
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,
                          style_image=fv.style_image or None, style_mix=fv.style_mix or None,
@@ -314,9 +440,15 @@ def _predict(fv: flags.FlagValues) -> int:
                      f"failed), e.g. {path}: {reason}")
   for path, reason in result.failed:
     print(f"error: {path}: cannot read: {reason}", file=sys.stderr)
-  print(f"wrote {len(result.written)} image(s) to {pathlib.Path(fv.output)} "
+  print(f"wrote {len(result.written)} image(s) to {epath.Path(fv.output)} "
         f"(run step {run.step})"
         + (f"; {len(result.failed)} input(s) failed" if result.failed else ""))
+  print(json.dumps({"written": len(result.written), "failed": len(result.failed),
+                    "output": os.fspath(epath.Path(fv.output)), "step": run.step,
+                    "devices": result.devices, "processes": jax.process_count(),
+                    "process_index": jax.process_index(), "batch_size": result.batch_size,
+                    "seconds": round(result.seconds, 3),
+                    "images_per_s": round(result.images_per_s, 3)}))
   return 1 if result.failed else 0
 
 
@@ -324,8 +456,9 @@ def main(argv: Sequence[str]) -> int:
   """Runs the command line on `argv` (argv[0] is the program name).
 
   Returns:
-    The exit status: 0 all written (or help shown), 1 some input could not
-    be read (each named on stderr), 2 usage error (one line on stderr).
+    The exit status: 0 all written (or help shown; a JSON summary on the
+    last stdout line), 1 some input could not be read (each named on
+    stderr), 2 usage error (one line on stderr).
   """
   from tp2p_jax.core.run_dir import RunError
   return command.run(argv, __doc__, lambda argv: _define_flags(), _predict,

@@ -16,12 +16,15 @@ import sys
 from typing import Any, Callable, Sequence
 
 import jax
+from jax.sharding import Mesh
 import ml_collections
 import numpy as np
 from tqdm import tqdm
 
 from tp2p_jax import methods
+from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core.run_dir import RunError, read_run_config, restore_run_state
+from tp2p_jax.inference import files, parallel
 from tp2p_jax.methods.base import Predictor
 
 
@@ -30,7 +33,8 @@ class TrainedRun:
   """What inference needs from a run.
 
   Attributes:
-    workdir: the run directory.
+    workdir: the run directory (absolute; a local path or a URL such as
+      gs://BUCKET/RUN).
     config: the run's resolved config (from `config.json`).
     step: the checkpoint step the variables come from.
     predictor: the trained generator (see `tp2p_jax.methods.base.Predictor`).
@@ -92,21 +96,24 @@ def names_no_dataset(config: ml_collections.ConfigDict) -> bool:
                           and not data.get("data_dir", ""))
 
 
-def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = None
-                     ) -> TrainedRun:
+def load_trained_run(workdir: str | os.PathLike[str], step: int | None = None,
+                     dtype: str | None = None, mesh: Mesh | None = None) -> TrainedRun:
   """Restores a run's predictor.
 
   Args:
-    workdir: a run directory written by `run_train.py`.
+    workdir: a run directory written by `run_train.py` (a local path or a
+      URL such as gs://BUCKET/RUN).
     step: checkpoint step (default: the latest).
     dtype: generator compute dtype ("float32", "bfloat16"; default: the
       run's). Parameters stay float32.
+    mesh: restore the weights replicated on this mesh (default: the first
+      device); see also `replicated_on`.
 
   Raises:
     RunError: no config, an unknown method or one without a generator, no
       checkpoint, or no checkpoint at `step`.
   """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = os.fspath(files.absolute(workdir))
   config = read_run_config(workdir)
   try:
     method = methods.get(config.method)
@@ -117,27 +124,50 @@ def load_trained_run(workdir: str, step: int | None = None, dtype: str | None = 
   restored_step: list[int] = []
 
   def restore(abstract: Any) -> Any:
-    state, at = restore_run_state(workdir, abstract, step)
+    state, at = restore_run_state(workdir, abstract, step, mesh=mesh)
     restored_step.append(at)
     return state
 
   predictor = method.predictor(config, restore, dtype)
-  return TrainedRun(workdir=workdir, config=config, step=restored_step[0], predictor=predictor)
+  run = TrainedRun(workdir=workdir, config=config, step=restored_step[0], predictor=predictor)
+  return run if mesh is None else replicated_on(run, mesh)
+
+
+def replicated_on(run: TrainedRun, mesh: Mesh) -> TrainedRun:
+  """`run` with every weight (generators, style encoder, and the untrained
+  generator `initial_variables` makes) replicated on `mesh`: its
+  `generate`, `embed` and `classify` then run data-parallel on batches
+  sharded over the mesh (`in_fixed_batches(..., mesh=mesh)`)."""
+  p = run.predictor
+  initial = p.initial_variables
+  predictor = dataclasses.replace(
+      p, variables=parallel.replicate(dict(p.variables), mesh),
+      style_variables=parallel.replicate(p.style_variables, mesh),
+      initial_variables=lambda: parallel.replicate(dict(initial()), mesh))
+  return dataclasses.replace(run, predictor=predictor)
 
 
 def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
-                     batch_size: int, desc: str | None = None) -> np.ndarray:
+                     batch_size: int, desc: str | None = None, mesh: Mesh | None = None
+                     ) -> np.ndarray:
   """`fn(*batch)` over the rows of `arrays` in batches of exactly
   `batch_size` (the last padded by repeating its final row and trimmed
   after), so a jitted `fn` compiles once whatever the number of rows.
 
+  With a `mesh`, `batch_size` is first rounded up to a multiple of its
+  device count and every batch is split over the devices on its leading
+  axis (`fn`'s weights should be replicated on it: `replicated_on`); the
+  next batch is sent while the previous one's results come back.
+
   Args:
     fn: maps batches (batch_size, ...) of each array to (batch_size, ...).
     arrays: equal-length arrays (N, ...), N >= 1.
-    batch_size: rows per call.
+    batch_size: rows per call (with a mesh: at least; see above).
     desc: if given, a progress bar on stderr with this label; it starts
       after the first batch, which includes any compilation, so its rate and
       ETA are those of the compiled `fn`.
+    mesh: the devices to split each batch over (default: `fn`'s own
+      placement, usually the first device).
 
   Returns:
     (N, ...) numpy results.
@@ -147,9 +177,24 @@ def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
     raise ValueError("in_fixed_batches needs at least one row")
   if batch_size <= 0:
     raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  sharding = None
+  if mesh is not None:
+    batch_size = parallel.global_batch_size(batch_size, mesh)
+    sharding = mesh_lib.batch_sharding(mesh)
   outputs = []
   bar = None
   num_batches = -(-n // batch_size)
+  in_flight: tuple[Any, int] | None = None
+
+  def collect(result: Any, rows: int) -> None:
+    nonlocal bar
+    outputs.append(np.asarray(result)[:rows])
+    if bar is not None:
+      bar.update(1)
+    elif desc is not None and num_batches > 1:
+      bar = tqdm(total=num_batches, initial=1, desc=desc, unit="batch",
+                 dynamic_ncols=True, leave=False, file=sys.stderr)
+
   try:
     for start in range(0, n, batch_size):
       chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
@@ -157,12 +202,15 @@ def in_fixed_batches(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
       if rows < batch_size:
         chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - rows, axis=0)])
                  for c in chunk]
-      outputs.append(np.asarray(fn(*chunk))[:rows])
-      if bar is not None:
-        bar.update(1)
-      elif desc is not None and num_batches > 1:
-        bar = tqdm(total=num_batches, initial=1, desc=desc, unit="batch",
-                   dynamic_ncols=True, leave=False, file=sys.stderr)
+      if sharding is not None:
+        chunk = [jax.device_put(c, sharding) for c in chunk]
+      # Dispatch is asynchronous: this batch starts before the previous
+      # one's results are copied back.
+      result = fn(*chunk)
+      if in_flight is not None:
+        collect(*in_flight)
+      in_flight = (result, rows)
+    collect(*in_flight)
   finally:
     if bar is not None:
       bar.close()

@@ -23,6 +23,15 @@ JSON object with all of them, also written to `RUN/eval/<step>.json`):
   `.npz`; nothing is downloaded): generated vs real photos; the real
   photos' features are cached in `RUN/eval/`.
 
+Every network call takes `--batch_size` images (rounded up to a multiple
+of the device count) split over all of this process's devices, the
+weights replicated on each. The JSON also holds `devices` (their number),
+`batch_size` (per call, over all devices), `generated_images` (the
+reconstructions, the untrained baseline's and every class style's
+images), `seconds` (the whole evaluation, loading and compilation
+included) and `images_per_s` (generated_images / seconds). The run
+directory may be a local path or a gs:// URL.
+
 Generators without a style input get the reconstruction metrics only.
 Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
 run, a run whose eval/ folder is not writable, missing or unreadable
@@ -55,8 +64,9 @@ def _define_flags() -> flags.FlagValues:
                        flag_values=fv)
   flags.DEFINE_integer("num_examples", None, "Pairs evaluated (default: the whole "
                        "validation split; train: 256).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("batch_size", 16, "Images per network call.", lower_bound=1,
-                       flag_values=fv)
+  flags.DEFINE_integer("batch_size", 16, "Images per network call over all of this "
+                       "process's devices, rounded up to a multiple of their number (each "
+                       "device takes an equal share).", lower_bound=1, flag_values=fv)
   flags.DEFINE_string("inception_weights", None, "Local Inception-v3 weights (.npz, see "
                       "tp2p_jax.metrics.load_inception_weights); enables FID and KID.",
                       flag_values=fv)
@@ -71,16 +81,18 @@ def _define_flags() -> flags.FlagValues:
 
 def _evaluate(fv: flags.FlagValues) -> int:
   from tp2p_jax.cli import checks
-  from tp2p_jax.inference import evaluation
-  workdir = checks.run_dir(fv.workdir)
-  if workdir.is_dir():  # a missing one is for the run loader to name
+  from tp2p_jax.inference import evaluation, files
+  # The local checks name what is wrong with a local path; a URL (gs://) is
+  # checked by reading it.
+  workdir = checks.run_dir(fv.workdir) if files.is_local(fv.workdir) else None
+  if workdir is not None and workdir.is_dir():  # a missing one is for the run loader to name
     try:
       checks.output_dir_writable(workdir / "eval", "workdir")
     except command.UsageError as e:
       reason = str(e).split(": ", 1)[-1]
       raise command.UsageError(f"--workdir={fv.workdir}: cannot write the results into "
                                f"its eval/ folder: {reason}") from None
-  if fv.inception_weights:
+  if fv.inception_weights and files.is_local(fv.inception_weights):
     checks.input_file(fv.inception_weights, "inception_weights")
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,

@@ -3,47 +3,54 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from typing import Any, Callable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from etils import epath
 import numpy as np
+
+if TYPE_CHECKING:
+  import jax
+  from jax.sharding import Mesh
 
 log = logging.getLogger("tp2p_jax.cli.evaluate")
 
 
-def _file_digest(path: str) -> str:
+def _file_digest(path: str | os.PathLike[str]) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()[:16]
 
 
-def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: str,
-                       weights: dict[str, Any], input_size: int, split: str,
-                       batch_size: int, show_progress: bool = False) -> dict[str, Any]:
+def _inception_metrics(run, real: np.ndarray, fake: np.ndarray,
+                       weights_path: str | os.PathLike[str], weights: dict[str, Any],
+                       input_size: int, split: str, batch_size: int, mesh: Mesh,
+                       show_progress: bool = False) -> dict[str, Any]:
   """FID and KID of generated vs real photos (N, S, S, 3) in [-1, 1] with
-  the Inception `weights` read from `weights_path`; the real features are
-  cached in the run, keyed by split, count and weights."""
-  import jax
+  the Inception `weights` read from `weights_path` (replicated on `mesh`,
+  each batch split over it); the real features are cached in the run, keyed
+  by split, count and weights."""
   from tp2p_jax import metrics
   from tp2p_jax.core.atomic_files import write_npz_atomically
+  from tp2p_jax.inference import parallel
   from tp2p_jax.inference.run_loading import in_fixed_batches
-  variables = jax.device_put(weights)
+  variables = parallel.replicate(weights, mesh)
 
   def features(images: np.ndarray, desc: str) -> np.ndarray:
     fn = lambda x: metrics.inception_features(x, variables, input_size=input_size)  # noqa: E731
-    return in_fixed_batches(fn, [images], batch_size,
-                            desc=desc if show_progress else None).astype(np.float64)
+    return in_fixed_batches(fn, [images], batch_size, desc=desc if show_progress else None,
+                            mesh=mesh).astype(np.float64)
 
-  cache = os.path.join(run.workdir, "eval", f"inception_real_{split}_{len(real)}_"
-                       f"{input_size}_{_file_digest(weights_path)}.npz")
+  cache = (epath.Path(run.workdir) / "eval" / f"inception_real_{split}_{len(real)}_"
+           f"{input_size}_{_file_digest(weights_path)}.npz")
   real_features = None
-  if os.path.exists(cache):
+  if cache.exists():
     try:
-      with np.load(cache, allow_pickle=False) as f:
+      with cache.open("rb") as file, np.load(file, allow_pickle=False) as f:
         real_features = np.asarray(f["features"])
     except (OSError, ValueError, KeyError) as e:
       log.warning("ignoring unreadable %s (%s)", cache, e)
@@ -54,17 +61,29 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray, weights_path: st
   subset = min(1000, len(real))
   kid_mean, kid_std = metrics.kid(real_features, fake_features, subset_size=subset)
   return {"fid": metrics.fid_from_features(real_features, fake_features), "kid": kid_mean,
-          "kid_std": kid_std, "kid_subset_size": subset, "inception_real_cache": cache}
+          "kid_std": kid_std, "kid_subset_size": subset,
+          "inception_real_cache": os.fspath(cache)}
 
 
-def evaluate(workdir: str, *, split: str = "validation", step: int | None = None,
-             num_examples: int | None = None, batch_size: int = 16,
-             inception_weights: str | None = None, inception_size: int = 299,
-             dtype: str | None = None, show_progress: bool = False) -> dict[str, Any]:
-  """All metrics of a run (see the module docstring); writes
+def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
+             step: int | None = None, num_examples: int | None = None, batch_size: int = 16,
+             inception_weights: str | os.PathLike[str] | None = None,
+             inception_size: int = 299, dtype: str | None = None,
+             show_progress: bool = False, devices: Sequence[jax.Device] | None = None
+             ) -> dict[str, Any]:
+  """All metrics of a run (see `tp2p_jax.cli.evaluate`); writes
   `RUN/eval/<step>.json` and the embedding plot, returns the metrics.
+
+  Every network call takes `batch_size` images (rounded up to a multiple
+  of the device count) split over `devices` (default: all of this
+  process's), the weights replicated on each. Besides the metrics the
+  result holds `devices` (their number), `generated_images` (the
+  reconstructions, the untrained baseline's and every class style's
+  images), `seconds` (the whole evaluation's wall time: loading the run and
+  the pairs, every network and metric, compilation included; not the
+  writing of the result) and `images_per_s` (generated_images / seconds).
   `show_progress`: a line per phase and a progress bar over its batches on
-  stderr.
+  stderr. `workdir` may be a local path or a URL such as gs://.
 
   Raises:
     RunError: the run cannot be loaded or has no held-out pairs.
@@ -74,13 +93,17 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   from tp2p_jax import metrics
   from tp2p_jax.data import pipeline
   from tp2p_jax.data.sources import sources_from_config
+  from tp2p_jax.core.atomic_files import write_json_atomically
   from tp2p_jax.core.run_dir import RunError
-  from tp2p_jax.inference import run_loading
+  from tp2p_jax.inference import parallel, run_loading
 
+  start = time.perf_counter()
   # Read and checked in full first: a wrong file would otherwise be found
   # only after every image has been generated.
   inception = metrics.load_inception_weights(inception_weights) if inception_weights else None
-  run = run_loading.load_trained_run(workdir, step, dtype)
+  mesh = parallel.local_mesh(devices)
+  batch_size = parallel.global_batch_size(batch_size, mesh)
+  run = run_loading.load_trained_run(workdir, step, dtype, mesh=mesh)
   predictor = run.predictor
   c = run.config
   if run_loading.names_no_dataset(c):
@@ -109,7 +132,7 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   def fixed(fn: Callable[..., Any], *arrays: np.ndarray, desc: str | None = None
             ) -> np.ndarray:
     return run_loading.in_fixed_batches(fn, list(arrays), batch_size,
-                                        desc=desc if show_progress else None)
+                                        desc=desc if show_progress else None, mesh=mesh)
 
   # Reconstruction: each sketch in the style of its own target photo (if
   # the generator takes a style).
@@ -135,16 +158,21 @@ def evaluate(workdir: str, *, split: str = "validation", step: int | None = None
   if predictor.image_size >= 16:
     result["lpips"] = float(np.mean(fixed(metrics.lpips, fake, real_b)))
 
+  generated = 2 * n
   if predictor.style_dim is not None:
     result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed, phase))
+    generated += n * len(result["style_accuracy_per_class"])
   if inception is not None:
     phase("FID and KID (Inception-v3 features)")
     result.update(_inception_metrics(run, real_b, fake, inception_weights, inception,
-                                     inception_size, split, batch_size, show_progress))
-  eval_dir = os.path.join(run.workdir, "eval")
-  os.makedirs(eval_dir, exist_ok=True)
-  with open(os.path.join(eval_dir, f"{run.step}.json"), "w") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+                                     inception_size, split, batch_size, mesh, show_progress))
+  seconds = time.perf_counter() - start
+  result.update(devices=int(mesh.devices.size), batch_size=batch_size,
+                generated_images=generated, seconds=round(seconds, 3),
+                images_per_s=round(generated / seconds, 3))
+  eval_dir = epath.Path(run.workdir) / "eval"
+  eval_dir.mkdir(parents=True, exist_ok=True)
+  write_json_atomically(eval_dir / f"{run.step}.json", result)
   return result
 
 
@@ -194,9 +222,10 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   result["encoder_centroid_accuracy"] = metrics.classification_accuracy(scores, labels)
   result["encoder_accuracy"] = float(np.mean(np.argmax(fixed(run.classify, real_b), -1)
                                              == labels))
-  eval_dir = os.path.join(run.workdir, "eval")
+  eval_dir = epath.Path(run.workdir) / "eval"
+  eval_dir.mkdir(parents=True, exist_ok=True)
   points, method = metrics.project_2d(embeddings)
-  plot = os.path.join(eval_dir, f"embeddings_{run.step}.png")
+  plot = os.fspath(eval_dir / f"embeddings_{run.step}.png")
   metrics.save_projection_plot(points, labels, bank.names, plot,
                                title=f"style embeddings ({split}, step {run.step}, {method})")
   result["projection"] = plot

@@ -7,13 +7,23 @@ argument is wrong:
 
   checks.output_dir_writable(fv.output, "output")
   checks.output_file_writable(fv.output, "output")
+
+A `gs://` URL is checked as far as an object store allows (its bucket
+reachable, a run directory not an object, an input present) and returned as
+an `etils.epath.Path`; local paths come back as `pathlib.Path`.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+from typing import Union
+
+from etils import epath
 
 from tp2p_jax.cli.command import UsageError
+from tp2p_jax.core import storage
+
+AnyPath = Union[pathlib.Path, epath.Path]
 
 
 def _named(flag: str, path: str | os.PathLike[str]) -> str:
@@ -24,6 +34,24 @@ def _writable_dir(path: pathlib.Path) -> bool:
   # X as well as W: entries of a folder without search permission cannot
   # be created either.
   return os.access(path, os.W_OK | os.X_OK)
+
+
+def _url_output(path: str | os.PathLike[str], flag: str) -> epath.Path:
+  problem = storage.bucket_problem(str(path))
+  if problem is not None:
+    raise UsageError(f"{_named(flag, path)}: {problem}")
+  return storage.path(path)
+
+
+def _url_input(path: str | os.PathLike[str], flag: str, what: str) -> epath.Path:
+  p = storage.path(path)
+  try:
+    found = p.exists()
+  except OSError as e:
+    raise UsageError(f"{_named(flag, path)}: cannot be read ({e})") from None
+  if not found:
+    raise UsageError(f"{_named(flag, path)}: no such {what}")
+  return p
 
 
 def _creatable(path: pathlib.Path, flag: str, shown: str | os.PathLike[str]) -> None:
@@ -40,7 +68,7 @@ def _creatable(path: pathlib.Path, flag: str, shown: str | os.PathLike[str]) -> 
     raise UsageError(f"{_named(flag, shown)}: cannot create it, {ancestor} is not writable")
 
 
-def output_dir_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
+def output_dir_writable(path: str | os.PathLike[str], flag: str) -> AnyPath:
   """Checks that `path` is a folder that outputs can be written into, or
   one that can be created; creates nothing.
 
@@ -55,6 +83,8 @@ def output_dir_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Path
     UsageError: `path` is a file (or a broken link), or the folder (or the
       nearest existing one above it) is not writable.
   """
+  if storage.is_url(path):
+    return _url_output(path, flag)
   p = pathlib.Path(path).expanduser()
   if p.is_dir():
     if not _writable_dir(p):
@@ -68,7 +98,7 @@ def output_dir_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Path
   return p
 
 
-def output_file_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
+def output_file_writable(path: str | os.PathLike[str], flag: str) -> AnyPath:
   """Checks that the file `path` can be written (created, or replaced
   through a temporary file beside it); creates nothing.
 
@@ -83,6 +113,8 @@ def output_file_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Pat
     UsageError: `path` is a folder, or the folder it goes into (or the
       nearest existing one above it) is a file or not writable.
   """
+  if storage.is_url(path):
+    return _url_output(path, flag)
   p = pathlib.Path(path).expanduser()
   if os.fspath(path).endswith(os.sep) or p.is_dir():
     raise UsageError(f"{_named(flag, path)}: is a folder; give a file name")
@@ -95,7 +127,7 @@ def output_file_writable(path: str | os.PathLike[str], flag: str) -> pathlib.Pat
   return p
 
 
-def input_file(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
+def input_file(path: str | os.PathLike[str], flag: str) -> AnyPath:
   """Checks that the file `path` exists and is readable.
 
   Returns:
@@ -104,6 +136,8 @@ def input_file(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
   Raises:
     UsageError: `path` is missing, a folder or unreadable.
   """
+  if storage.is_url(path):
+    return _url_input(path, flag, "file")
   p = pathlib.Path(path).expanduser()
   if p.is_dir():
     raise UsageError(f"{_named(flag, path)}: is a folder, not a file")
@@ -115,7 +149,7 @@ def input_file(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
   return p
 
 
-def input_path(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
+def input_path(path: str | os.PathLike[str], flag: str) -> AnyPath:
   """Checks that `path` (a file or a folder) exists and is readable.
 
   Returns:
@@ -124,6 +158,8 @@ def input_path(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
   Raises:
     UsageError: `path` is missing or unreadable.
   """
+  if storage.is_url(path):
+    return _url_input(path, flag, "file or folder")
   p = pathlib.Path(path).expanduser()
   if not p.exists():
     reason = "is a broken symbolic link" if p.is_symlink() else "no such file or folder"
@@ -133,7 +169,7 @@ def input_path(path: str | os.PathLike[str], flag: str) -> pathlib.Path:
   return p
 
 
-def run_dir(path: str | os.PathLike[str], flag: str = "workdir") -> pathlib.Path:
+def run_dir(path: str | os.PathLike[str], flag: str = "workdir") -> AnyPath:
   """Checks that `path` is not a file. Whether it holds a run (or exists)
   is for the run loader to say, which names the file that is missing.
 
@@ -143,6 +179,11 @@ def run_dir(path: str | os.PathLike[str], flag: str = "workdir") -> pathlib.Path
   Raises:
     UsageError: `path` is a file.
   """
+  if storage.is_url(path):
+    p = storage.path(path)
+    if p.is_file():
+      raise UsageError(f"{_named(flag, path)}: is a file, not a run directory")
+    return p
   p = pathlib.Path(path).expanduser()
   if p.exists() and not p.is_dir():
     raise UsageError(f"{_named(flag, path)}: is a file, not a run directory")

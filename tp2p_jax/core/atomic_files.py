@@ -1,15 +1,23 @@
 """Atomic file writes: readers see the old file or the complete new one,
 never a partial write. A failed write (a full disk) removes its temporary
-file; a killed process leaves at most a stray hidden `.<name>*.tmp`."""
+file; a killed process leaves at most a stray hidden `.<name>*.tmp`.
+
+On an object store (`gs://...`) the contents are gathered in memory and sent
+as one upload, which the store makes visible only once complete; a failed
+or interrupted upload leaves the old object (these files are small:
+configs, sample grids, style tables, exported programs)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
+
+from tp2p_jax.core import storage
 
 
 def _umask() -> int:
@@ -19,7 +27,7 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+def replacing(path: storage.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
   """A file object whose contents replace `path` when the block ends
   without an error; on an error the temporary file is removed.
 
@@ -29,6 +37,10 @@ def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any
   Raises:
     OSError: the directory cannot be created or written.
   """
+  if storage.is_url(path):
+    with _replacing_object(storage.path(path), mode) as f:
+      yield f
+    return
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -47,7 +59,20 @@ def replacing(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any
     raise
 
 
-def write_npz_atomically(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+@contextlib.contextmanager
+def _replacing_object(target: Any, mode: str) -> Iterator[IO[Any]]:
+  """`replacing` for an object store: one upload once the block succeeds."""
+  buffer: IO[Any] = io.BytesIO() if "b" in mode else io.StringIO()
+  yield buffer
+  data = buffer.getvalue()
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if isinstance(data, str):
+    target.write_text(data)
+  else:
+    target.write_bytes(data)
+
+
+def write_npz_atomically(path: storage.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
   """np.savez to a temporary file beside `path`, then rename over it.
 
   Raises OSError when the directory cannot be created or written.
@@ -56,7 +81,7 @@ def write_npz_atomically(path: str | os.PathLike[str], arrays: Mapping[str, np.n
     np.savez(f, **arrays)
 
 
-def write_json_atomically(path: str | os.PathLike[str], data: Any) -> None:
+def write_json_atomically(path: storage.PathLike, data: Any) -> None:
   """`data` as indented JSON (sorted keys), replacing `path` atomically."""
   with replacing(path, "w") as f:
     json.dump(data, f, indent=2, sort_keys=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import glob
 import logging
 import os
 import shutil
@@ -34,6 +33,8 @@ from typing import Any, Iterator
 from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+from tp2p_jax.core import storage
 
 log = logging.getLogger("tp2p_jax.train")
 
@@ -112,7 +113,9 @@ def keep_only(abstract_state: Any, *subtrees: tuple[str, ...]) -> Any:
 
 def free_space(directory: str) -> str:
   """Free space on `directory`'s filesystem (or its nearest existing
-  parent), e.g. "12.5 MiB free"."""
+  parent), e.g. "12.5 MiB free"; object stores have no such figure."""
+  if storage.is_url(directory):
+    return "free space not applicable (object store)"
   path = os.path.abspath(directory)
   while not os.path.exists(path) and os.path.dirname(path) != path:
     path = os.path.dirname(path)
@@ -159,7 +162,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, keep: int, writer: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.text(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -197,16 +200,25 @@ class Checkpointer:
       ) from e
 
   def _finalized_steps(self) -> list[int]:
-    return sorted(int(n) for n in os.listdir(self.directory)
-                  if n.isdigit()) if os.path.isdir(self.directory) else []
+    root = storage.path(self.directory)
+    return sorted(int(p.name) for p in root.iterdir()
+                  if p.name.isdigit()) if root.is_dir() else []
 
   def _remove_partial(self, step: int) -> None:
-    for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
-      shutil.rmtree(tmp, ignore_errors=True)
-    final = os.path.join(self.directory, str(step))
-    if os.path.isdir(final) and not os.path.exists(os.path.join(final, "commit_success.txt")) \
-        and not os.path.exists(os.path.join(final, "_CHECKPOINT_METADATA")):
-      shutil.rmtree(final, ignore_errors=True)
+    root = storage.path(self.directory)
+    if not root.is_dir():
+      return
+    for tmp in root.glob(f"{step}.orbax-checkpoint-tmp*"):
+      with contextlib.suppress(OSError):
+        tmp.rmtree()
+    final = root / str(step)
+    # On an object store orbax writes straight into <step>/ and marks it
+    # complete with commit_success.txt; locally it renames a finished
+    # temporary folder, which holds _CHECKPOINT_METADATA.
+    if final.is_dir() and not (final / "commit_success.txt").exists() \
+        and not (final / "_CHECKPOINT_METADATA").exists():
+      with contextlib.suppress(OSError):
+        final.rmtree()
 
   def check_fits(self, step: int, abstract_state: Any) -> str | None:
     """Compares checkpoint `step`'s stored tree with `abstract_state`.
@@ -317,16 +329,16 @@ class Checkpointer:
     with a REASON.txt; None if another process should (or did)."""
     if jax.process_index() != 0:
       return None
-    source = os.path.join(self.directory, str(step))
+    source = storage.join(self.directory, str(step))
     target_dir = self.directory + DAMAGED_SUFFIX
-    target = os.path.join(target_dir, str(step))
-    if os.path.exists(target):
+    target = storage.join(target_dir, str(step))
+    if storage.path(target).exists():
       target += time.strftime("-%Y%m%dT%H%M%S")
     try:
-      os.makedirs(target_dir, exist_ok=True)
-      os.rename(source, target)
-      with open(os.path.join(target, "REASON.txt"), "w") as f:
-        f.write(f"moved aside {time.strftime('%Y-%m-%dT%H:%M:%S')}: {reason}\n")
+      storage.path(target_dir).mkdir(parents=True, exist_ok=True)
+      storage.move_tree(source, target)
+      storage.path(target).joinpath("REASON.txt").write_text(
+          f"moved aside {time.strftime('%Y-%m-%dT%H:%M:%S')}: {reason}\n")
     except OSError as e:
       log.warning("could not move %s aside (%s)", source, e)
       return None

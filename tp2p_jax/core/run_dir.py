@@ -21,6 +21,7 @@ import jax
 import ml_collections
 
 from tp2p_jax.core import mesh as mesh_lib
+from tp2p_jax.core import storage
 from tp2p_jax.core.atomic_files import write_json_atomically
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointError,
                                        CheckpointMismatchError, abstract_with_shardings)
@@ -42,12 +43,14 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 # Fields a resumed run may change: when and how much to train, log and keep,
 # where the (same) data lives, where a fresh start would take its weights
-# from (`init_from`: used only before the first checkpoint) and how hard XLA
-# optimises the programs (`fast_compile`). Any other difference means
+# from (`init_from`: used only before the first checkpoint), how hard XLA
+# optimises the programs (`fast_compile`) and what the backward pass
+# recomputes (`remat`: the same function and parameters). Any other difference means
 # another model or objective, which the checkpoints do not hold.
 RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "checkpoint_every",
                               "keep_checkpoints", "sample_every", "num_samples",
-                              "worker_count", "data_dir", "init_from", "fast_compile"})
+                              "worker_count", "data_dir", "init_from", "fast_compile",
+                              "remat"})
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -79,16 +82,31 @@ def config_differences(stored: dict[str, Any], new: dict[str, Any]
 
 
 def has_checkpoints(workdir: str) -> bool:
-  """Whether any stage under `workdir` has a finished checkpoint."""
-  for root, dirs, _ in os.walk(workdir):
-    if os.path.basename(root) == "checkpoints" and any(d.isdigit() for d in dirs):
+  """Whether any stage under `workdir` (a local folder or a gs:// URL) has
+  a finished checkpoint."""
+  root = storage.path(workdir)
+  if not root.is_dir():
+    return False
+  stack = [root]
+  while stack:
+    folder = stack.pop()
+    children = [c for c in folder.iterdir() if c.is_dir()]
+    if folder.name == "checkpoints" and any(c.name.isdigit() for c in children):
       return True
-    dirs[:] = [d for d in dirs if not d.isdigit()]  # don't walk into checkpoint trees
+    stack.extend(c for c in children if not c.name.isdigit())  # not into checkpoints
   return False
 
 
 def check_workdir_usable(workdir: str) -> None:
-  """`RunError` if `workdir` is a file, or cannot be created or written."""
+  """`RunError` if `workdir` is a file, or cannot be created or written; for
+  a gs:// URL, if its bucket does not exist or cannot be reached."""
+  if storage.is_url(workdir):
+    problem = storage.bucket_problem(str(workdir))
+    if problem is not None:
+      raise RunError(f"{workdir}: {problem} (--workdir)")
+    if storage.path(workdir).is_file():
+      raise RunError(f"{workdir}: exists and is not a directory (--workdir)")
+    return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise RunError(f"{workdir}: exists and is not a directory (--workdir)")
@@ -119,11 +137,10 @@ def resolve_run_config(workdir: str, config: ml_collections.ConfigDict
       stored config.
   """
   config_dict = config_to_dict(config)
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path) and has_checkpoints(workdir):
+  path = storage.join(workdir, CONFIG_FILE)
+  if storage.path(path).exists() and has_checkpoints(workdir):
     try:
-      with open(path) as f:
-        stored = json.load(f)
+      stored = json.loads(storage.path(path).read_text())
     except (OSError, ValueError) as e:
       raise RunError(f"{path}: unreadable ({e}); it belongs to the checkpoints beside it, so "
                      "fix or restore it, or choose another --workdir") from None
@@ -144,8 +161,8 @@ def resolve_run_config(workdir: str, config: ml_collections.ConfigDict
 def write_run_config(workdir: str, config_dict: dict[str, Any]) -> None:
   """Writes `<workdir>/config.json` atomically (main process only)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomically(os.path.join(workdir, CONFIG_FILE), config_dict)
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
+    write_json_atomically(storage.join(workdir, CONFIG_FILE), config_dict)
 
 
 def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -170,10 +187,10 @@ def with_method_field(config: ml_collections.ConfigDict) -> ml_collections.Confi
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's saved config (with its `method`); `RunError` naming the file if
   it is missing or not JSON."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = storage.join(workdir, CONFIG_FILE)
   try:
-    with open(path) as f:
-      return with_method_field(ml_collections.ConfigDict(json.load(f)))
+    return with_method_field(ml_collections.ConfigDict(json.loads(
+        storage.path(path).read_text())))
   except FileNotFoundError:
     raise RunError(f"{path}: not found; is {workdir!r} a run directory made by "
                    f"run_train.py?") from None
@@ -207,7 +224,7 @@ def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
       restores, or checkpoints that do not fit `abstract` (the config).
   """
   mesh = mesh or mesh_lib.make_mesh(jax.devices()[:1])
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**9)
+  ckpt = Checkpointer(storage.join(workdir, "checkpoints"), keep=10**9)
   try:
     restored = ckpt.restore_newest(
         abstract_with_shardings(abstract, mesh_lib.replicated_like(mesh, abstract)), step)
@@ -230,7 +247,7 @@ def _move_aside_unless_training(workdir: str, ckpt: Checkpointer,
                                 skipped: tuple[tuple[int, str], ...]) -> None:
   """Moves damaged checkpoints aside if no training run holds `workdir` (a
   trainer moves them itself when it resumes)."""
-  if not skipped or not os.access(workdir, os.W_OK):
+  if not skipped or (not storage.is_url(workdir) and not os.access(workdir, os.W_OK)):
     return
   owner = try_lock(workdir)
   if owner is None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from tp2p_jax.core import storage
+from tp2p_jax.core.atomic_files import replacing
 from tp2p_jax.data.image_files import float_to_uint8
 
 
@@ -19,40 +23,78 @@ class MetricsWriter:
   `resume_step`: rows after this step (written by a run that was killed
   before its next checkpoint) are dropped, so a resumed run's file has each
   step once.
+
+  On an object store (`gs://`), which has no append, the rows are kept in
+  memory and the whole file is uploaded at each write (a 400k-step run
+  logging every 100 steps: 4,000 rows, ~2 MB); TensorBoard's event file is
+  written to a local folder and uploaded after each flush (tensorboardX's
+  own GCS writer does not work without TensorFlow).
   """
 
   def __init__(self, workdir: str, name: str = "metrics", resume_step: int = 0,
                enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, f"{name}.jsonl")
+    self.path = storage.join(workdir, f"{name}.jsonl")
+    self._remote = storage.is_url(workdir)
+    self._rows: list[str] = []
     self._tb = None
+    self._tb_local: str | None = None
+    self._tb_target = storage.join(workdir, "tensorboard", name)
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        rows = [line for line in f if line.strip()]
+    target = storage.path(self.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+      rows = [line if line.endswith("\n") else line + "\n"
+              for line in target.read_text().splitlines() if line.strip()]
       kept = [r for r in rows if json.loads(r).get("step", 0) <= resume_step]
       if len(kept) != len(rows):
-        with open(self.path, "w") as f:
-          f.writelines(kept)
+        write_text_atomically(self.path, "".join(kept))
+      self._rows = kept
     from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", name),
+    if self._remote:
+      self._tb_local = tempfile.mkdtemp(prefix="tp2p-tensorboard-")
+    self._tb = SummaryWriter(self._tb_local or self._tb_target,
                              purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    row = json.dumps({"step": int(step), **{k: float(v) for k, v in metrics.items()}}) + "\n"
+    if self._remote:
+      self._rows.append(row)
+      write_text_atomically(self.path, "".join(self._rows))
+    else:
+      with open(self.path, "a") as f:
+        f.write(row)
     for k, v in metrics.items():
       self._tb.add_scalar(k, float(v), int(step))
     self._tb.flush()
+    self._upload_events()
+
+  def _upload_events(self) -> None:
+    """Copies the local event files to the run directory (object stores)."""
+    if self._tb_local is None:
+      return
+    for name in sorted(os.listdir(self._tb_local)):
+      storage.copy_file(os.path.join(self._tb_local, name), storage.join(self._tb_target, name))
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+      try:
+        self._upload_events()
+      finally:
+        if self._tb_local is not None:
+          shutil.rmtree(self._tb_local, ignore_errors=True)
+          self._tb_local = None
+
+
+def write_text_atomically(path: str, text: str) -> None:
+  """`text` replacing the file at `path` (local or URL) atomically."""
+  with replacing(path, "w") as f:
+    f.write(text)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -11,6 +11,22 @@ locked file would let a third process lock a fresh file beside a live one.
 
 On one host the holder's pid is also checked (`kill(pid, 0)`), so a
 filesystem where `flock` is a no-op still refuses a second trainer there.
+
+A run directory on Cloud Storage (`gs://...`) has no `flock`. There the lock
+is the object `train.lock`, created only if absent (an upload with the
+precondition `ifGenerationMatch=0`, which GCS applies atomically: of two
+trainers starting at once, one gets HTTP 412 and is refused). The holder
+rewrites it every `HEARTBEAT_S` seconds (again conditionally, on its own
+generation). A lock object whose holder is a dead process on this host, or
+that nobody refreshed for `STALE_S` seconds, is from a killed run and is
+taken over (conditionally on that object's generation, so two takers cannot
+both win). What this cannot protect against: a holder paused longer than
+`STALE_S` (its heartbeat thread stopped, e.g. a frozen VM) is taken over
+while it lives; when it wakes, its next heartbeat finds the lock gone and
+logs an error, but it goes on writing until it stops. Clocks: staleness
+compares the object's `updated` time (the storage server's clock) with this
+host's clock, so hosts whose clocks are off by more than a few seconds see
+the staleness that much sooner or later.
 """
 from __future__ import annotations
 
@@ -21,10 +37,18 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import uuid
 from typing import Any
 
+from tp2p_jax.core import storage
+
 LOCK_FILE = "train.lock"
+# Object-store locks: the holder refreshes its lock this often, and a lock
+# not refreshed for STALE_S seconds is taken to be a killed run's.
+HEARTBEAT_S = 30.0
+STALE_S = 90.0
 
 log = logging.getLogger("tp2p_jax.train")
 
@@ -69,8 +93,8 @@ def _alive_here(holder: LockHolder) -> bool:
   return True
 
 
-class WorkdirLock:
-  """Exclusive ownership of `workdir` by this process (a context manager).
+class _FileLock:
+  """Exclusive ownership of a local `workdir` by this process (`flock`).
 
   Args:
     workdir: the run directory (created if missing).
@@ -129,6 +153,182 @@ class WorkdirLock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
+
+def _busy(workdir: str, holder: str) -> WorkdirBusyError:
+  return WorkdirBusyError(
+      f"{workdir}: in use by another training run ({holder}); wait for it to end or "
+      "stop it (SIGTERM saves a checkpoint), or choose another --workdir")
+
+
+def _utc_now() -> float:
+  return time.time()
+
+
+class _ObjectLock:
+  """Exclusive ownership of a `gs://` run directory (see the module
+  docstring): a conditionally created lock object with a heartbeat."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir.rstrip("/")
+    self.path = f"{self.workdir}/{LOCK_FILE}"
+    self._key = self.path[len("gs://"):]
+    self._bucket, _, self._name = self._key.partition("/")
+    self._fs = storage.gcs_filesystem()
+    self._generation: str | None = None
+    self._token = uuid.uuid4().hex
+    self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+    self.lost = False
+
+  def _record(self) -> bytes:
+    return (json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                        "started": self._started, "token": self._token}) + "\n").encode()
+
+  def _stat(self) -> dict[str, Any] | None:
+    self._fs.invalidate_cache(self._key)
+    try:
+      return self._fs.info(self._key)
+    except FileNotFoundError:
+      return None
+
+  def _read(self) -> tuple[LockHolder | None, str]:
+    try:
+      text = self._fs.cat_file(self._key).decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+      return None, ""
+    if not text:
+      return None, ""
+    try:
+      data: dict[str, Any] = json.loads(text)
+      return (LockHolder(str(data["host"]), int(data["pid"]), str(data.get("started", "?"))),
+              str(data.get("token", "")))
+    except (ValueError, KeyError, TypeError):
+      return LockHolder("?", -1, "?"), ""
+
+  def _write(self, if_generation: str) -> str:
+    """Uploads this holder's record if the object's generation is
+    `if_generation` ("0": absent); returns the new generation.
+    FileExistsError (HTTP 412) when the precondition fails."""
+    reply = self._fs.call(
+        "POST", f"{self._fs._location}/upload/storage/v1/b/{self._bucket}/o",
+        uploadType="media", name=self._name, ifGenerationMatch=if_generation,
+        data=self._record(), headers={"Content-Type": "application/octet-stream"},
+        json_out=True)
+    self._fs.invalidate_cache(self._key)
+    return str(reply["generation"])
+
+  def acquire(self) -> None:
+    for _ in range(3):
+      info = self._stat()
+      expected = "0"
+      if info is not None:
+        holder, _ = self._read()
+        age = _utc_now() - _parse_time(info.get("updated"))
+        same_host = holder is not None and holder.host == socket.gethostname()
+        dead_here = same_host and not _alive_here(holder) and holder.pid != os.getpid()
+        if holder is not None and not dead_here and age < STALE_S:
+          raise _busy(self.workdir, f"{holder.describe()}, its lock {self.path} refreshed "
+                      f"{age:.0f} s ago; a lock not refreshed for {STALE_S:.0f} s is taken "
+                      "over")
+        if holder is not None:
+          log.warning("%s: taking over the lock of a run that ended without releasing it "
+                      "(%s; %s)", self.workdir, holder.describe(),
+                      "that process is gone" if dead_here else f"not refreshed for {age:.0f} s")
+        expected = str(info["generation"])
+      try:
+        generation = self._write(expected)
+      except FileExistsError:
+        continue  # another trainer changed the object first: look again
+      # Read back: a store without preconditions (some emulators) would
+      # let two writers both "succeed"; only the last one's record stays.
+      _, token = self._read()
+      if token != self._token:
+        holder, _ = self._read()
+        raise _busy(self.workdir, holder.describe() if holder else "holder unknown")
+      self._generation = generation
+      self._thread = threading.Thread(target=self._heartbeat, name="tp2p-lock-heartbeat",
+                                      daemon=True)
+      self._thread.start()
+      return
+    holder, _ = self._read()
+    raise _busy(self.workdir, holder.describe() if holder else "holder unknown")
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(HEARTBEAT_S):
+      try:
+        self._generation = self._write(self._generation or "0")
+      except FileExistsError:
+        self.lost = True
+        log.error("%s: another process took over this run's lock (%s); this run is no "
+                  "longer protected from a second trainer: stop one of them", self.workdir,
+                  self.path)
+        return
+      except Exception as e:  # pylint: disable=broad-except
+        # Transient (gcsfs retried already): try again at the next beat.
+        log.warning("%s: could not refresh the lock (%s)", self.workdir, e)
+
+  def release(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+      self._thread = None
+    if self._generation is None or self.lost:
+      return
+    try:
+      self._fs.call("DELETE", "b/{}/o/{}", self._bucket, self._name,
+                    ifGenerationMatch=self._generation)
+    except FileExistsError:
+      pass  # replaced by a taker: theirs now
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("%s: could not remove the lock object (%s); the next run takes it over "
+                  "once it is %.0f s old", self.workdir, e, STALE_S)
+    finally:
+      self._fs.invalidate_cache(self._key)
+      self._generation = None
+
+
+def _parse_time(value: Any) -> float:
+  import datetime
+  if not value:
+    return 0.0
+  text = str(value).replace("Z", "+00:00")
+  return datetime.datetime.fromisoformat(text).timestamp()
+
+
+class WorkdirLock:
+  """Exclusive ownership of `workdir` by this process (a context manager): a
+  `flock` on a local run directory, a lock object on `gs://` (see the
+  module docstring).
+
+  Args:
+    workdir: the run directory (created if missing).
+
+  Raises (on enter):
+    WorkdirBusyError: another live process holds it.
+    OSError: the directory cannot be created or the lock file written.
+  """
+
+  def __init__(self, workdir: str):
+    if storage.is_url(workdir):
+      if not str(workdir).startswith("gs://"):
+        raise OSError(f"{workdir}: training into this kind of URL is not supported "
+                      "(a local folder or gs://)")
+      self._impl: _FileLock | _ObjectLock = _ObjectLock(str(workdir))
+    else:
+      self._impl = _FileLock(workdir)
+    self.path = self._impl.path
+
+  def acquire(self) -> None:
+    self._impl.acquire()
+
+  def release(self) -> None:
+    self._impl.release()
+
+  @property
+  def lost(self) -> bool:
+    """Whether another process took the (object-store) lock over."""
+    return bool(getattr(self._impl, "lost", False))
 
   def __enter__(self) -> "WorkdirLock":
     self.acquire()

@@ -119,32 +119,19 @@ def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
 
 
 def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
-  """Writes uint8 (H, W, 3) as PNG atomically (temp file + rename), creating
+  """Writes uint8 (H, W, 3) as PNG atomically (`atomic_files.replacing`: a
+  local temp file + rename, or one upload to a `gs://` URL), creating
   parent folders; a failed write leaves no temporary file.
 
   Raises:
     OSError: the folder cannot be created or written, or `path` is a folder.
   """
-  path = os.fspath(path)
-  if os.path.isdir(path):
+  from tp2p_jax.core import atomic_files, storage
+  if not storage.is_url(path) and os.path.isdir(os.fspath(path)):
     # Checked first: the rename would fail only after the image is encoded.
-    raise IsADirectoryError(f"{path}: is a folder")
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
-                             suffix=".tmp")
-  try:
-    mask = os.umask(0)
-    os.umask(mask)
-    # A plain open()'s permissions, not mkstemp's private 0600.
-    os.fchmod(fd, 0o666 & ~mask)
-    with os.fdopen(fd, "wb") as f:
-      Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise
+    raise IsADirectoryError(f"{os.fspath(path)}: is a folder")
+  with atomic_files.replacing(path, "wb") as f:
+    Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
 
 
 class ImageReadError(ValueError):

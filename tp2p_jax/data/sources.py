@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tp2p_jax.core.storage import local_data_dir
 from tp2p_jax.data.toycats import STYLE_NAMES, ToyCatsSource
 
 log = logging.getLogger("tp2p_jax.data")
@@ -30,12 +31,14 @@ def prepared_sources(data_dir: str) -> tuple[Any, Any]:
   """(train, validation) sources of a dataset made by `tp2p_jax.cli.prepare`.
 
   A dataset without a validation split (too few files for `val_fraction`)
-  is evaluated on its training split, with a warning.
+  is evaluated on its training split, with a warning. A `gs://` data_dir is
+  read from a local copy (`storage.local_data_dir`).
   """
   from tp2p_jax.data.prepared import PairedSource  # imports TFDS: only when used
   if not data_dir:
     raise ValueError("data.source='prepared' needs data.data_dir: the --data_dir given to "
                      "python -m tp2p_jax.cli.prepare")
+  data_dir = local_data_dir(data_dir)
   train = PairedSource(data_dir, "train")
   try:
     held_out = PairedSource(data_dir, "validation")
@@ -51,7 +54,7 @@ def class_names(source: str, data_dir: str = "") -> tuple[str, ...]:
     return STYLE_NAMES
   if source == "prepared":
     from tp2p_jax.data.prepared import class_names as prepared_class_names
-    return prepared_class_names(data_dir)
+    return prepared_class_names(local_data_dir(data_dir))
   raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
 
 

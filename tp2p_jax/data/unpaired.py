@@ -21,6 +21,7 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
+from tp2p_jax.core.storage import local_data_dir
 from tp2p_jax.data.image_files import (IMAGE_SUFFIXES, ImageReadError, describe_error,
                                        load_image)
 from tp2p_jax.data.sources import toycats_sources
@@ -103,6 +104,7 @@ def make_unpaired_sources(source: str, *, image_size: int, seed: int, num_train:
   if source == "folders":
     if not data_dir:
       raise ValueError("data.source='folders' needs data.data_dir holding trainA/ and trainB/")
+    data_dir = local_data_dir(data_dir)  # a gs:// folder: its local copy
     train = UnpairedSource(ImageFolderSource(os.path.join(data_dir, "trainA")),
                            ImageFolderSource(os.path.join(data_dir, "trainB")), seed=seed)
     if os.path.isdir(os.path.join(data_dir, "testA")) and os.path.isdir(

@@ -8,7 +8,6 @@ the frozen variables {"params", "batch_stats"} to the next stage.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from flax import struct
 
 from tp2p_jax import losses
 from tp2p_jax.core import optim
+from tp2p_jax.core.atomic_files import write_json_atomically
 from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
@@ -200,9 +200,7 @@ def style_encoder_stage(config: ml_collections.ConfigDict, train_source: Any,
                                     jit)
     if jax.process_index() == 0:
       summary = heldout_accuracy(encoder, variables, eval_source, config.image_size, jit)
-      os.makedirs(stage_dir, exist_ok=True)
-      with open(os.path.join(stage_dir, "eval.json"), "w") as f:
-        json.dump(summary, f)
+      write_json_atomically(os.path.join(stage_dir, "eval.json"), summary)
       log.info("style encoder: held-out accuracy %.3f on %d photos",
                summary["heldout_accuracy"], summary["heldout_examples"])
     return variables

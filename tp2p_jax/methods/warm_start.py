@@ -24,7 +24,6 @@ from scratch, never on resume (the checkpoint already holds the state).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable
 
 import jax
@@ -33,6 +32,7 @@ from jax.sharding import Mesh
 import ml_collections
 
 from tp2p_jax.core import mesh as mesh_lib
+from tp2p_jax.core import storage
 from tp2p_jax.core.run_dir import RunError, read_run_config, restore_run_state
 from tp2p_jax.methods.paired_gan_step import TrainState
 
@@ -59,8 +59,8 @@ def restore_latest_state(run_dir: str, mesh: Mesh, state_shapes: StateShapes
     RunError: naming the path, if the directory, its config or its
       checkpoints are missing or the checkpoint does not fit the config.
   """
-  run_dir = os.path.abspath(os.path.expanduser(run_dir))
-  if not os.path.isdir(run_dir):
+  run_dir = storage.text(run_dir)
+  if not storage.path(run_dir).is_dir():
     raise RunError(f"{run_dir}: no such run directory")
   config = read_run_config(run_dir)
   return restore_run_state(run_dir, state_shapes(config), mesh=mesh)
@@ -137,7 +137,7 @@ def init_from_run(state: TrainState, run_dir: str, mesh: Mesh, state_shapes: Sta
       missing or shapes differ.
   """
   source, step = restore_latest_state(run_dir, mesh, state_shapes)
-  where = os.path.join(os.path.abspath(os.path.expanduser(run_dir)), "checkpoints", str(step))
+  where = storage.join(run_dir, "checkpoints", str(step))
   grafted = graft_generator_subtree(state, source, subtree, where)
   log.info("generator subtree %r taken from %s", subtree, where)
   return jax.device_put(grafted, mesh_lib.replicated_like(mesh, grafted))

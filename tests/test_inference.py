@@ -63,8 +63,11 @@ def test_predict_writes_each_input_at_its_own_size(run_dir, sketches, tmp_path):
   assert out.returncode == 1, out.stderr[-3000:]  # one corrupt input
   assert "broken.png" in out.stderr and "Traceback" not in out.stderr
   assert "notes.txt" not in out.stderr
-  assert out.stdout.strip().splitlines()[-1] == (
-      f"wrote 3 image(s) to {out_dir} (run step 40); 1 input(s) failed")
+  lines = out.stdout.strip().splitlines()
+  assert lines[-2] == f"wrote 3 image(s) to {out_dir} (run step 40); 1 input(s) failed"
+  summary = json.loads(lines[-1])  # the last line is JSON
+  assert (summary["written"], summary["failed"], summary["step"]) == (3, 1, 40)
+  assert summary["devices"] == 1 and summary["images_per_s"] > 0
   assert sorted(p.name for p in out_dir.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
   for i, (h, w) in enumerate(SIZES):
     image = Image.open(out_dir / f"cat{i}.png")

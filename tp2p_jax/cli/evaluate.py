@@ -81,18 +81,19 @@ def _define_flags() -> flags.FlagValues:
 
 def _evaluate(fv: flags.FlagValues) -> int:
   from tp2p_jax.cli import checks
-  from tp2p_jax.inference import evaluation, files
-  # The local checks name what is wrong with a local path; a URL (gs://) is
-  # checked by reading it.
-  workdir = checks.run_dir(fv.workdir) if files.is_local(fv.workdir) else None
-  if workdir is not None and workdir.is_dir():  # a missing one is for the run loader to name
+  from tp2p_jax.core import storage
+  from tp2p_jax.inference import evaluation
+  workdir = checks.run_dir(fv.workdir)
+  # A missing one is for the run loader to name; a URL's writability shows
+  # when the result is written.
+  if not storage.is_url(workdir) and workdir.is_dir():
     try:
       checks.output_dir_writable(workdir / "eval", "workdir")
     except command.UsageError as e:
       reason = str(e).split(": ", 1)[-1]
       raise command.UsageError(f"--workdir={fv.workdir}: cannot write the results into "
                                f"its eval/ folder: {reason}") from None
-  if fv.inception_weights and files.is_local(fv.inception_weights):
+  if fv.inception_weights:
     checks.input_file(fv.inception_weights, "inception_weights")
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,

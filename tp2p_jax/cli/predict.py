@@ -36,11 +36,14 @@ Unreadable inputs are named on stderr and skipped. The second-to-last
 stdout line counts the images written; the last is JSON: `written`,
 `failed`, `output`, `step`, `devices` (this process's devices used),
 `processes`, `process_index`, `batch_size` (the global batch per generator
-call), `seconds` and `images_per_s` (see `PredictResult`). Exit status: 1 if some inputs failed (each named
-on stderr) and the others were written; 2 for a usage error (unknown or
-missing flag, bad run, unknown class, missing input, no readable input, an
---output that is a file or not writable; one line on stderr, checked before
-anything is generated or created), else 0.
+call), `seconds` and `images_per_s` (images written per second, from the
+first input read to the last output written; see `PredictResult`).
+
+Exit status: 1 if some inputs failed (each named on stderr) and the others
+were written; 2 for a usage error (unknown or missing flag, bad run,
+unknown class, missing input, no readable input, an --output that is a
+file or not writable; one line on stderr, checked before anything is
+generated or created), else 0.
 
 `predict_files` is the same from Python, on a run loaded with
 `tp2p_jax.inference.run_loading.load_trained_run`; `main(argv)` parses the
@@ -221,13 +224,13 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
     OSError: an output could not be written (a full disk).
   """
   from tp2p_jax.cli import checks
-  from tp2p_jax.inference import files as files_lib, parallel, run_loading, styles
+  from tp2p_jax.core import storage
+  from tp2p_jax.inference import parallel, run_loading, styles
 
   if batch_size < 1:
     raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-  out_dir = files_lib.as_path(output_dir)
-  if files_lib.is_local(out_dir):
-    checks.output_dir_writable(out_dir, "output")
+  checks.output_dir_writable(output_dir, "output")
+  out_dir = storage.path(output_dir)
   given = {"style": style, "style_image": style_image, "style_mix": style_mix, "grid": grid}
   _check_options(run, direction, [name for name, value in given.items()
                                   if value is not None and value is not False])
@@ -242,7 +245,7 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   mesh = parallel.local_mesh(devices)
   predictor = run_loading.replicated_on(run, mesh).predictor
   global_batch = parallel.global_batch_size(batch_size, mesh)
-  paths = [files_lib.as_path(f) for f in files]
+  paths = [storage.path(f) for f in files]
   share = parallel.process_share(list(zip(paths, _output_names(paths))))
   prepare_mode = prepare or predictor.prepare
   generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
@@ -316,16 +319,17 @@ def _prepared(inputs: Sequence[tuple[epath.Path, str]], image_size: int, mode: s
 
 def _write_restored(path: epath.Path, output: np.ndarray, prepared: Any) -> None:
   """An output (S, S, 3) float32 in [-1, 1] as a PNG at its input's size."""
-  from tp2p_jax.inference import files, sketch_io
-  files.write_png(path, sketch_io.restore_size(output, prepared))
+  from tp2p_jax.data.image_files import save_png
+  from tp2p_jax.inference import sketch_io
+  save_png(path, sketch_io.restore_size(output, prepared))
 
 
 def _write_grid(path: epath.Path, sketch: np.ndarray, outputs: np.ndarray,
                 class_names: Sequence[str]) -> None:
   """`style_grid` of a sketch (S, S, 3) and its outputs (C, S, S, 3), both
   in [-1, 1], as a PNG."""
-  from tp2p_jax.inference import files
-  files.write_png(path, style_grid(sketch, outputs, class_names))
+  from tp2p_jax.data.image_files import save_png
+  save_png(path, style_grid(sketch, outputs, class_names))
 
 
 def _define_flags() -> flags.FlagValues:
@@ -359,8 +363,11 @@ def _define_job_flags(fv: flags.FlagValues) -> None:
   definitions, in `fv`."""
   from tp2p_jax.cli import train
   source = train._define_flags(["train"])  # pylint: disable=protected-access
+  # Listed in --help with this module's flags (absl's name for it).
+  module = sys.argv[0] if __name__ == "__main__" else __name__
   for name in _JOB_FLAGS:
     fv[name] = source[name]
+    fv.register_flag_by_module(module, source[name])
 
 
 def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
@@ -373,22 +380,14 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
       --style_mix.
   """
   from tp2p_jax.cli import checks
+  from tp2p_jax.core import storage
   from tp2p_jax.data.image_files import IMAGE_SUFFIXES
   from tp2p_jax.inference import files as files_lib, styles
-  # The local checks name what is wrong with a local path; a URL (gs://) is
-  # checked by reading it.
-  local = files_lib.is_local
-  if local(fv.workdir):
-    checks.run_dir(fv.workdir)
-  if local(fv.input):
-    checks.input_path(fv.input, "input")
-  elif not files_lib.as_path(fv.input).exists():
-    raise UsageError(f"--input={fv.input}: no such file or folder")
-  if local(fv.output):
-    checks.output_dir_writable(fv.output, "output")
+  checks.run_dir(fv.workdir)
+  checks.input_path(fv.input, "input")
+  checks.output_dir_writable(fv.output, "output")
   if fv.style_image:
-    if local(fv.style_image):
-      checks.input_file(fv.style_image, "style_image")
+    checks.input_file(fv.style_image, "style_image")
     reason = files_lib.header_problem(fv.style_image)
     if reason is not None:
       raise UsageError(f"--style_image={fv.style_image}: cannot read: {reason}")
@@ -401,9 +400,9 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
   if not files:
     raise UsageError(f"--input={fv.input}: no image files in the folder (suffixes: "
                      f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-  if local(fv.output):
-    out_dir = files_lib.as_path(fv.output).resolve()
-    inputs = {f.resolve() for f in files if local(f)}
+  if not storage.is_url(fv.output):
+    out_dir = storage.path(fv.output).resolve()
+    inputs = {f.resolve() for f in files if not storage.is_url(f)}
     suffix = "_styles.png" if fv.grid else ".png"
     for name in _output_names(files):
       if out_dir / f"{name}{suffix}" in inputs:

@@ -8,8 +8,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from etils import epath
 import numpy as np
+
+from tp2p_jax.core import storage
 
 if TYPE_CHECKING:
   import jax
@@ -20,7 +21,7 @@ log = logging.getLogger("tp2p_jax.cli.evaluate")
 
 def _file_digest(path: str | os.PathLike[str]) -> str:
   h = hashlib.sha256()
-  with epath.Path(path).open("rb") as f:
+  with storage.path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()[:16]
@@ -45,7 +46,7 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray,
     return in_fixed_batches(fn, [images], batch_size, desc=desc if show_progress else None,
                             mesh=mesh).astype(np.float64)
 
-  cache = (epath.Path(run.workdir) / "eval" / f"inception_real_{split}_{len(real)}_"
+  cache = (storage.path(run.workdir) / "eval" / f"inception_real_{split}_{len(real)}_"
            f"{input_size}_{_file_digest(weights_path)}.npz")
   real_features = None
   if cache.exists():
@@ -170,7 +171,7 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
   result.update(devices=int(mesh.devices.size), batch_size=batch_size,
                 generated_images=generated, seconds=round(seconds, 3),
                 images_per_s=round(generated / seconds, 3))
-  eval_dir = epath.Path(run.workdir) / "eval"
+  eval_dir = storage.path(run.workdir) / "eval"
   eval_dir.mkdir(parents=True, exist_ok=True)
   write_json_atomically(eval_dir / f"{run.step}.json", result)
   return result
@@ -222,7 +223,7 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   result["encoder_centroid_accuracy"] = metrics.classification_accuracy(scores, labels)
   result["encoder_accuracy"] = float(np.mean(np.argmax(fixed(run.classify, real_b), -1)
                                              == labels))
-  eval_dir = epath.Path(run.workdir) / "eval"
+  eval_dir = storage.path(run.workdir) / "eval"
   eval_dir.mkdir(parents=True, exist_ok=True)
   points, method = metrics.project_2d(embeddings)
   plot = os.fspath(eval_dir / f"embeddings_{run.step}.png")

@@ -79,4 +79,9 @@ def paired_gan_config() -> ml_collections.ConfigDict:
   c.lr_decay_factor = 0.5  # ... by this.
   c.weight_decay = 1e-6  # L2 on conv/dense kernels (not biases, norms, SE, transformer).
   c.g_clip_norm = 1.0  # netG gradient clipped to this global norm (0: off).
+  # Rematerialisation, memory for compute: "none" keeps every activation for
+  # the backward pass; "blocks" recomputes G's encoder/decoder blocks and
+  # transformer layers (pix2pixHD/ResNet: residual blocks; not the U-Net) and
+  # VGG16's activations in it. Same parameters and function. May change on resume.
+  c.remat = "none"
   return c

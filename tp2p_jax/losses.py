@@ -110,7 +110,7 @@ def l1_loss(fake: jax.Array, real: jax.Array) -> jax.Array:
 
 def perceptual_loss(fake: jax.Array, real: jax.Array,
                     vgg_variables: Mapping | None = None, layer: str = "relu2_2",
-                    dtype: jnp.dtype = jnp.float32) -> jax.Array:
+                    dtype: jnp.dtype = jnp.float32, remat: bool = False) -> jax.Array:
   """MSE between ImageNet-VGG16 features of `fake` and `real`.
 
   Both are ImageNet-normalised first (`vgg.features` with "-1..1"), which
@@ -126,6 +126,9 @@ def perceptual_loss(fake: jax.Array, real: jax.Array,
       pretrained ImageNet weights, cut so.
     layer: VGG16 activation to compare (reference: relu2_2).
     dtype: VGG16 compute dtype.
+    remat: recompute the fake pass's VGG16 activations block by block in
+      the backward pass instead of keeping them (`vgg.VGG16.remat`); the
+      same loss and gradient.
 
   Returns:
     Scalar float32 loss.
@@ -135,8 +138,8 @@ def perceptual_loss(fake: jax.Array, real: jax.Array,
   vgg_variables = jax.lax.stop_gradient(vgg_variables)
   # Two passes rather than one over [fake; real]: the gradient then flows
   # back through the fake half only (a joint batch differentiates all of it).
-  f_fake = vgg.features(fake, vgg_variables, (layer,), "-1..1",
-                        dtype=dtype)[layer].astype(jnp.float32)
+  f_fake = vgg.features(fake, vgg_variables, (layer,), "-1..1", dtype=dtype,
+                        remat=remat)[layer].astype(jnp.float32)
   f_real = vgg.features(jax.lax.stop_gradient(real), vgg_variables, (layer,), "-1..1",
                         dtype=dtype)[layer]
   return jnp.mean(jnp.square(f_fake - jax.lax.stop_gradient(f_real).astype(jnp.float32)))

@@ -39,17 +39,43 @@ from tp2p_jax.methods.paired_gan_step import (GanObjective, TrainState, create_t
 from tp2p_jax.methods.style_encoder import (STAGE_DIRECTORY, style_encoder_param_counts,
                                             style_encoder_stage, with_dataset_classes)
 from tp2p_jax.models import vgg
+from tp2p_jax.models.remat import check_remat
+
+
+def remat_mode(config: ml_collections.ConfigDict) -> str:
+  """`config.remat`, checked ("none" for a config from before the field)."""
+  remat = config.get("remat", "none")
+  check_remat(remat)
+  return remat
+
+
+def with_remat(generator: nn.Module, remat: str) -> nn.Module:
+  """`generator` with its `remat` field set (`tp2p_jax.models.remat`).
+
+  Raises:
+    ValueError: `remat` is unknown, or is not "none" for a generator
+      without that field.
+  """
+  check_remat(remat)
+  if remat == "none":
+    return generator
+  if "remat" not in {f.name for f in dataclasses.fields(generator)}:
+    raise ValueError(f"remat={remat!r} is not available for the {type(generator).__name__} "
+                     "generator; set the config's remat field to 'none'")
+  return generator.clone(remat=remat)
 
 
 def objective_from_config(config: ml_collections.ConfigDict, dtype: str | None = None
                           ) -> GanObjective:
   """The generator objective; `dtype` (default: config.dtype) is the VGG16
-  compute dtype, like the networks'."""
+  compute dtype, like the networks', and `config.remat` "blocks" also
+  rematerialises VGG16."""
   return GanObjective(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
                       lambda_perceptual=config.lambda_perceptual,
                       perceptual_layer=config.perceptual_layer,
                       lambda_feat=config.get("lambda_feat", 0.0), ema_decay=config.ema_decay,
-                      perceptual_dtype=dtype or config.dtype)
+                      perceptual_dtype=dtype or config.dtype,
+                      perceptual_remat=remat_mode(config) == "blocks")
 
 
 def gan_optimizers(config: ml_collections.ConfigDict
@@ -104,8 +130,10 @@ class GanParts:
 
 
 def build(config: ml_collections.ConfigDict, dtype: str | None = None) -> GanParts:
-  """Networks, optimisers, objective and pure step functions of a config."""
-  generator = generator_from_config(config, dtype)
+  """Networks, optimisers, objective and pure step functions of a config.
+  `config.remat` applies to the generator and VGG16 (the train step's
+  backward pass); inference and the parameters are the same either way."""
+  generator = with_remat(generator_from_config(config, dtype), remat_mode(config))
   discriminator = discriminator_from_config(config, dtype)
   encoder = style_encoder_from_config(config) if models.takes_style(config.generator) else None
   style_dim = config.style.embedding_dim if encoder is not None else None

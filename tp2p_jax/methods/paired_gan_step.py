@@ -108,6 +108,8 @@ class GanObjective:
       trained network itself).
     perceptual_dtype: compute dtype of the frozen VGG16 ("bfloat16" with
       mixed precision); its features are compared in float32.
+    perceptual_remat: recompute VGG16's activations in the backward pass
+      instead of keeping them (`losses.perceptual_loss`'s `remat`).
   """
   gan_mode: str = "vanilla"
   lambda_l1: float = 100.0
@@ -116,6 +118,7 @@ class GanObjective:
   lambda_feat: float = 0.0
   ema_decay: float = 0.98
   perceptual_dtype: str = "float32"
+  perceptual_remat: bool = False
 
 
 def style_embedding(style_encoder: nn.Module, variables: Any, photos: jax.Array) -> jax.Array:
@@ -210,7 +213,8 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
       if objective.lambda_perceptual > 0:
         g_perc = losses.perceptual_loss(fake_images, real_b, frozen["vgg"],
                                         objective.perceptual_layer,
-                                        dtype=jnp.dtype(objective.perceptual_dtype))
+                                        dtype=jnp.dtype(objective.perceptual_dtype),
+                                        remat=objective.perceptual_remat)
       else:
         g_perc = jnp.float32(0.0)
       if objective.lambda_feat > 0:

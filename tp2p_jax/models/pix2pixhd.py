@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from tp2p_jax.models.convolution import ConvTransposeX2
 from tp2p_jax.models.layers import (GAN_INIT, Norm, NormKind, PaddedConv, at_least_float32,
                                     avg_pool_downsample)
+from tp2p_jax.models.remat import RematMode, check_remat, remat_block
 from tp2p_jax.models.resnet_generator import ResnetBlock
 
 Dtype = Any
@@ -61,6 +62,7 @@ class GlobalGenerator(nn.Module):
     norm: "instance" | "batch" | "none".
     out_channels: output image channels.
     features_only: return the last feature map instead of the image.
+    remat: recompute the residual blocks in the backward pass.
   """
   ngf: int = 64
   n_downsample: int = 4
@@ -68,6 +70,7 @@ class GlobalGenerator(nn.Module):
   norm: NormKind = "instance"
   out_channels: int = 3
   features_only: bool = False
+  remat: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -85,8 +88,9 @@ class GlobalGenerator(nn.Module):
       x = PaddedConv(self.ngf * 2 ** (i + 1), 3, 2, _PAD1, padding_mode="zeros",
                      use_bias=True, name=f"down{i}", **dt)(x)
       x = norm_relu(x, f"down{i}_norm")
+    block = remat_block(ResnetBlock, self.remat)
     for i in range(self.n_blocks):
-      x = ResnetBlock(self.ngf * 2 ** self.n_downsample, self.norm, conv_bias=True,
+      x = block(self.ngf * 2 ** self.n_downsample, self.norm, conv_bias=True,
                       name=f"block{i}",
                         **dt)(x, train)
     for i in range(self.n_downsample):
@@ -109,6 +113,7 @@ class LocalEnhancer(nn.Module):
   norm: NormKind = "instance"
   out_channels: int = 3
   is_last: bool = True
+  remat: bool = False  # recompute the residual blocks in the backward pass
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -126,8 +131,9 @@ class LocalEnhancer(nn.Module):
                    name="front_down", **dt)(y)
     y = norm_relu(y, "front_down_norm")
     y = y + previous.astype(self.dtype)
+    block = remat_block(ResnetBlock, self.remat)
     for i in range(self.n_blocks):
-      y = ResnetBlock(2 * self.ngf, self.norm, conv_bias=True, name=f"block{i}", **dt)(y, train)
+      y = block(2 * self.ngf, self.norm, conv_bias=True, name=f"block{i}", **dt)(y, train)
     y = _conv_transpose_x2(self.ngf, "up", dt)(y)
     y = norm_relu(y, "up_norm")
     if not self.is_last:
@@ -148,6 +154,9 @@ class Pix2PixHDGenerator(nn.Module):
     n_blocks_local: residual blocks per G2 (3).
     norm: "instance" (pix2pixHD) | "batch" | "none".
     out_channels: output image channels.
+    remat: "none" (default) or "blocks": recompute G1's and the enhancers'
+      residual blocks in the backward pass instead of keeping their
+      activations (`tp2p_jax.models.remat`); same parameters and function.
 
   Call: (real_a (B, H, W, C_in) in [-1, 1], train) -> fake_b
     (B, H, W, out_channels) in [-1, 1]; G1 sees real_a downsampled
@@ -160,11 +169,13 @@ class Pix2PixHDGenerator(nn.Module):
   n_blocks_local: int = 3
   norm: NormKind = "instance"
   out_channels: int = 3
+  remat: RematMode = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, real_a: jax.Array, train: bool = False) -> jax.Array:
+    check_remat(self.remat)
     factor = 2 ** (self.n_downsample_global + self.n_local_enhancers)
     if real_a.shape[1] % factor or real_a.shape[2] % factor:
       raise ValueError(f"Pix2PixHDGenerator needs H and W divisible by {factor}, got "
@@ -177,11 +188,13 @@ class Pix2PixHDGenerator(nn.Module):
     for _ in range(self.n_local_enhancers):
       pyramid.append(avg_pool_downsample(pyramid[-1]))
     n = self.n_local_enhancers
+    blocks = self.remat == "blocks"
     out = GlobalGenerator(self.ngf_global, self.n_downsample_global, self.n_blocks_global,
-                          self.norm, self.out_channels, features_only=n > 0,
+                          self.norm, self.out_channels, features_only=n > 0, remat=blocks,
                           name="global", **dt)(pyramid[-1], train)
     for k in range(1, n + 1):
       out = LocalEnhancer(self.ngf_global // 2 ** k, self.n_blocks_local, self.norm,
-                          self.out_channels, is_last=k == n, name=f"local{k}", **dt)(
+                          self.out_channels, is_last=k == n, remat=blocks, name=f"local{k}",
+                          **dt)(
                               pyramid[n - k], out, train)
     return out

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from tp2p_jax.models.convolution import ConvTransposeX2
 from tp2p_jax.models.layers import GAN_INIT, Norm, NormKind, PaddedConv, at_least_float32
+from tp2p_jax.models.remat import RematMode, check_remat, remat_block
 
 Dtype = Any
 
@@ -69,6 +70,9 @@ class ResnetGenerator(nn.Module):
     norm: "instance" (CycleGAN), "batch" or "none". With "batch" the convs
       before a norm have no bias and the variables hold `batch_stats`.
     dropout: dropout rate inside residual blocks (release default 0, off).
+    remat: "none" (default) or "blocks": recompute the residual blocks in
+      the backward pass instead of keeping their activations
+      (`tp2p_jax.models.remat`); same parameters and function.
 
   Call: (x (B, H, W, C_in) in [-1, 1], train) -> (B, H, W, out_channels) in
   [-1, 1] (tanh), H and W multiples of 2**n_downsampling.
@@ -79,11 +83,13 @@ class ResnetGenerator(nn.Module):
   out_channels: int = 3
   norm: NormKind = "instance"
   dropout: float = 0.0
+  remat: RematMode = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    check_remat(self.remat)
     factor = 2 ** self.n_downsampling
     if x.shape[1] % factor or x.shape[2] % factor:
       raise ValueError(f"ResnetGenerator needs H and W divisible by {factor}, got "
@@ -104,8 +110,9 @@ class ResnetGenerator(nn.Module):
                      name=f"down{i}", **dt)(x)
       x = nn.relu(norm(x, f"down{i}_norm"))
     ch = ngf * factor
+    block = remat_block(ResnetBlock, self.remat == "blocks")
     for i in range(self.n_blocks):
-      x = ResnetBlock(ch, self.norm, self.dropout, name=f"block{i}", **dt)(x, train)
+      x = block(ch, self.norm, self.dropout, name=f"block{i}", **dt)(x, train)
     for i in range(self.n_downsampling):
       ch = ngf * 2 ** (self.n_downsampling - i - 1)
       # Padding (1, 2) on the stride-dilated input is PyTorch's

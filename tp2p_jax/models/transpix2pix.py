@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from tp2p_jax.models.convolution import ConvTransposeX2
 from tp2p_jax.models.layers import (GAN_INIT, ChannelSE, Norm, PaddedConv, SpatialSE,
                                     at_least_float32, leaky_relu, same_pads, tile_to)
+from tp2p_jax.models.remat import RematMode, check_remat, remat_block
 
 Dtype = Any
 
@@ -244,6 +245,7 @@ class TransformerBlock(nn.Module):
   dropout_rate: float = 0.1
   attention_dropout: float = 0.1
   norm_scale_mean: float = 0.0
+  remat: bool = False  # recompute each encoder layer in the backward pass
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -254,8 +256,9 @@ class TransformerBlock(nn.Module):
     pos = self.param("pos_embedding", GAN_INIT, (h * w, d), self.param_dtype)
     z = x.reshape(b, h * w, d) * math.sqrt(d) + pos.astype(self.dtype)
     z = nn.Dropout(self.dropout_rate)(z, deterministic=not train)
+    layer = remat_block(TransformerEncoderLayer, self.remat)
     for i in range(self.num_layers):
-      z = TransformerEncoderLayer(
+      z = layer(
           self.num_heads, self.ff_multiplier, self.dropout_rate,
           self.attention_dropout, name=f"layer{i}", **kw)(z, train)
     z = z.reshape(b, h, w, d)
@@ -351,6 +354,10 @@ class TransPix2PixGenerator(nn.Module):
       map again: "release" (default, the release's memory reinterpretation)
       or "spatial" (the corrected form); see SelfAttentionBlock.
     out_channels: output image channels.
+    remat: "none" (default) or "blocks": recompute the encoder and decoder
+      blocks and the transformer layers in the backward pass instead of
+      keeping their activations (`remat_block`); same parameters, same
+      function, less memory for about one more forward pass of them.
     dtype: compute dtype; parameters are always float32.
 
   Call: (sketch (B, S, S, C_in) in [-1, 1], style (B, style_dim), train)
@@ -377,10 +384,12 @@ class TransPix2PixGenerator(nn.Module):
   attention_layout: AttentionLayout = "release"
   last_stage_features: int | None = None
   out_channels: int = 3
+  remat: RematMode = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def _validate(self) -> None:
+    check_remat(self.remat)
     depth = len(self.features)
     if depth < 2:
       raise ValueError("TransPix2PixGenerator needs at least two encoder blocks")
@@ -408,13 +417,16 @@ class TransPix2PixGenerator(nn.Module):
     nkw = dict(kw, norm_scale_mean=self.norm_scale_mean)
     depth = len(self.features)
     x = sketch.astype(self.dtype)
+    blocks = self.remat == "blocks"
+    down_block = remat_block(DownConvBlock, blocks)
+    up_block = remat_block(UpConvBlock, blocks)
 
     def drop(y: jax.Array, rate: float) -> jax.Array:
       return nn.Dropout(rate)(y, deterministic=not train)
 
     skips = []
     for i, ch in enumerate(self.features, start=1):
-      x = DownConvBlock(ch, norm=i > 1, bottleneck=i == depth, name=f"E{i}", **nkw)(x, train)
+      x = down_block(ch, norm=i > 1, bottleneck=i == depth, name=f"E{i}", **nkw)(x, train)
       if i < depth:
         skips.append(drop(x, self.encoder_dropout))
       x = drop(x, self.encoder_dropout)
@@ -422,7 +434,7 @@ class TransPix2PixGenerator(nn.Module):
         x = TransformerBlock(
             self.transformer_layers, self.transformer_heads,
             self.transformer_ff_multiplier, self.transformer_dropout,
-            self.attention_dropout, name=f"T{i}", **nkw)(x, train)
+            self.attention_dropout, remat=blocks, name=f"T{i}", **nkw)(x, train)
 
     style_parts = StylePreNet(
         depth, self.style_part_channels, self.style_hidden, self.style_dropout,
@@ -435,7 +447,7 @@ class TransPix2PixGenerator(nn.Module):
       # (previous stage, style, skip) into the others.
       style_map = tile_to(style_parts[k], x.shape[1:3]).astype(self.dtype)
       inputs = [style_map, x] if k == 0 else [x, style_map, skips[depth - 1 - k]]
-      x = UpConvBlock(
+      x = up_block(
           decoder_out[k], dropout=k in self.dropout_stages, bottleneck=k == 0,
           conv_bottleneck_reduction=conv_bottlenecks.get(k),
           dropout_rate=self.decoder_dropout, name=f"D{k}", **nkw)(

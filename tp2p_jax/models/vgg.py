@@ -181,11 +181,17 @@ class VGG16(nn.Module):
     param_dtype: Dtype of the parameters at init.
     precision: Passed to the convolutions; None follows JAX's default, which
       on GPU/TPU may use reduced-precision (TF32/bf16) passes for float32.
+    remat: Recompute each block's activations in the backward pass (`nn.remat`
+      per block: only the block inputs are kept), so that differentiating
+      through the network holds one block's activations at a time instead
+      of all of them. Same parameters and values; no effect without a
+      gradient.
   """
   layers: tuple[str, ...] = ("relu2_2",)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   precision: PrecisionLike = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -211,23 +217,36 @@ class VGG16(nn.Module):
           f"Input spatial size {x.shape[1:3]} is too small for "
           f"{VGG16_LAYERS[deepest]}: need at least {side}x{side}")
 
+    def run_block(module: VGG16, x: jax.Array, block: int, convs: int, channels: int
+                  ) -> list[jax.Array]:
+      # The block's post-ReLU activations. A function of the module so that
+      # nn.remat can lift it with the convs keeping their names in this
+      # module's scope (the pretrained tree's layout).
+      activations = []
+      for i in range(1, convs + 1):
+        x = nn.relu(nn.Conv(
+            channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
+            dtype=module.dtype, param_dtype=module.param_dtype,
+            precision=module.precision, name=f"conv{block}_{i}")(x))
+        activations.append(x)
+      return activations
+
+    if self.remat:
+      run_block = nn.remat(run_block, static_argnums=(2, 3, 4))
     outputs: dict[str, jax.Array] = {}
-    index = 0
+    first = 0  # index in VGG16_LAYERS of the block's first activation
     for block, (n_convs, channels) in enumerate(_VGG16_BLOCKS, start=1):
       if block > 1:
         x = max_pool_2x2(x)
-      for i in range(1, n_convs + 1):
-        x = nn.Conv(
-            channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-            precision=self.precision, name=f"conv{block}_{i}")(x)
-        x = nn.relu(x)
-        name = f"relu{block}_{i}"
+      convs = min(n_convs, deepest + 1 - first)  # none past the deepest layer
+      activations = run_block(self, x, block, convs, channels)
+      for name, activation in zip(VGG16_LAYERS[first:first + convs], activations):
         if name in wanted:
-          outputs[name] = x
-        if index == deepest:
-          return outputs
-        index += 1
+          outputs[name] = activation
+      first += convs
+      if first > deepest:
+        return outputs
+      x = activations[-1]
     raise AssertionError("unreachable: the deepest layer is always reached")
 
 
@@ -255,7 +274,7 @@ def variables_up_to(variables: Mapping[str, Any], layer: str) -> dict[str, Any]:
 
 
 def features(images: jax.Array, variables: Mapping[str, Any], layers: tuple[str, ...],
-             value_range: ValueRange, *, dtype: Dtype = jnp.float32
+             value_range: ValueRange, *, dtype: Dtype = jnp.float32, remat: bool = False
              ) -> dict[str, jax.Array]:
   """VGG16 activations of RGB images, ImageNet normalisation included.
 
@@ -270,12 +289,15 @@ def features(images: jax.Array, variables: Mapping[str, Any], layers: tuple[str,
     value_range: "-1..1" or "0..1", see `preprocess`.
     dtype: compute dtype of the convolutions (the input is normalised in
       float32 first).
+    remat: recompute the activations block by block when differentiated
+      (`VGG16.remat`): less memory for one more forward pass.
 
   Returns:
     Dict from each name in `layers` to its post-ReLU activation
     (B, H / 2**(k-1), W / 2**(k-1), C) of block k, values >= 0, dtype `dtype`.
   """
-  return VGG16(layers=layers, dtype=dtype).apply(variables, preprocess(images, value_range))
+  return VGG16(layers=layers, dtype=dtype, remat=remat).apply(
+      variables, preprocess(images, value_range))
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,9 @@ r"""Times the GAN train step and EMA-generator inference of an experiment config
   python benchmarks/benchmark.py --config=experiments/toycats.py --dtype=bfloat16 \
       --config.generator_kwargs.transformer_layers=1
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --dry_run
+  # XLA's memory figures of the train step and inference, compiled, not run:
+  python benchmarks/benchmark.py --config=experiments/transpix2pix.py --memory_only \
+      --batch_size=32 --dtype=bfloat16 --config.remat=blocks
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --breakdown
   # Side by side with the PyTorch release, in the same run (torch installed:
   # pip install -e ".[reference]", or --reference_python=VENV/bin/python)
@@ -26,6 +29,10 @@ random batch in [-1, 1] so that input loading is not part of its time;
 `--data` measures the config's grain input pipeline separately,
 `--breakdown` the step's parts on their own, `--scaling` the same steps on
 1, 2, 4, ... devices (a correctness check on simulated CPU devices).
+`compiled_memory` gives XLA's memory analysis of the compiled train step and
+inference per device (`memory_analysis`); `--memory_only` compiles them from
+shapes alone, without initialising or running anything, so that batches too
+large to run here can be sized.
 `--reference=DIR` then times the PyTorch release's step and inference
 (benchmarks/release_step.py, a subprocess importing the release from DIR)
 on the same machine with the same batch, and reports the ratios. Results
@@ -111,6 +118,10 @@ _SCALING = flags.DEFINE_bool(
     "CPU the devices are simulated (XLA_FLAGS=--xla_force_host_platform_device_count=N) "
     "and share the host's cores: a correctness check of the sharded step, not a "
     "measurement of parallel speed-up.")
+_MEMORY_ONLY = flags.DEFINE_bool(
+    "memory_only", False, "Compile the train step and inference from the state's shapes "
+    "(nothing initialised or run) and report XLA's per-device memory analysis of each "
+    "(compiled_memory), their compile times and cost analysis.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Build and trace (jax.eval_shape) the train state, train step and "
     "inference without compiling or running anything; report parameter counts.")
@@ -124,6 +135,10 @@ _REFERENCE_PYTHON = flags.DEFINE_string(
     "reference_python", sys.executable, "Python interpreter with torch for --reference.")
 
 _PROFILED_STEPS = 3
+_MEMORY_NOTE = ("compiled_memory is XLA's buffer assignment for this backend, per device "
+                "(peak_bytes = argument + output + temp - alias); an accelerator's allocator "
+                "adds fragmentation and workspace, so its measured peak differs and is to be "
+                "measured by a run on that device")
 _RELEASE_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
 
 
@@ -149,6 +164,32 @@ def cost_analysis(compiled: Any) -> dict[str, float]:
   nbytes = [float(a["bytes accessed"]) for a in analysis if a and "bytes accessed" in a]
   return {"flops": math.fsum(flops) if flops else float("nan"),
           "bytes": math.fsum(nbytes) if nbytes else float("nan")}
+
+
+def memory_analysis(compiled: Any) -> dict[str, int] | None:
+  """XLA's memory analysis of a compiled executable, per device, in bytes.
+
+  argument_bytes: the inputs (for the train step: state, batch and frozen
+  VGG16 weights; batch-independent but for the batch); output_bytes: the
+  outputs; alias_bytes: outputs that reuse donated input buffers (the train
+  step donates the state); temp_bytes: XLA's scratch buffers (activations
+  kept for the backward pass among them). peak_bytes = argument_bytes +
+  output_bytes + temp_bytes - alias_bytes: what the device holds at once
+  while the program runs, counting an aliased output once. These are the
+  compiler's figures for its buffer assignment; an accelerator's allocator
+  adds its own fragmentation and workspace, so a device's measured peak
+  differs. None where the backend gives no analysis.
+  """
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  result = {"argument_bytes": int(stats.argument_size_in_bytes),
+            "output_bytes": int(stats.output_size_in_bytes),
+            "temp_bytes": int(stats.temp_size_in_bytes),
+            "alias_bytes": int(stats.alias_size_in_bytes)}
+  result["peak_bytes"] = (result["argument_bytes"] + result["output_bytes"]
+                          + result["temp_bytes"] - result["alias_bytes"])
+  return result
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int,
@@ -284,6 +325,15 @@ def _compiler_options(config: Any, platform: str) -> dict[str, Any] | None:
   return compile_effort.compiler_options(bool(config.get("fast_compile", False)), platform)
 
 
+def _log_memory(compiled_memory: dict[str, dict[str, int] | None]) -> None:
+  for name, stats in compiled_memory.items():
+    if stats:
+      _log(f"{name} memory per device (XLA): peak {stats['peak_bytes'] / 1e9:.3f} GB = "
+           f"arguments {stats['argument_bytes'] / 1e9:.3f} + outputs "
+           f"{stats['output_bytes'] / 1e9:.3f} + temporaries {stats['temp_bytes'] / 1e9:.3f} "
+           f"- aliased {stats['alias_bytes'] / 1e9:.3f}")
+
+
 def _time_compiled(fn: Callable, args: tuple, repeats: int,
                    jit_options: dict[str, Any]) -> dict[str, float]:
   """Compiles `fn(*args)` and returns its XLA cost analysis and the median
@@ -348,7 +398,7 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
     vgg_vars = gan.frozen["vgg"]
     perceptual = jax.grad(lambda fake, real: losses.perceptual_loss(
         fake, real, vgg_vars, objective.perceptual_layer,
-        dtype=jnp.dtype(objective.perceptual_dtype)))
+        dtype=jnp.dtype(objective.perceptual_dtype), remat=objective.perceptual_remat))
     parts["vgg_loss_forward_backward"] = _time_compiled(perceptual, (real_a, real_b), repeats,
                                                         options)
 
@@ -366,7 +416,7 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
 def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
                   devices: int = 0, data: bool = False, data_batches: int = 10,
                   profile_dir: str | None = None, dry_run: bool = False,
-                  breakdown: bool = False) -> dict[str, Any]:
+                  breakdown: bool = False, memory_only: bool = False) -> dict[str, Any]:
   """Builds the config's GAN from the library, compiles and times it.
 
   Args:
@@ -379,6 +429,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
     data_batches: timed input-pipeline batches.
     profile_dir: trace `_PROFILED_STEPS` extra steps into this directory.
     dry_run: only trace shapes (jax.eval_shape); compile and run nothing.
+    memory_only: compile the train step and inference from shapes and
+      report their `compiled_memory`; initialise and run nothing.
     breakdown: also time the step's parts on their own (`step_breakdown`).
 
   Returns:
@@ -398,6 +450,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   fast_compile = compiler_options is not None
   result: dict[str, Any] = {
       "batch_size": batch_size, "image_size": size, "dtype": str(config.dtype),
+      "remat": str(config.get("remat", "none")),
       "num_devices": num_devices, "device_kind": first.device_kind,
       "platform": first.platform, "jax_version": jax.__version__,
       "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
@@ -415,8 +468,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   key = jax.random.PRNGKey(config.seed)
   t0 = time.perf_counter()
-  style_vars = style_variables(config, abstract=dry_run)
-  if encoder is not None and not dry_run:
+  style_vars = style_variables(config, abstract=dry_run or memory_only)
+  if encoder is not None and not (dry_run or memory_only):
     # A stand-in for the style stage's output, which the trainer restores
     # rather than initialises: timed apart from the GAN state's init.
     result["style_init_s"] = time.perf_counter() - t0
@@ -441,6 +494,33 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
                   trace_s=time.perf_counter() - t_init,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result["notes"] = _notes(first.platform, num_devices, optimizations_disabled, fast_compile)
+    return result
+
+  if memory_only:
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_batch)
+    step_jit = mesh_lib.jit_train_step(step_fn, mesh, state_sharding, gan.frozen,
+                                       compiler_options=compiler_options)
+    t0 = time.perf_counter()
+    step = step_jit.lower(abstract, abstract_batch, gan.frozen).compile()
+    result["compile_s"] = time.perf_counter() - t0
+    cost = cost_analysis(step)
+    result["flops_per_step_per_device"] = cost["flops"]
+    result["bytes_per_step_per_device"] = cost["bytes"]
+    generate_jit = jax.jit(generate_fn,
+                           in_shardings=(state_sharding, data_sharding, data_sharding),
+                           out_shardings=data_sharding,
+                           **compile_effort.jit_options(compiler_options))
+    t0 = time.perf_counter()
+    generate = generate_jit.lower(abstract, abstract_batch["real_a"],
+                                  abstract_batch["real_b"]).compile()
+    result["infer_compile_s"] = time.perf_counter() - t0
+    result["compiled_memory"] = {"train_step": memory_analysis(step),
+                                 "inference": memory_analysis(generate)}
+    _log_memory(result["compiled_memory"])
+    result.update(memory_only=True,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["notes"] = _notes(first.platform, num_devices, optimizations_disabled, fast_compile)
+    result["notes"].append(_MEMORY_NOTE)
     return result
 
   # What jit_init does, in two timed parts: init is compile-bound on a CPU
@@ -517,6 +597,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
   t0 = time.perf_counter()
   generate = generate_jit.lower(state, batch["real_a"], batch["real_b"]).compile()
   result["infer_compile_s"] = time.perf_counter() - t0
+  result["compiled_memory"] = {"train_step": memory_analysis(step),
+                               "inference": memory_analysis(generate)}
+  _log_memory(result["compiled_memory"])
   infer_cost = cost_analysis(generate)
   result["infer_flops_per_image"] = infer_cost["flops"] * num_devices / batch_size
   call = lambda: generate(state, batch["real_a"], batch["real_b"])  # noqa: E731
@@ -544,6 +627,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, infer_batches: int,
 
   result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   result["notes"] = _notes(first.platform, num_devices, optimizations_disabled, fast_compile)
+  result["notes"].append(_MEMORY_NOTE)
   return result
 
 
@@ -690,8 +774,12 @@ def main(argv: list[str]) -> None:
   if _DTYPE.value is not None:
     config.dtype = _DTYPE.value
   if _REFERENCE.value:
-    if _SCALING.value or _DRY_RUN.value:
-      raise app.UsageError("--reference times full steps: drop --scaling/--dry_run")
+    if _SCALING.value or _DRY_RUN.value or _MEMORY_ONLY.value:
+      raise app.UsageError("--reference times full steps: drop --scaling/--dry_run/"
+                           "--memory_only")
+  if _MEMORY_ONLY.value and (_SCALING.value or _DRY_RUN.value):
+    raise app.UsageError("--memory_only compiles the step and runs nothing: drop "
+                         "--scaling/--dry_run")
     check_reference_comparable(config, _REFERENCE.value)
   if _SCALING.value:
     result = scaling(config, steps=_STEPS.value)
@@ -700,7 +788,7 @@ def main(argv: list[str]) -> None:
                            infer_batches=_INFER_BATCHES.value, devices=_DEVICES.value,
                            data=_DATA.value, data_batches=_DATA_BATCHES.value,
                            profile_dir=_PROFILE_DIR.value, dry_run=_DRY_RUN.value,
-                           breakdown=_BREAKDOWN.value)
+                           breakdown=_BREAKDOWN.value, memory_only=_MEMORY_ONLY.value)
   result["machine"] = describe_cpu()
   if _REFERENCE.value:
     release = time_release(_REFERENCE.value, _REFERENCE_PYTHON.value,

@@ -67,6 +67,26 @@ def test_tiny_benchmark_reports_timings_and_costs(tmp_path):
   assert result["config"].endswith("toycats.py:tiny")
   assert result["metrics_finite"] is True
   assert result["xla_optimizations_disabled"] is True
+  assert result["remat"] == "none"
+
+  # XLA's memory analysis of both compiled programs, per device.
+  for program in ("train_step", "inference"):
+    memory = result["compiled_memory"][program]
+    assert set(memory) == {"argument_bytes", "output_bytes", "temp_bytes", "alias_bytes",
+                           "peak_bytes"}, program
+    assert all(isinstance(v, int) and v >= 0 for v in memory.values()), (program, memory)
+    assert memory["argument_bytes"] > 0 and memory["output_bytes"] > 0, (program, memory)
+    assert memory["peak_bytes"] == (memory["argument_bytes"] + memory["output_bytes"]
+                                    + memory["temp_bytes"] - memory["alias_bytes"])
+    assert memory["peak_bytes"] >= memory["temp_bytes"] > 0, (program, memory)
+  step_memory = result["compiled_memory"]["train_step"]
+  # The state is donated: its buffers are reused for the new state, and the
+  # inputs hold at least the state (G, D, both EMAs, Adam's two moments).
+  assert 0 < step_memory["alias_bytes"] <= min(step_memory["argument_bytes"],
+                                               step_memory["output_bytes"])
+  params = result["params"]["generator"] + result["params"]["discriminator"]
+  assert step_memory["argument_bytes"] >= 4 * 4 * params
+  assert result["compiled_memory"]["inference"]["alias_bytes"] == 0
 
   # --profile_dir: the slowest ops with shapes and layers, slowest first.
   ops = result["profile_top_ops"]
@@ -114,6 +134,20 @@ def test_scaling_runs_the_same_steps_on_every_mesh_size():
       assert diff < (1e-2 if metric == "g_grad_norm" else 1e-3), (metric, run)
     assert run["loss_max_rel_diff"] < 1e-3, run
   assert any("simulated" in note for note in result["notes"])
+
+
+def test_memory_only_compiles_without_running():
+  # pix2pix's tiny model compiles quickly; nothing is initialised or run.
+  result = _last_json(_run([f"--config={_PIX2PIX_TINY}", "--memory_only", "--batch_size=2"]))
+  assert result["memory_only"] is True
+  assert "train_step_s" not in result and "init_s" not in result
+  assert _positive_finite(result["compile_s"]) and _positive_finite(result["infer_compile_s"])
+  for program in ("train_step", "inference"):
+    memory = result["compiled_memory"][program]
+    assert memory["peak_bytes"] >= memory["temp_bytes"] > 0, (program, memory)
+  assert any("allocator" in note for note in result["notes"])
+  both = _run([f"--config={_PIX2PIX_TINY}", "--memory_only", "--dry_run"])
+  assert both.returncode != 0 and "drop --scaling/--dry_run" in both.stderr
 
 
 def test_dry_run_on_a_multi_device_mesh_with_overrides():

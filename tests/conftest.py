@@ -125,3 +125,73 @@ def read_only_dir(tmp_path: pathlib.Path):
     yield path
   finally:
     path.chmod(0o755)
+
+
+class GcsServer:
+  """A Cloud Storage API server on 127.0.0.1 (tests/gcs_server.py) and the
+  environment that points gcsfs, epath and tensorstore at it.
+
+  Attributes:
+    bucket: the bucket it serves (tests take a prefix of their own in it).
+    env: environment variables for subprocesses (on top of os.environ,
+      which the fixture sets the same way for this process).
+  """
+
+  def __init__(self, port: int, bucket: str):
+    self.bucket = bucket
+    address = f"http://127.0.0.1:{port}"
+    self.env = {"STORAGE_EMULATOR_HOST": address, "TENSORSTORE_GCS_HTTP_URL": address,
+                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token",
+                # gcsfs's default probes each bucket through Google's control
+                # API for zonal features; the emulator has none of it.
+                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+  def url(self, name: str) -> str:
+    return f"gs://{self.bucket}/{name}"
+
+  def filesystem(self):
+    """A gcsfs filesystem with no cached listings (other processes write)."""
+    import fsspec
+    fs = fsspec.filesystem("gs")
+    fs.invalidate_cache()
+    return fs
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """The session's GCS server (one per test worker process)."""
+  import socket
+  import subprocess
+  import sys
+  import time
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  server = subprocess.Popen([sys.executable, "-m", "tests.gcs_server", f"--port={port}",
+                             "--bucket=tp2p-test-bucket"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+  try:
+    line = server.stdout.readline()
+    assert line.startswith("{"), f"the GCS server did not start (exit {server.poll()})"
+    info = GcsServer(port, "tp2p-test-bucket")
+    deadline = time.monotonic() + 30
+    while True:
+      try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+          break
+      except OSError:
+        assert time.monotonic() < deadline, "the GCS server does not accept connections"
+        time.sleep(0.1)
+    previous = {k: os.environ.get(k) for k in info.env}
+    os.environ.update(info.env)
+    yield info
+    for k, v in previous.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+  finally:
+    server.kill()
+    server.wait()

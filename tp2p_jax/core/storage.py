@@ -165,7 +165,7 @@ def staged_locally(url: str, cache_root: pathlib.Path | None = None) -> pathlib.
   key = hashlib.sha256(url.encode()).hexdigest()[:16]
   target = cache_root / "staged" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', url)[-60:]}-{key}"
   marker = target / STAGED_MARKER
-  wanted = {"url": url, "files": listing}
+  wanted = {"url": url, "files": [list(f) for f in listing]}  # as JSON reads it back
   if marker.exists():
     try:
       if json.loads(marker.read_text()) == wanted:

@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from tp2p_jax.core.atomic_files import replacing
+
 # Guards the normalisation of all-zero vectors (which stay zero).
 _NORM_EPS = 1e-12
 
@@ -279,7 +281,8 @@ def _plot_matplotlib(points: np.ndarray, labels: np.ndarray,
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
               markerscale=1.5, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    with replacing(path, "wb") as f:
+      fig.savefig(f, format="png")
   finally:
     plt.close(fig)
 
@@ -314,7 +317,8 @@ def _plot_pil(points: np.ndarray, labels: np.ndarray,
     y = top + c * line_h
     draw.ellipse([lx, y + 3, lx + 8, y + 11], fill=class_color(c))
     draw.text((lx + 14, y), name, fill="black", font=font)
-  img.save(path, format="PNG")
+  with replacing(path, "wb") as f:
+    img.save(f, format="PNG")
 
 
 def save_projection_plot(
@@ -346,8 +350,7 @@ def save_projection_plot(
     raise ValueError(f"backend must be 'auto', 'matplotlib' or 'pil', got {backend!r}")
   if backend == "auto":
     backend = "matplotlib" if matplotlib_available() else "pil"
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  path = os.fspath(path)  # `replacing` creates the folder, local or gs://
   draw = _plot_matplotlib if backend == "matplotlib" else _plot_pil
   draw(points, labels, list(class_names), path, title)
   return backend

@@ -1,0 +1,218 @@
+"""Run directories and data on Cloud Storage (`gs://`), end to end against a
+Cloud Storage API server on 127.0.0.1 (the `gcs` fixture, tests/gcs_server.py):
+training, the kill-and-resume path, the lock, the readers (predict,
+evaluate, export), damaged checkpoints and a gs:// data folder.
+
+Training runs the painter method (tests/painter_method.py, seconds to
+compile) through the training command (`python -m tests.test_multihost`,
+which is `run_train.py` with the painter registered and, with
+MULTIHOST_SIGNAL_AFTER_SAVE=STEP:SIGNAL, a signal to itself right after
+saving checkpoint STEP). The readers read a copy of the session's tiny
+toy-cats run uploaded to the bucket.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from tests.subprocess_runs import REPO, cli_env
+from tp2p_jax.core import storage, workdir_lock
+from tp2p_jax.core.workdir_lock import WorkdirBusyError, WorkdirLock
+
+
+def _train(workdir: str, gcs, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess:
+  env = {**cli_env(), **gcs.env, **dict(extra_env)}
+  return subprocess.run([sys.executable, "-m", "tests.test_multihost",
+                         "--config=tests/test_multihost.py", f"--workdir={workdir}"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _module(module: str, args: list[str], gcs) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                        env={**cli_env(), **gcs.env}, capture_output=True, text=True,
+                        timeout=600)
+
+
+def _rows(text: str) -> dict[int, dict]:
+  return {r["step"]: r for r in map(json.loads, text.splitlines())}
+
+
+def _no_local_gs_folder() -> None:
+  # os.path.abspath("gs://b/run") would have made this folder.
+  assert not (REPO / "gs:").exists()
+
+
+def test_a_run_on_gs_resumes_after_sigkill_to_the_local_runs_losses(gcs, tmp_path):
+  local = _train(str(tmp_path / "local"), gcs)
+  assert local.returncode == 0, local.stderr[-3000:]
+  run = gcs.url("painter")
+  killed = _train(run, gcs, ("MULTIHOST_SIGNAL_AFTER_SAVE", "4:SIGKILL"))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  fs = gcs.filesystem()
+  steps = sorted(int(p.rsplit("/", 1)[-1]) for p in fs.ls(f"{run}/checkpoints")
+                 if p.rsplit("/", 1)[-1].isdigit())
+  assert steps == [2, 4]
+  assert fs.exists(f"{run}/train.lock")  # the killed run's
+
+  again = _train(run, gcs)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "taking over the lock of a run that ended without releasing it" in again.stderr
+  assert "resumed from step 4" in again.stderr
+  fs = gcs.filesystem()
+  rows = _rows(fs.cat_file(f"{run}/metrics.jsonl").decode())
+  expected = _rows((tmp_path / "local" / "metrics.jsonl").read_text())
+  assert sorted(rows) == sorted(expected) == list(range(1, 7))  # each step once
+  for step in (5, 6):
+    for key in ("l1", "grad_norm"):
+      assert rows[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
+  assert not fs.exists(f"{run}/train.lock")  # released at the end
+  names = {p.rsplit("/", 1)[-1] for p in fs.find(run)}
+  assert {"config.json", "step_0000006.png", "commit_success.txt"} <= names
+  assert any(n.startswith("events.out.tfevents") for n in names)
+  _no_local_gs_folder()
+
+
+def test_a_second_trainer_on_a_gs_run_is_refused_naming_the_holder(gcs):
+  first = WorkdirLock(gcs.url("locked"))
+  first.acquire()
+  try:
+    with pytest.raises(WorkdirBusyError, match=r"gs://.*/locked: in use by another training "
+                       r"run \(pid \d+ on .*refreshed \d+ s ago"):
+      WorkdirLock(gcs.url("locked")).acquire()
+  finally:
+    first.release()
+  assert not gcs.filesystem().exists(gcs.url("locked/train.lock"))
+  again = WorkdirLock(gcs.url("locked"))
+  again.acquire()
+  again.release()
+
+
+def test_a_stale_lock_from_another_host_is_taken_over(gcs, monkeypatch, caplog):
+  fs = gcs.filesystem()
+  record = {"host": "another-host", "pid": 4242, "started": "2026-01-01T00:00:00"}
+  fs.pipe_file(gcs.url("stale/train.lock"), json.dumps(record).encode())
+  with pytest.raises(WorkdirBusyError, match="pid 4242 on another-host"):
+    WorkdirLock(gcs.url("stale")).acquire()  # fresh: its holder may be alive
+  monkeypatch.setattr(workdir_lock, "STALE_S", 0.0)
+  lock = WorkdirLock(gcs.url("stale"))
+  with caplog.at_level(logging.WARNING, logger="tp2p_jax.train"):
+    lock.acquire()
+  lock.release()
+  assert "taking over the lock" in caplog.text and "another-host" in caplog.text
+
+
+def test_of_trainers_starting_at_once_exactly_one_holds_the_lock(gcs):
+  outcomes: list[str] = []
+  locks = [WorkdirLock(gcs.url("race")) for _ in range(4)]
+  barrier = threading.Barrier(len(locks))
+
+  def start(lock: WorkdirLock) -> None:
+    barrier.wait()
+    try:
+      lock.acquire()
+      outcomes.append("held")
+    except WorkdirBusyError:
+      outcomes.append("refused")
+
+  threads = [threading.Thread(target=start, args=(lock,)) for lock in locks]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  for lock in locks:
+    lock.release()
+  assert sorted(outcomes) == ["held", "refused", "refused", "refused"]
+
+
+@pytest.fixture(scope="module")
+def gs_tiny_run(tiny_run, gcs) -> str:
+  """The session's tiny run, uploaded to the bucket."""
+  url = gcs.url("tiny")
+  fs = gcs.filesystem()
+  fs.put(str(tiny_run), url, recursive=True)
+  return url
+
+
+def test_predict_evaluate_and_export_read_a_gs_run(gs_tiny_run, gcs, tmp_path):
+  sketches = tmp_path / "sketches"
+  sketches.mkdir()
+  from PIL import Image
+  Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(sketches / "a.png")
+  out = _module("tp2p_jax.cli.predict", [f"--workdir={gs_tiny_run}", f"--input={sketches}",
+                                          f"--output={gcs.url('predicted')}",
+                                          "--style=ginger"], gcs)
+  assert out.returncode == 0, out.stderr[-3000:]
+  fs = gcs.filesystem()
+  assert fs.exists(gcs.url("predicted/a.png"))
+
+  out = _module("tp2p_jax.cli.evaluate", [f"--workdir={gs_tiny_run}", "--batch_size=4"], gcs)
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  assert 0 <= summary["l1"] <= 2
+
+  exported = gcs.url("export/g.jaxexport")
+  out = _module("tp2p_jax.cli.export", [f"--workdir={gs_tiny_run}", f"--output={exported}"],
+                gcs)
+  assert out.returncode == 0, out.stderr[-3000:]
+  fs = gcs.filesystem()
+  assert fs.exists(exported) and fs.exists(exported + ".json")
+  _no_local_gs_folder()
+
+
+def test_a_damaged_checkpoint_in_the_bucket_is_moved_aside(tiny_run, gcs, tmp_path):
+  url = gcs.url("damaged")
+  fs = gcs.filesystem()
+  fs.put(str(tiny_run), url, recursive=True)
+  steps = sorted(int(p.rsplit("/", 1)[-1]) for p in fs.ls(f"{url}/checkpoints")
+                 if p.rsplit("/", 1)[-1].isdigit())
+  newest = steps[-1]
+  for name in fs.find(f"{url}/checkpoints/{newest}/state"):
+    if "/d/" in name:  # the array data files
+      fs.rm(name)
+  out = _module("tp2p_jax.cli.export", [f"--workdir={url}",
+                                         f"--output={tmp_path / 'g.jaxexport'}"], gcs)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"checkpoint {url}/checkpoints/{newest} is damaged" in out.stderr
+  assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == steps[-2]
+  fs = gcs.filesystem()
+  assert not fs.exists(f"{url}/checkpoints/{newest}")
+  reason = fs.cat_file(f"{url}/checkpoints.damaged/{newest}/REASON.txt").decode()
+  assert reason.startswith("moved aside")
+  _no_local_gs_folder()
+
+
+def test_a_gs_data_folder_is_staged_once_and_again_when_it_changes(gcs, tmp_path, caplog):
+  fs = gcs.filesystem()
+  url = gcs.url("data/cats")
+  fs.pipe_file(f"{url}/trainA/a.png", b"A" * 10)
+  fs.pipe_file(f"{url}/trainB/b.png", b"B" * 20)
+  cache = tmp_path / "cache"
+  with caplog.at_level(logging.INFO, logger="tp2p_jax"):
+    local = storage.staged_locally(url, cache)
+  assert (local / "trainA" / "a.png").read_bytes() == b"A" * 10
+  assert (local / "trainB" / "b.png").read_bytes() == b"B" * 20
+  assert "copying 2 files" in caplog.text and str(local) in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.INFO, logger="tp2p_jax"):
+    assert storage.staged_locally(url, cache) == local
+  assert "using its local copy" in caplog.text
+  fs.pipe_file(f"{url}/trainA/c.png", b"C")
+  assert (storage.staged_locally(url, cache) / "trainA" / "c.png").read_bytes() == b"C"
+  assert not list(cache.glob("staged/*.partial-*"))
+
+
+def test_a_missing_bucket_is_one_line_before_any_work(gcs, tmp_path):
+  out = _train("gs://no-such-bucket-here/run", gcs)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      "error: gs://no-such-bucket-here/run: bucket gs://no-such-bucket-here does not exist "
+      "(--workdir)")
+  _no_local_gs_folder()

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
   from tp2p_jax.inference.run_loading import TrainedRun
 
-# The multi-process flags, defined once by the train command.
+# The multi-process flags, as the train command names them.
 _JOB_FLAGS = ("jax_distributed", "coordinator_address", "num_processes", "process_id",
               "initialization_timeout")
 
@@ -359,15 +359,22 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _define_job_flags(fv: flags.FlagValues) -> None:
-  """The train command's multi-process flags (`_JOB_FLAGS`), the same
-  definitions, in `fv`."""
-  from tp2p_jax.cli import train
-  source = train._define_flags(["train"])  # pylint: disable=protected-access
-  # Listed in --help with this module's flags (absl's name for it).
-  module = sys.argv[0] if __name__ == "__main__" else __name__
-  for name in _JOB_FLAGS:
-    fv[name] = source[name]
-    fv.register_flag_by_module(module, source[name])
+  """The multi-process flags of `run_train.py` (`_JOB_FLAGS`: the same names,
+  meanings and environment variables; `tp2p_jax.cli.train._join_job` reads
+  them), in `fv`. Not taken from the train command's registry: defining
+  that one loads its default config file."""
+  flags.DEFINE_bool("jax_distributed", False, "Join a multi-process job that JAX detects (TPU "
+                    "pod, SLURM, Kubernetes); explicit values below take precedence.",
+                    flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator "
+                      "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Number of processes sharing the inputs "
+                       "(default: $JAX_NUM_PROCESSES).", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes): it "
+                       "takes the inputs at positions process_id + k * num_processes "
+                       "(default: $JAX_PROCESS_ID).", flag_values=fv)
+  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the coordinator "
+                       "and for every process to join.", flag_values=fv)
 
 
 def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:

@@ -116,21 +116,27 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _command(workdir: pathlib.Path) -> list[str]:
+def _command(workdir: pathlib.Path | str) -> list[str]:
   return [sys.executable, "-m", "tests.test_multihost", "--config=tests/test_multihost.py",
           f"--workdir={workdir}"]
 
 
-def _run_processes(workdir: pathlib.Path, *, via_environment: bool = False,
+def _run_processes(workdir: pathlib.Path | str, *, via_environment: bool = False,
                    signal_after_save: dict[int, str] | None = None,
                    non_finite_at: dict[int, int] | None = None,
+                   devices_per_process: int = 1, extra_env: dict[str, str] | None = None,
+                   log_dir: pathlib.Path | None = None,
                    timeout: float = 600) -> list[tuple[int, str]]:
-  """Trains the painter in `workdir` on two processes; returns each one's
+  """Trains the painter in `workdir` (a folder or a gs:// URL) on two
+  processes of `devices_per_process` CPU devices each; returns each one's
   (exit status, stderr). `signal_after_save`: process -> "STEP:SIGNAL";
-  `non_finite_at`: process -> the step whose l1 that process sees as NaN."""
+  `non_finite_at`: process -> the step whose l1 that process sees as NaN;
+  logs go to `log_dir` (default: beside a local workdir)."""
   port, procs = _free_port(), []
+  logs = log_dir if log_dir is not None else pathlib.Path(workdir).parent
+  name = str(workdir).rstrip("/").rsplit("/", 1)[-1]
   for i in range(2):
-    env, command = cli_env(), _command(workdir)
+    env, command = {**cli_env(devices_per_process), **(extra_env or {})}, _command(workdir)
     if via_environment:
       env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                  JAX_PROCESS_ID=str(i))
@@ -141,7 +147,7 @@ def _run_processes(workdir: pathlib.Path, *, via_environment: bool = False,
       env["MULTIHOST_SIGNAL_AFTER_SAVE"] = signal_after_save[i]
     if non_finite_at and i in non_finite_at:
       env["MULTIHOST_NAN_AT_STEP"] = str(non_finite_at[i])
-    log = open(workdir.parent / f"{workdir.name}.process{i}.log", "w+")
+    log = open(logs / f"{name}.process{i}.log", "w+")
     procs.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                    stderr=log, text=True), log))
   results = []
@@ -244,6 +250,44 @@ def test_a_two_process_checkpoint_on_one_process_is_one_line(two_process_run, tm
   assert out.stderr.strip().splitlines()[-1] == (
       f"error: {workdir}/checkpoints/6: the input position was saved by 2 process(es), and "
       "this run has 1; resume it with 2")
+
+
+# --- pod-shaped hosts on a shared gs:// run directory -------------------------------------
+
+
+def _gcs_rows(gcs, url: str) -> dict[int, dict]:
+  text = gcs.filesystem().cat_file(f"{url}/metrics.jsonl").decode()
+  return {r["step"]: r for r in map(json.loads, text.splitlines())}
+
+
+def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
+  """2 processes x 4 devices (an 8-device mesh, as on TPU v4/v5p hosts) on one
+  gs:// run directory: train, are killed after a checkpoint, resume to the
+  uninterrupted run's losses; their first step equals one process with 8
+  devices."""
+  straight, resumed = gcs.url("pod/straight"), gcs.url("pod/resumed")
+  pod = dict(devices_per_process=4, extra_env=gcs.env, log_dir=tmp_path)
+  for status, err in _run_processes(straight, **pod):
+    assert status == 0, err[-3000:]
+    assert "8 device(s)" in err  # one global mesh over both hosts
+  killed = _run_processes(resumed, signal_after_save={0: "4:SIGKILL", 1: "4:SIGKILL"}, **pod)
+  assert killed[0][0] == -signal.SIGKILL, killed[0][1][-3000:]
+  assert killed[1][0] != 0, killed[1][1][-3000:]
+  for status, err in _run_processes(resumed, **pod):
+    assert status == 0, err[-3000:]
+    assert "resumed from step 4" in err
+  rows, expected = _gcs_rows(gcs, resumed), _gcs_rows(gcs, straight)
+  assert sorted(rows) == list(range(1, STEPS + 1))
+  for step in (5, 6):
+    assert rows[step] == expected[step], step  # bit for bit
+  one = subprocess.run(_command(tmp_path / "one"), cwd=REPO, env=cli_env(8),
+                       capture_output=True, text=True, timeout=600)
+  assert one.returncode == 0, one.stderr[-3000:]
+  assert "8 device(s)" in one.stderr
+  first_one = _rows(tmp_path / "one")[1]
+  for key in ("l1", "grad_norm"):
+    assert expected[1][key] == pytest.approx(first_one[key], rel=1e-4), key
+  assert not (REPO / "gs:").exists()
 
 
 @pytest.mark.parametrize("via_environment", [False, True])

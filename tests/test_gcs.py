@@ -216,3 +216,27 @@ def test_a_missing_bucket_is_one_line_before_any_work(gcs, tmp_path):
       "error: gs://no-such-bucket-here/run: bucket gs://no-such-bucket-here does not exist "
       "(--workdir)")
   _no_local_gs_folder()
+
+
+def test_import_torch_reads_weights_from_and_writes_a_run_to_gs(gcs, capsys):
+  from tests.test_import_torch import PATCHGAN_D, RESNET_G
+  from tp2p_jax.cli import import_torch as import_cli
+  from tp2p_jax.inference import run_loading
+  fs = gcs.filesystem()
+  weights = gcs.url("weights/latest_net_G.pth")
+  fs.put_file(str(RESNET_G), weights)
+  run = gcs.url("imported")
+  status = import_cli.main(["import_torch", "--family=pix2pix", f"--generator={weights}",
+                            f"--discriminator={PATCHGAN_D}", f"--workdir={run}",
+                            "--config.image_size=64"])
+  err = capsys.readouterr().err
+  assert status == 0, err
+  loaded = run_loading.load_trained_run(run)
+  assert loaded.step == 0 and loaded.predictor.image_size == 64
+  assert gcs.filesystem().exists(f"{run}/config.json")
+  status = import_cli.main(["import_torch", "--family=pix2pix",
+                            f"--generator={gcs.url('weights/missing.pth')}",
+                            f"--workdir={gcs.url('imported2')}"])
+  err = capsys.readouterr().err
+  assert status == 2 and "weights/missing.pth: no such file (--generator)" in err
+  _no_local_gs_folder()

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tp2p_jax.core import storage
 from tp2p_jax.core.atomic_files import replacing, write_npz_atomically
 from tp2p_jax.inference import styles
 from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
@@ -77,13 +78,13 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
   """
   predictor = run.predictor
   for path in (output, output + ".styles.npz", output + ".json"):
-    if os.path.isdir(path):
+    if not storage.is_url(path) and os.path.isdir(path):
       raise IsADirectoryError(f"{path}: is a folder; give a file name")
   exported = export_generator(run, platforms, direction)
   data = exported.serialize()
   with replacing(output, "wb") as f:
     f.write(data)
-  summary = {"output": os.path.abspath(output), "bytes": len(data),
+  summary = {"output": storage.text(output), "bytes": len(data),
              "model": predictor.model_name, "direction": direction, "step": run.step,
              "workdir": run.workdir, "image_size": predictor.image_size,
              "style_dim": predictor.style_dim, "inputs": [str(a) for a in exported.in_avals],
@@ -105,6 +106,7 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
 
 
 def load_exported(path: str) -> jax.export.Exported:
-  """Reads a file written by `write_export`; call `.call(images[, style])`."""
-  with open(path, "rb") as f:
+  """Reads a file written by `write_export` (a local path or a gs:// URL);
+  call `.call(images[, style])`."""
+  with storage.path(path).open("rb") as f:
     return jax.export.deserialize(bytearray(f.read()))

@@ -618,6 +618,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   source = os.fspath(path)
   if isinstance(source, bytes):
     source = os.fsdecode(source)
+  if "://" in source:  # an object store (gs://): via a local copy
+    return _read_remote(source)
   try:
     with open(source, "rb") as f:
       if f.read(4) == b"PK\x03\x04":
@@ -631,3 +633,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except OSError as e:
     raise CheckpointFormatError(
         f"{source}: cannot read ({_one_line(e.strerror or str(e), 120)})") from None
+
+
+def _read_remote(url: str) -> dict[str, np.ndarray]:
+  """`read_state_dict` of a file on an object store (gs://): copied to a
+  local temporary file first (the zip reader seeks), errors naming `url`."""
+  import tempfile
+  from tp2p_jax.core import storage
+  with tempfile.TemporaryDirectory(prefix="tp2p-import-") as tmp:
+    local = os.path.join(tmp, url.rstrip("/").rsplit("/", 1)[-1] or "weights")
+    try:
+      storage.copy_file(url, local)
+    except FileNotFoundError:
+      raise CheckpointFormatError(f"{url}: file not found") from None
+    except OSError as e:
+      raise CheckpointFormatError(f"{url}: cannot read ({_one_line(str(e), 120)})") from None
+    try:
+      return read_state_dict(local)
+    except CheckpointFormatError as e:
+      raise CheckpointFormatError(str(e).replace(local, url, 1)) from None
+

@@ -15,7 +15,6 @@ import os
 import pathlib
 import re
 import shlex
-import shutil
 import sys
 import textwrap
 from typing import Any, Mapping, Sequence, Union
@@ -30,6 +29,7 @@ from tp2p_jax.interop.mapping import Conversion, WeightImportError
 from tp2p_jax.interop.pth_reader import read_state_dict
 from tp2p_jax.interop.torch_weights import convert
 from tp2p_jax import models
+from tp2p_jax.core import storage
 from tp2p_jax.core.checkpoints import Checkpointer
 from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import config_to_dict, save_run_config
@@ -129,7 +129,7 @@ class ImportedRun:
 def _label(source: Source) -> str:
   if isinstance(source, Mapping):
     return "<state_dict>"
-  return os.path.abspath(os.path.expanduser(os.fspath(source)))
+  return storage.text(os.fspath(source))
 
 
 def _state_dict(source: Source) -> dict[str, np.ndarray]:
@@ -458,15 +458,15 @@ def _check_workdir(workdir: str, overwrite: bool) -> bool:
   """Whether an existing run directory is to be replaced; refuses a file, a
   non-empty directory without --overwrite, and any non-empty directory
   that holds no run (no config.json or checkpoints/)."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  root = storage.path(workdir)
+  if root.exists() and not root.is_dir():
     raise ImportRunError(f"{workdir}: exists and is not a directory (--workdir)")
-  if not os.path.isdir(workdir) or not os.listdir(workdir):
+  if not root.is_dir() or not any(True for _ in root.iterdir()):
     return False
   if not overwrite:
     raise ImportRunError(f"{workdir}: not empty; choose another --workdir, or pass --overwrite "
                          "to replace the run in it")
-  if not (os.path.isfile(os.path.join(workdir, "config.json"))
-          or os.path.isdir(os.path.join(workdir, "checkpoints"))):
+  if not ((root / "config.json").is_file() or (root / "checkpoints").is_dir()):
     raise ImportRunError(f"{workdir}: not empty and not a run directory (no config.json or "
                          "checkpoints/); --overwrite replaces run directories only")
   return True
@@ -532,9 +532,9 @@ def import_run(family: str, workdir: str, generator: Source, *,
     raise ImportRunError(f"--netG={generator_kind} is not a {family} generator; expected one "
                          f"of {', '.join(fam.generators)}")
   for role, source in sources.items():
-    if not isinstance(source, Mapping) and not os.path.isfile(_label(source)):
+    if not isinstance(source, Mapping) and not storage.path(_label(source)).is_file():
       raise ImportRunError(f"{_label(source)}: no such file (--{role})")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = storage.text(workdir)
   replace = _check_workdir(workdir, overwrite)
   if config is None:
     config = load_family_config(family)
@@ -576,8 +576,8 @@ def import_run(family: str, workdir: str, generator: Source, *,
     state = gan_state(run_config, conversions, step)
 
   if replace:
-    shutil.rmtree(workdir)
-  os.makedirs(workdir, exist_ok=True)
+    storage.path(workdir).rmtree()
+  storage.path(workdir).mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       keep=int(run_config.get("keep_checkpoints", 3)), writer=True)
   try:

@@ -240,3 +240,12 @@ def test_import_torch_reads_weights_from_and_writes_a_run_to_gs(gcs, capsys):
   err = capsys.readouterr().err
   assert status == 2 and "weights/missing.pth: no such file (--generator)" in err
   _no_local_gs_folder()
+
+
+def test_prepare_into_gs_is_one_line_saying_what_to_do(gcs, tmp_path, capsys):
+  from tp2p_jax.cli import prepare as prepare_cli
+  status = prepare_cli.main(["prepare", "--source=folder", f"--input={tmp_path}",
+                             f"--data_dir={gcs.url('prepared')}"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 2 and len(err) == 1, err
+  assert "prepare writes a local folder" in err[0] and "--config.data.data_dir=gs://" in err[0]

@@ -44,6 +44,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from tp2p_jax.cli import checks, command
+from tp2p_jax.core import storage
 
 if TYPE_CHECKING:  # the real import loads TFDS, which --help does without
   from tp2p_jax.data.prepared import BuildResult
@@ -175,6 +176,12 @@ def run(source: str | None, input_path: str | None, data_dir: str | None, *,
       raise ValueError("--input is required")
     input_path = os.path.expanduser(input_path) if input_path else None
     # Before the input is scanned: a mistake costs no decoding.
+    if storage.is_url(data_dir):
+      # array_record writes and reads local files only (google/array_record#120).
+      raise command.UsageError(
+          f"--data_dir={data_dir}: prepare writes a local folder; prepare into one, copy it "
+          "to the bucket (e.g. gcloud storage cp -r DIR gs://...), and train with "
+          "--config.data.data_dir=gs://... (each host reads a local copy it makes once)")
     checks.output_dir_writable(data_dir, "data_dir")
     # Our own bars count pairs; TFDS's would only repeat them.
     tfds.display_progress_bar(False)

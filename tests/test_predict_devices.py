@@ -172,6 +172,7 @@ def test_evaluate_on_eight_devices_equals_one_device(run_dir, capsys):
   assert json.loads((run_dir / "eval" / "40.json").read_text()) == eight
 
 
+@pytest.mark.filterwarnings("ignore:.*load_module:DeprecationWarning")  # ml_collections'
 def test_predict_takes_the_train_commands_job_flags():
   """The same multi-process flags as run_train.py (names, kinds, defaults),
   read by the same code (`train._join_job`)."""

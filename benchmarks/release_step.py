@@ -24,12 +24,20 @@ The release puts its position indices on "cuda" whenever CUDA is available
 (attention_block.py, transformer_block.py), so on a CUDA machine the device
 must be "cuda" (the current one).
 
+`--dtype=bfloat16` (default `$RELEASE_STEP_DTYPE`, else float32, so that
+`RELEASE_STEP_DTYPE=bfloat16 benchmark.py --dtype=bfloat16 --reference=DIR`
+sets both sides in bfloat16 in one run) runs every forward pass and loss
+under `torch.autocast(device_type, torch.bfloat16)`, torch's mixed precision:
+convolutions and matrix products in bfloat16 (oneDNN's AVX512_BF16 kernels
+on a CPU that has them), parameters, gradients and Adam float32.
+
 This script imports neither jax nor tp2p_jax. The last line of stdout is one
 JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -73,10 +81,11 @@ def _times(fn: Callable[[], Any], count: int,
 
 
 def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batches: int,
-        threads: int | None, device: str = "cpu") -> dict[str, Any]:
+        threads: int | None, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
   """Builds the release's G, D and EMAs on `device` ("cpu", "cuda",
   "cuda:N"), times `steps` train steps after `warmup` and `infer_batches`
-  eval-mode generator calls; returns the JSON-able results."""
+  eval-mode generator calls, the forward passes under bfloat16 autocast
+  with `dtype="bfloat16"`; returns the JSON-able results."""
   sys.path.insert(0, os.path.abspath(release_dir))
   import torch  # noqa: PLC0415
   from model_discriminator import Discriminator  # noqa: PLC0415
@@ -88,6 +97,11 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
   torch.manual_seed(0)
   dev = torch.device(device)
   sync = torch.cuda.synchronize if dev.type == "cuda" else None
+
+  def autocast() -> Any:
+    if dtype == "float32":
+      return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
   vgg = _vgg16_features(torch).to(dev)
 
   def features(x: Any) -> Any:
@@ -122,23 +136,26 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
     disc.train()
     opt_d.zero_grad()
     opt_g.zero_grad()
-    fake = gen(x, embedding)
-    d_real, d_fake = disc(x, y), disc(x, fake.detach())
-    d_loss = (bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))) / 2
+    with autocast():
+      fake = gen(x, embedding)
+      d_real, d_fake = disc(x, y), disc(x, fake.detach())
+      d_loss = (bce(d_real, torch.ones_like(d_real))
+                + bce(d_fake, torch.zeros_like(d_fake))) / 2
     d_loss.backward()
     opt_d.step()
     ema_d.step()
-    d_fake = disc(x, fake)
-    with torch.no_grad():
-      feature_loss = mse(features(fake), features(y))
-    g_loss = bce(d_fake, torch.ones_like(d_fake)) + 100 * l1(fake, y) + feature_loss
+    with autocast():
+      d_fake = disc(x, fake)
+      with torch.no_grad():
+        feature_loss = mse(features(fake), features(y))
+      g_loss = bce(d_fake, torch.ones_like(d_fake)) + 100 * l1(fake, y) + feature_loss
     g_loss.backward()
     torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0, norm_type=2.0)
     opt_g.step()
     ema_g.step()
 
   def infer() -> None:
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       gen.eval()
       gen(x, embedding)
 
@@ -156,7 +173,7 @@ def run(release_dir: str, batch_size: int, steps: int, warmup: int, infer_batche
   return {
       **extra, "device": str(dev),
       "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
-      "batch_size": batch_size, "image_size": IMAGE_SIZE, "dtype": "float32",
+      "batch_size": batch_size, "image_size": IMAGE_SIZE, "dtype": dtype,
       "params": {"generator": sum(p.numel() for p in gen.parameters()),
                  "discriminator": sum(p.numel() for p in disc.parameters())},
       "train_step_s_all": step_times, "train_step_s": statistics.median(step_times),
@@ -178,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--device", default=os.environ.get("RELEASE_STEP_DEVICE", "cpu"),
                       help="torch device: cpu, cuda or cuda:N (default: $RELEASE_STEP_DEVICE, "
                       "else cpu)")
+  parser.add_argument("--dtype", default=os.environ.get("RELEASE_STEP_DTYPE", "float32"),
+                      choices=["float32", "bfloat16"],
+                      help="bfloat16: forward passes under torch.autocast (default: "
+                      "$RELEASE_STEP_DTYPE, else float32)")
   args = parser.parse_args(argv)
   if not os.path.isfile(os.path.join(args.release_dir, "model_generator.py")):
     parser.error(f"--release_dir={args.release_dir}: no model_generator.py there (not a "
@@ -189,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("--batch_size must be >= 2: the release's BatchNorm on its 1x1 "
                  "bottleneck cannot train on one image")
   result = run(args.release_dir, args.batch_size, args.steps, args.warmup,
-               args.infer_batches, args.threads, args.device)
+               args.infer_batches, args.threads, args.device, args.dtype)
   print(json.dumps(result, sort_keys=True), flush=True)
   return 0
 

@@ -21,7 +21,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, dropout, pools and the data order.
   c.image_size = 256  # Height and width of the images of both domains.
   c.batch_size = 4  # Global batch (split over all devices and hosts).
-  c.dtype = "float32"  # Compute dtype ("bfloat16" on GPU/TPU); params stay float32.
+  # Compute dtype; params stay float32. "bfloat16": bfloat16 on GPU/TPU, float32 on a
+  # CPU backend (XLA's CPU backend has no bfloat16 convolutions; tp2p_jax/models/layers.py);
+  # "bfloat16_everywhere": bfloat16 on every backend.
+  c.dtype = "float32"
   # True: XLA compiles the run's programs with most optimisations off, so the
   # first step comes about twice as soon and each step runs slower (tiny
   # smoke and test configs; tp2p_jax.core.compile_effort). May change on resume.

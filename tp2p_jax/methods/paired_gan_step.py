@@ -32,6 +32,7 @@ from tp2p_jax import losses
 from tp2p_jax.core.ema import ema_update, tree_l2_norm
 from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.methods.style_encoder import resize_to_encoder
+from tp2p_jax.models.layers import compute_dtype
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -106,8 +107,9 @@ class GanObjective:
       (pix2pixHD: 10; 0 disables it and D's extra real pass).
     ema_decay: per-step decay of the G and D EMAs (0: the EMA is the
       trained network itself).
-    perceptual_dtype: compute dtype of the frozen VGG16 ("bfloat16" with
-      mixed precision); its features are compared in float32.
+    perceptual_dtype: compute dtype of the frozen VGG16, a config dtype
+      name (`layers.compute_dtype`: "bfloat16" is float32 on a CPU
+      backend); its features are compared in float32.
     perceptual_remat: recompute VGG16's activations in the backward pass
       instead of keeping them (`losses.perceptual_loss`'s `remat`).
   """
@@ -213,7 +215,7 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
       if objective.lambda_perceptual > 0:
         g_perc = losses.perceptual_loss(fake_images, real_b, frozen["vgg"],
                                         objective.perceptual_layer,
-                                        dtype=jnp.dtype(objective.perceptual_dtype),
+                                        dtype=compute_dtype(objective.perceptual_dtype),
                                         remat=objective.perceptual_remat)
       else:
         g_perc = jnp.float32(0.0)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tp2p_jax.models.layers import compute_dtype
 from tp2p_jax.models.multiscale import MultiScaleDiscriminator
 from tp2p_jax.models.patchgan import PatchGANDiscriminator
 from tp2p_jax.models.pix2pixhd import Pix2PixHDGenerator
@@ -38,15 +39,15 @@ DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
 }
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-                          "float16": jnp.float16}
+                          "bfloat16_everywhere": jnp.bfloat16, "float16": jnp.float16}
 
 
-def resolve_dtype(name: str) -> Any:
-  """'float32' | 'bfloat16' | 'float16' -> jnp dtype, with a clear error."""
-  try:
-    return DTYPES[name]
-  except KeyError:
-    raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
+def resolve_dtype(name: str | Any, platform: str | None = None) -> Any:
+  """A config's dtype name -> the jnp dtype networks compute in on
+  `platform` (default: JAX's default backend), with a clear error.
+  "bfloat16" is float32 on a CPU backend (`layers.compute_dtype`); a dtype
+  object is returned as given."""
+  return compute_dtype(name, platform)
 
 
 def _lookup(registry: dict[str, Callable[..., nn.Module]], kind: str, name: str):

@@ -2,6 +2,21 @@
 
 All modules are Flax linen, NHWC, with float32 parameters and a configurable
 compute `dtype` (e.g. bfloat16 on accelerators).
+
+bfloat16 by name (`compute_dtype`, the config's `dtype`): "bfloat16" is
+mixed precision where the backend runs it faster. On GPU and TPU the
+networks and the VGG16 loss compute in bfloat16 (parameters, optimiser
+state, BatchNorm statistics and loss reductions stay float32). On a CPU
+backend they compute in float32: jaxlib 0.10's XLA CPU backend has no
+bfloat16 convolution (it converts both operands to float32, convolves in
+float32 and rounds the result back, on its Eigen and YNNPACK paths alike,
+even on a CPU with AVX512_BF16), so bfloat16 there only adds conversions
+and rounding; the reference step took about twice as long as in float32
+(benchmarks/PERFORMANCE.md, "bfloat16 on a CPU with AVX512_BF16"). A CPU
+run with "bfloat16" is therefore the float32 run, bit for bit.
+"bfloat16_everywhere" keeps bfloat16 compute on every backend, CPU
+included (to test bfloat16 numerics on a CPU). A dtype object (not a
+name), e.g. `jnp.bfloat16` given to a module, is always used as given.
 """
 from __future__ import annotations
 
@@ -29,6 +44,35 @@ def at_least_float32(dtype: Any) -> Any:
   the precision of statistics, softmaxes and outputs (a float64 network, as
   the golden tests run, stays float64 throughout)."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+# Config names of compute dtypes; "bfloat16" is platform-dependent (module
+# docstring).
+COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "bfloat16_everywhere", "float16")
+
+
+def compute_dtype(name: str | Any, platform: str | None = None) -> Any:
+  """The compute dtype a config's `dtype` name stands for on `platform`.
+
+  Args:
+    name: "float32", "float16", "bfloat16" (bfloat16 on GPU/TPU, float32
+      on a CPU backend, where XLA has no bfloat16 convolutions: see the
+      module docstring), "bfloat16_everywhere" (bfloat16 on every backend);
+      or a dtype (jnp.bfloat16, np.dtype(...)), returned as that dtype.
+    platform: "cpu", "gpu", "tpu", ...; default: JAX's default backend,
+      where jit places computations.
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if not isinstance(name, str):
+    return jnp.dtype(name)
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(COMPUTE_DTYPES)}")
+  if name == "bfloat16":
+    platform = platform or jax.default_backend()
+    return jnp.dtype(jnp.float32 if platform == "cpu" else jnp.bfloat16)
+  return jnp.dtype({"bfloat16_everywhere": "bfloat16"}.get(name, name))
 
 
 def gan_normal(mean: float = 0.0, stddev: float = 0.02) -> Initializer:

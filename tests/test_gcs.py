@@ -23,7 +23,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.subprocess_runs import REPO, cli_env
+from tests.subprocess_runs import REPO, TINY, cli_env
 from tp2p_jax.core import storage, workdir_lock
 from tp2p_jax.core.workdir_lock import WorkdirBusyError, WorkdirLock
 
@@ -133,11 +133,17 @@ def test_of_trainers_starting_at_once_exactly_one_holds_the_lock(gcs):
 
 
 @pytest.fixture(scope="module")
-def gs_tiny_run(tiny_run, gcs) -> str:
-  """The session's tiny run, uploaded to the bucket."""
+def gs_tiny_run(gcs) -> str:
+  """The tiny toy-cats run (both stages, TransPix2Pix) trained straight into
+  the bucket (its programs are in the session's compilation cache)."""
   url = gcs.url("tiny")
-  fs = gcs.filesystem()
-  fs.put(str(tiny_run), url, recursive=True)
+  out = subprocess.run([sys.executable, "run_train.py", *TINY, "--config.total_steps=10",
+                        f"--workdir={url}"], cwd=REPO, env={**cli_env(), **gcs.env},
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  names = {p.rsplit("/", 1)[-1] for p in gcs.filesystem().find(url)}
+  assert {"config.json", "metrics.jsonl", "eval.json", "step_0000010.png"} <= names
+  assert any(n.startswith("events.out.tfevents") for n in names)
   return url
 
 

@@ -95,6 +95,18 @@ def test_a_second_trainer_on_a_gs_run_is_refused_naming_the_holder(gcs):
   again.release()
 
 
+def test_a_holder_notices_its_lock_taken_over_and_leaves_the_new_one(gcs):
+  lock = WorkdirLock(gcs.url("taken"))
+  lock.acquire()
+  fs = gcs.filesystem()
+  taker = {"host": "another-host", "pid": 7, "started": "2026-01-01T00:00:00"}
+  fs.pipe_file(gcs.url("taken/train.lock"), json.dumps(taker).encode())
+  assert not lock.lost
+  assert lock._impl.refresh() is False and lock.lost  # the heartbeat's check
+  lock.release()
+  assert "another-host" in gcs.filesystem().cat_file(gcs.url("taken/train.lock")).decode()
+
+
 def test_a_stale_lock_from_another_host_is_taken_over(gcs, monkeypatch, caplog):
   fs = gcs.filesystem()
   record = {"host": "another-host", "pid": 4242, "started": "2026-01-01T00:00:00"}

@@ -285,7 +285,7 @@ class CountingIterator:
     self.position = json.loads(state)["position"]
 
 
-def _loop(tmp_path, iterator, total=10):
+def _loop(tmp_path, iterator, total=10, ownership_lost=None):
   mesh = parallel.make_mesh(jax.devices()[:1])
   init = lambda key, handoff: {"w": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}  # noqa: E731
 
@@ -297,7 +297,17 @@ def _loop(tmp_path, iterator, total=10):
                 make_iterator=lambda: iterator, batch_size=1, seed=0, total_steps=total,
                 log_every=2, checkpoint_every=4, keep_checkpoints=3,
                 frozen={"scale": np.float32(1.0)})
-  return train_loop(stage, str(tmp_path), mesh, {}, config_dict={"test": True})
+  return train_loop(stage, str(tmp_path), mesh, {}, config_dict={"test": True},
+                    ownership_lost=ownership_lost)
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_saving(tmp_path):
+  from tp2p_jax.core.workdir_lock import WorkdirBusyError
+  lost = iter([False, True])  # asked at the saves of steps 4 and 8
+  with pytest.raises(WorkdirBusyError, match="took over this run's lock; stopped at step 8 "
+                     "without saving"):
+    _loop(tmp_path, CountingIterator(), ownership_lost=lambda: next(lost))
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4"]
 
 
 def test_sigterm_saves_and_resume_continues(tmp_path):

@@ -93,7 +93,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
         before_first_save=write_config if resuming else None,
         programs=_program_cache(method, config_dict),
         compiler_options=compile_effort.compiler_options(
-            bool(config.get("fast_compile", False)), jax.default_backend()))
+            bool(config.get("fast_compile", False)), jax.default_backend()),
+        # Only process 0 holds the lock; every process takes part in the vote.
+        ownership_lost=lambda: bool(getattr(lock, "lost", False)))
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
            " (stopped by SIGTERM)" if result.interrupted else "")
   return 0

@@ -35,6 +35,7 @@ from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
 from tp2p_jax.core.stage import Jit, Stage
+from tp2p_jax.core.workdir_lock import WorkdirBusyError
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.image_files import save_png
 
@@ -129,7 +130,8 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
                programs: ProgramCache | None = None,
-               compiler_options: Mapping[str, Any] | None = None) -> LoopResult:
+               compiler_options: Mapping[str, Any] | None = None,
+               ownership_lost: Callable[[], bool] | None = None) -> LoopResult:
   """Runs (or resumes) one stage in `workdir`.
 
   Restores `<workdir>/checkpoints/<latest>` (state and iterator position) or
@@ -143,6 +145,10 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   step and sample programs, so a restarted or resumed run loads them
   instead of tracing and compiling them again. `compiler_options` (XLA's,
   from `compile_effort`) apply to each of those programs.
+  `ownership_lost()` is asked before every save (on every process, agreed
+  by all): True when another trainer took the run directory's lock over,
+  and the stage stops with `WorkdirBusyError` instead of writing into a run
+  it no longer owns.
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
@@ -258,6 +264,11 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
             writer.write(step, host)
             bar.set_postfix({k: f"{host[k]:.3g}" for k in list(host)[:3]}, refresh=False)
         if save:
+          if ownership_lost is not None and agreement.any_process(ownership_lost()):
+            raise WorkdirBusyError(
+                f"{workdir}: another process took over this run's lock; stopped at step "
+                f"{step} without saving (the checkpoints so far are intact): stop the other "
+                "trainer before resuming")
           if before_first_save is not None:
             before_first_save()
             before_first_save = None
@@ -285,13 +296,15 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
                programs: ProgramCache | None = None,
-               compiler_options: Mapping[str, Any] | None = None) -> LoopResult:
+               compiler_options: Mapping[str, Any] | None = None,
+               ownership_lost: Callable[[], bool] | None = None) -> LoopResult:
   """Trains `stages` in order under `workdir` (each in its `directory`); the
   first gets {} as its handoff, each later one what the previous stage's
   `finish` returned (fetched to the host). Stops after a stage that SIGTERM
   interrupted. `before_first_save` runs once, before the run's first
   checkpoint save (of whichever stage); `programs` keeps the stages'
-  compiled programs, built with `compiler_options` (see `train_loop`).
+  compiled programs, built with `compiler_options`; `ownership_lost` is
+  asked before every save (see `train_loop`).
   Returns the last stage's (or the interrupted stage's) result.
   """
   pending = [before_first_save] if before_first_save is not None else []
@@ -305,7 +318,7 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
     result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save, programs,
-                        compiler_options)
+                        compiler_options, ownership_lost)
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(

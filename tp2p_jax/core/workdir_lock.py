@@ -23,7 +23,8 @@ taken over (conditionally on that object's generation, so two takers cannot
 both win). What this cannot protect against: a holder paused longer than
 `STALE_S` (its heartbeat thread stopped, e.g. a frozen VM) is taken over
 while it lives; when it wakes, its next heartbeat finds the lock gone and
-logs an error, but it goes on writing until it stops. Clocks: staleness
+logs an error and stops before its next checkpoint (its current step's
+work is lost, the run's checkpoints are not). Clocks: staleness
 compares the object's `updated` time (the storage server's clock) with this
 host's clock, so hosts whose clocks are off by more than a few seconds see
 the staleness that much sooner or later.
@@ -255,18 +256,23 @@ class _ObjectLock:
     raise _busy(self.workdir, holder.describe() if holder else "holder unknown")
 
   def _heartbeat(self) -> None:
-    while not self._stop.wait(HEARTBEAT_S):
-      try:
-        self._generation = self._write(self._generation or "0")
-      except FileExistsError:
-        self.lost = True
-        log.error("%s: another process took over this run's lock (%s); this run is no "
-                  "longer protected from a second trainer: stop one of them", self.workdir,
-                  self.path)
-        return
-      except Exception as e:  # pylint: disable=broad-except
-        # Transient (gcsfs retried already): try again at the next beat.
-        log.warning("%s: could not refresh the lock (%s)", self.workdir, e)
+    while not self._stop.wait(HEARTBEAT_S) and self.refresh():
+      pass
+
+  def refresh(self) -> bool:
+    """Rewrites the lock object if it is still this holder's; False (and
+    `lost`) once another process has taken it over."""
+    try:
+      self._generation = self._write(self._generation or "0")
+    except FileExistsError:
+      self.lost = True
+      log.error("%s: another process took over this run's lock (%s); this run stops before "
+                "its next checkpoint", self.workdir, self.path)
+      return False
+    except Exception as e:  # pylint: disable=broad-except
+      # Transient (gcsfs retried already): try again at the next beat.
+      log.warning("%s: could not refresh the lock (%s)", self.workdir, e)
+    return True
 
   def release(self) -> None:
     self._stop.set()

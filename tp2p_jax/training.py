@@ -95,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
         compiler_options=compile_effort.compiler_options(
             bool(config.get("fast_compile", False)), jax.default_backend()),
         # Only process 0 holds the lock; every process takes part in the vote.
-        ownership_lost=lambda: bool(getattr(lock, "lost", False)))
+        ownership_lost=lock.lost_now if isinstance(lock, WorkdirLock) else lambda: False)
   log.info("finished at step %d in %.0f s%s", result.step, time.time() - t0,
            " (stopped by SIGTERM)" if result.interrupted else "")
   return 0

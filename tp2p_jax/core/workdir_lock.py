@@ -336,6 +336,14 @@ class WorkdirLock:
     """Whether another process took the (object-store) lock over."""
     return bool(getattr(self._impl, "lost", False))
 
+  def lost_now(self) -> bool:
+    """`lost`, checked now: an object-store lock is refreshed on the spot
+    (one request), so that a takeover since the last heartbeat counts.
+    A local `flock` cannot be taken over: always False."""
+    if isinstance(self._impl, _ObjectLock) and not self._impl.lost:
+      self._impl.refresh()
+    return self.lost
+
   def __enter__(self) -> "WorkdirLock":
     self.acquire()
     return self

@@ -64,6 +64,11 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
   sys.path.insert(0, _REPO_ROOT)
 
+# Allocate on demand instead of JAX's default 75% of GPU memory up front: the
+# release's torch process runs on the same GPU afterwards, and peak memory
+# should be what the programs use (a user's setting is kept).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 

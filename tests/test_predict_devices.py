@@ -170,14 +170,3 @@ def test_evaluate_on_eight_devices_equals_one_device(run_dir, capsys):
               "encoder_eer"):
     assert abs(eight[key] - one[key]) <= 1 / n + 1e-9, key
   assert json.loads((run_dir / "eval" / "40.json").read_text()) == eight
-
-
-@pytest.mark.filterwarnings("ignore:.*load_module:DeprecationWarning")  # ml_collections'
-def test_predict_takes_the_train_commands_job_flags():
-  """The same multi-process flags as run_train.py (names, kinds, defaults),
-  read by the same code (`train._join_job`)."""
-  from tp2p_jax.cli import train
-  ours, theirs = predict_cli._define_flags(), train._define_flags(["train"])
-  for name in predict_cli._JOB_FLAGS:
-    assert type(ours[name]) is type(theirs[name]), name
-    assert ours[name].default == theirs[name].default, name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -174,3 +175,54 @@ def run(argv: Sequence[str], doc: str | None,
       return fail(str(e))
     except OSError as e:  # after the checks: a full disk, a folder removed mid-run
       return fail_file_error(e)
+
+
+def define_job_flags(fv: flags.FlagValues, shares: str) -> None:
+  """The multi-process flags (train, predict): `--jax_distributed`,
+  `--coordinator_address`, `--num_processes`, `--process_id`,
+  `--initialization_timeout`, each also read from JAX's environment
+  variables (`join_job`). `shares`: what the processes share, for --help
+  (e.g. "one run", "the inputs")."""
+  flags.DEFINE_bool("jax_distributed", False, "Join a multi-process job that JAX detects (TPU "
+                    "pod, SLURM, Kubernetes); explicit values below take precedence.",
+                    flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator "
+                      "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, f"Number of processes sharing {shares} "
+                       "(default: $JAX_NUM_PROCESSES).", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) "
+                       "(default: $JAX_PROCESS_ID).", flag_values=fv)
+  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the coordinator "
+                       "and for every process to join.", flag_values=fv)
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if not value:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise UsageError(f"${name}={value!r}: expected an integer") from None
+
+
+def join_job(fv: flags.FlagValues) -> None:
+  """Joins the multi-process job that the `define_job_flags` flags (or
+  JAX's environment variables) describe, if any; `UsageError` (one line)
+  when it cannot."""
+  from tp2p_jax.core import multihost
+  num_processes = fv.num_processes if fv.num_processes is not None else _env_int(
+      "JAX_NUM_PROCESSES")
+  process_id = fv.process_id if fv.process_id is not None else _env_int("JAX_PROCESS_ID")
+  coordinator = fv.coordinator_address
+  if coordinator is None and (num_processes is not None or process_id is not None
+                              or fv.jax_distributed):
+    # Alone, the variable starts nothing: a one-process run ignores it.
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  try:
+    multihost.initialize_distributed(
+        auto_detect=fv.jax_distributed, coordinator_address=coordinator,
+        num_processes=num_processes, process_id=process_id,
+        initialization_timeout=fv.initialization_timeout)
+  except multihost.DistributedStartError as e:
+    raise UsageError(str(e)) from None

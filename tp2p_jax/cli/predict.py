@@ -71,11 +71,6 @@ if TYPE_CHECKING:
 
   from tp2p_jax.inference.run_loading import TrainedRun
 
-# The multi-process flags, as the train command names them.
-_JOB_FLAGS = ("jax_distributed", "coordinator_address", "num_processes", "process_id",
-              "initialization_timeout")
-
-
 @dataclasses.dataclass(frozen=True)
 class PredictResult:
   """What `predict_files` did.
@@ -354,27 +349,8 @@ def _define_flags() -> flags.FlagValues:
   command.define_generator_flags(fv)
   flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
                     "CycleGAN: which generator (A->B or B->A).", flag_values=fv)
-  _define_job_flags(fv)
+  command.define_job_flags(fv, "the inputs (process i takes inputs i, i + N, ...)")
   return fv
-
-
-def _define_job_flags(fv: flags.FlagValues) -> None:
-  """The multi-process flags of `run_train.py` (`_JOB_FLAGS`: the same names,
-  meanings and environment variables; `tp2p_jax.cli.train._join_job` reads
-  them), in `fv`. Not taken from the train command's registry: defining
-  that one loads its default config file."""
-  flags.DEFINE_bool("jax_distributed", False, "Join a multi-process job that JAX detects (TPU "
-                    "pod, SLURM, Kubernetes); explicit values below take precedence.",
-                    flag_values=fv)
-  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator "
-                      "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=fv)
-  flags.DEFINE_integer("num_processes", None, "Number of processes sharing the inputs "
-                       "(default: $JAX_NUM_PROCESSES).", flag_values=fv)
-  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes): it "
-                       "takes the inputs at positions process_id + k * num_processes "
-                       "(default: $JAX_PROCESS_ID).", flag_values=fv)
-  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the coordinator "
-                       "and for every process to join.", flag_values=fv)
 
 
 def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
@@ -428,11 +404,10 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
 def _predict(fv: flags.FlagValues) -> int:
   import jax
 
-  from tp2p_jax.cli import train
   from tp2p_jax.inference import parallel
   from tp2p_jax.inference.run_loading import load_trained_run
   files = _check_before_loading(fv)
-  train._join_job(fv)  # pylint: disable=protected-access
+  command.join_job(fv)
   run = load_trained_run(fv.workdir, fv.step, fv.dtype, mesh=parallel.local_mesh())
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,

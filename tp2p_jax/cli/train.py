@@ -56,17 +56,7 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
                       "Default: runs/<config name>.", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the resolved config and parameter counts (last "
                     "line, JSON) and exit.", flag_values=fv)
-  flags.DEFINE_bool("jax_distributed", False, "Join a multi-process job that JAX detects (TPU "
-                    "pod, SLURM, Kubernetes); explicit values below take precedence.",
-                    flag_values=fv)
-  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator "
-                      "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=fv)
-  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run "
-                       "(default: $JAX_NUM_PROCESSES).", flag_values=fv)
-  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) "
-                       "(default: $JAX_PROCESS_ID).", flag_values=fv)
-  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the coordinator "
-                       "and for every process to join.", flag_values=fv)
+  command.define_job_flags(fv, "one run")
   return fv
 
 
@@ -91,38 +81,8 @@ def _train(fv: flags.FlagValues) -> int:
     print(json.dumps({"workdir": workdir, "method": config.method,
                       "params": training.param_counts(config)}))
     return 0
-  _join_job(fv)
+  command.join_job(fv)
   return train(config, workdir)
-
-
-def _env_int(name: str) -> int | None:
-  value = os.environ.get(name)
-  if not value:
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise command.UsageError(f"${name}={value!r}: expected an integer") from None
-
-
-def _join_job(fv: flags.FlagValues) -> None:
-  """Joins the multi-process job the flags (or environment) describe, if any."""
-  from tp2p_jax.core import multihost
-  num_processes = fv.num_processes if fv.num_processes is not None else _env_int(
-      "JAX_NUM_PROCESSES")
-  process_id = fv.process_id if fv.process_id is not None else _env_int("JAX_PROCESS_ID")
-  coordinator = fv.coordinator_address
-  if coordinator is None and (num_processes is not None or process_id is not None
-                              or fv.jax_distributed):
-    # Alone, the variable starts nothing: a one-process run ignores it.
-    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-  try:
-    multihost.initialize_distributed(
-        auto_detect=fv.jax_distributed, coordinator_address=coordinator,
-        num_processes=num_processes, process_id=process_id,
-        initialization_timeout=fv.initialization_timeout)
-  except multihost.DistributedStartError as e:
-    raise command.UsageError(str(e)) from None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> int:

@@ -95,15 +95,7 @@ def _alive_here(holder: LockHolder) -> bool:
 
 
 class _FileLock:
-  """Exclusive ownership of a local `workdir` by this process (`flock`).
-
-  Args:
-    workdir: the run directory (created if missing).
-
-  Raises (on enter):
-    WorkdirBusyError: another live process holds it.
-    OSError: the directory cannot be created or the lock file written.
-  """
+  """`WorkdirLock` of a local run directory: an `flock` on its lock file."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)

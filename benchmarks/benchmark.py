@@ -777,10 +777,10 @@ def main(argv: list[str]) -> None:
     if _SCALING.value or _DRY_RUN.value or _MEMORY_ONLY.value:
       raise app.UsageError("--reference times full steps: drop --scaling/--dry_run/"
                            "--memory_only")
+    check_reference_comparable(config, _REFERENCE.value)
   if _MEMORY_ONLY.value and (_SCALING.value or _DRY_RUN.value):
     raise app.UsageError("--memory_only compiles the step and runs nothing: drop "
                          "--scaling/--dry_run")
-    check_reference_comparable(config, _REFERENCE.value)
   if _SCALING.value:
     result = scaling(config, steps=_STEPS.value)
   else:

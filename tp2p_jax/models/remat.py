@@ -3,10 +3,13 @@
 With `remat="blocks"` a network keeps, for the backward pass, only the
 inputs of its blocks and runs each block's forward again when the gradient
 reaches it (`flax.linen.remat`, i.e. `jax.checkpoint` with nothing inside a
-block saved): the activations held between the forward and the backward
-pass shrink to the block inputs, for about one more forward pass of the
-blocks. Parameters, their names and the function computed are the same
-either way, so checkpoints are interchangeable and a run may switch.
+block saved): what the backward pass needs from the forward shrinks to the
+block inputs, for about one more forward pass of the blocks. How much
+memory that saves is the compiler's doing (its schedule decides how long
+recomputed values live): on XLA:CPU little, 6% of the reference train
+step's temporaries (benchmarks/PERFORMANCE.md, "Rematerialisation").
+Parameters, their names and the function computed are the same either way,
+so checkpoints are interchangeable and a run may switch.
 """
 from __future__ import annotations
 

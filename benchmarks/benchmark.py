@@ -94,8 +94,11 @@ _WARMUP = flags.DEFINE_integer(
 _INFER_BATCHES = flags.DEFINE_integer(
     "infer_batches", 5, "Timed EMA-generator inference calls of batch_size images.")
 _DTYPE = flags.DEFINE_enum(
-    "dtype", None, ["float32", "bfloat16", "float16"],
-    "Compute dtype (default: the config's dtype); parameters stay float32.")
+    "dtype", None, ["float32", "bfloat16", "bfloat16_everywhere", "float16"],
+    "Compute dtype (default: the config's dtype); parameters stay float32. \"bfloat16\" "
+    "computes in float32 on a CPU backend; \"bfloat16_everywhere\" compiles the bfloat16 "
+    "program on any backend (e.g. to size an accelerator's bfloat16 step with "
+    "--memory_only here).")
 _DATA = flags.DEFINE_bool(
     "data", False, "Also measure the config's grain input pipeline (images/s).")
 _DATA_BATCHES = flags.DEFINE_integer(

@@ -7,8 +7,7 @@ real service that it lacks and that the project relies on.
   checkpoint's OCDBT manifest read fails with "Malformed StorageGeneration"
   as soon as reads and writes interleave.
 - Uploads and deletes honour `ifGenerationMatch` (0: only if absent), with
-  HTTP 412 otherwise, atomically (the emulator serves one request at a time;
-  a lock around the check and the write keeps it so if that changes):
+  HTTP 412 otherwise, atomically (requests are handled one at a time):
   the run directory's lock object and OCDBT's manifest updates are
   conditional writes.
 
@@ -29,7 +28,7 @@ from typing import Any, Callable
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects
 
-_WRITES = threading.Lock()
+_WRITES = threading.RLock()
 
 
 def _object_name(request: Any) -> str | None:
@@ -85,7 +84,24 @@ objects.insert = _conditional(objects.insert)
 objects.delete = _conditional(objects.delete)
 objects.download = _with_generation(objects.download)
 
+from gcp_storage_emulator import server as emulator_server  # noqa: E402
 from gcp_storage_emulator.server import create_server  # noqa: E402
+
+# One thread per connection, one request at a time: the emulator's own
+# server serves one connection until the client closes it, so a client
+# with several keep-alive connections (gcsfs, tensorstore) waits on each
+# idle one in turn (77 small uploads took 107 s instead of 2).
+_REQUESTS = threading.RLock()
+_handle = emulator_server.Router.handle
+
+
+def _handle_one_at_a_time(self, method):
+  with _REQUESTS:
+    return _handle(self, method)
+
+
+emulator_server.Router.handle = _handle_one_at_a_time
+emulator_server.server.HTTPServer = emulator_server.server.ThreadingHTTPServer
 
 
 def main() -> None:

@@ -262,10 +262,11 @@ def _gcs_rows(gcs, url: str) -> dict[int, dict]:
 
 def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   """2 processes x 4 devices (an 8-device mesh, as on TPU v4/v5p hosts) on one
-  gs:// run directory: train, are killed after a checkpoint, resume to the
-  uninterrupted run's losses; their first step equals one process with 8
-  devices."""
-  straight, resumed = gcs.url("pod/straight"), gcs.url("pod/resumed")
+  gs:// run directory are killed after a checkpoint and resume (process 0
+  taking over the killed run's lock object) to the losses of the same pair's
+  uninterrupted run in a local folder; its first step equals one process
+  with 8 devices."""
+  straight, resumed = tmp_path / "straight", gcs.url("pod")
   pod = dict(devices_per_process=4, extra_env=gcs.env, log_dir=tmp_path)
   for status, err in _run_processes(straight, **pod):
     assert status == 0, err[-3000:]
@@ -273,13 +274,21 @@ def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   killed = _run_processes(resumed, signal_after_save={0: "4:SIGKILL", 1: "4:SIGKILL"}, **pod)
   assert killed[0][0] == -signal.SIGKILL, killed[0][1][-3000:]
   assert killed[1][0] != 0, killed[1][1][-3000:]
-  for status, err in _run_processes(resumed, **pod):
+  assert gcs.filesystem().exists(f"{resumed}/train.lock")  # the killed run's
+  again = _run_processes(resumed, **pod)
+  for status, err in again:
     assert status == 0, err[-3000:]
     assert "resumed from step 4" in err
-  rows, expected = _gcs_rows(gcs, resumed), _gcs_rows(gcs, straight)
-  assert sorted(rows) == list(range(1, STEPS + 1))
+  assert "taking over the lock of a run that ended without releasing it" in again[0][1]
+  rows, expected = _gcs_rows(gcs, resumed), _rows(straight)
+  assert sorted(rows) == list(range(1, STEPS + 1))  # each step once
   for step in (5, 6):
     assert rows[step] == expected[step], step  # bit for bit
+  fs = gcs.filesystem()
+  names = {p.rsplit("/", 1)[-1] for p in fs.find(resumed)}
+  assert {"config.json", "step_0000006.png", "commit_success.txt"} <= names
+  assert any(n.startswith("events.out.tfevents") for n in names)
+  assert "train.lock" not in names  # released at the end
   one = subprocess.run(_command(tmp_path / "one"), cwd=REPO, env=cli_env(8),
                        capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]

@@ -7,7 +7,7 @@ r"""Times the GAN train step and EMA-generator inference of an experiment config
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --dry_run
   # XLA's memory figures of the train step and inference, compiled, not run:
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --memory_only \
-      --batch_size=32 --dtype=bfloat16 --config.remat=blocks
+      --batch_size=32 --dtype=bfloat16_everywhere --config.remat=blocks
   python benchmarks/benchmark.py --config=experiments/transpix2pix.py --breakdown
   # Side by side with the PyTorch release, in the same run (torch installed:
   # pip install -e ".[reference]", or --reference_python=VENV/bin/python)

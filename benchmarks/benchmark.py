@@ -79,6 +79,7 @@ from tp2p_jax.core.ema import ema_update  # noqa: E402
 from tp2p_jax.methods import paired_gan  # noqa: E402
 from tp2p_jax.methods import paired_gan_step as train_steps  # noqa: E402
 from tp2p_jax.methods.networks import count_params  # noqa: E402
+from tp2p_jax.models.layers import compute_dtype  # noqa: E402
 from tp2p_jax.core.xla_flags import set_default_xla_flags  # noqa: E402
 from benchmarks.machine import describe_cpu  # noqa: E402
 
@@ -401,7 +402,7 @@ def step_breakdown(config: Any, gan: paired_gan.GanParts, state: Any, batch: dic
     vgg_vars = gan.frozen["vgg"]
     perceptual = jax.grad(lambda fake, real: losses.perceptual_loss(
         fake, real, vgg_vars, objective.perceptual_layer,
-        dtype=jnp.dtype(objective.perceptual_dtype), remat=objective.perceptual_remat))
+        dtype=compute_dtype(objective.perceptual_dtype), remat=objective.perceptual_remat))
     parts["vgg_loss_forward_backward"] = _time_compiled(perceptual, (real_a, real_b), repeats,
                                                         options)
 
@@ -742,7 +743,9 @@ def compare_with_release(ours: dict[str, Any], release: dict[str, Any]) -> dict[
       "train_speedup": release["train_step_s"] / ours["train_step_s"],
       "infer_ratio": ours["infer_images_per_s"] / release["infer_images_per_s"],
       "notes": ["measured one after the other in this run on this machine, same batch, "
-                "256x256, float32; the release's VGG16 feature loss runs under no_grad "
+                f"256x256; ours {ours.get('dtype', 'float32')}, the release "
+                f"{release.get('dtype', 'float32')}; the release's VGG16 feature loss runs "
+                "under no_grad "
                 "(it sends G no gradient, a defect), ours backpropagates through VGG16, so "
                 "our step does more work"],
   }

@@ -103,6 +103,13 @@ def _handle_one_at_a_time(self, method):
 emulator_server.Router.handle = _handle_one_at_a_time
 emulator_server.server.HTTPServer = emulator_server.server.ThreadingHTTPServer
 
+# The emulator rewrites a JSON of every object's metadata after each write,
+# so that a server on disk survives a restart; in memory that only makes
+# each write cost O(objects) (a session's later tests ran 4-8x slower).
+from gcp_storage_emulator.storage import Storage  # noqa: E402
+
+Storage._write_config_to_file = lambda self: None
+
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

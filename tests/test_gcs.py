@@ -157,8 +157,9 @@ def test_predict_evaluate_and_export_read_a_gs_run(gs_tiny_run, gcs, tmp_path, c
 def test_a_damaged_checkpoint_in_the_bucket_is_moved_aside(gs_tiny_run, gcs, tmp_path,
                                                             capsys):
   from tp2p_jax.cli import export
-  url = gcs.url("damaged")
   fs = gcs.filesystem()
+  fs.mkdir("tp2p-damaged-bucket")  # a bucket of its own: the server lists by scanning
+  url = "gs://tp2p-damaged-bucket/run"
   fs.get(gs_tiny_run + "/", str(tmp_path / "run"), recursive=True)
   fs.put(str(tmp_path / "run"), url, recursive=True)  # (the server's own copy is slow)
   steps = sorted(int(p.rsplit("/", 1)[-1]) for p in fs.ls(f"{url}/checkpoints")

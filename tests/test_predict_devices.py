@@ -148,6 +148,38 @@ def test_predict_on_two_processes_writes_each_input_once(run_dir, sketches, tmp_
   _assert_same_outputs(_pixels(out_dir), _pixels(one))
 
 
+def test_evaluate_on_two_processes_equals_one_process(run_dir):
+  """Two processes of two devices each share the rows of every network call
+  (an all-gather brings them back) and report the one-process metrics."""
+  port = _free_port()
+  command = [sys.executable, "-m", "tp2p_jax.cli.evaluate", f"--workdir={run_dir}",
+             "--batch_size=4", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen([*command, f"--process_id={i}"], cwd=REPO, env=cli_env(2),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  results = []
+  try:
+    for p in procs:
+      stdout, stderr = p.communicate(timeout=600)
+      results.append((p.returncode, stdout, stderr))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for status, _, stderr in results:
+    assert status == 0, stderr[-3000:]
+  two = [_summary(stdout) for _, stdout, _ in results]
+  assert all(s["processes"] == 2 and s["devices"] == 2 for s in two)
+  one = evaluation.evaluate(str(run_dir), batch_size=4, devices=jax.devices()[:1])
+  n = one["num_examples"]
+  for key in ("l1", "l1_untrained", "psnr", "ssim", "lpips"):
+    for summary in two:
+      assert summary[key] == pytest.approx(one[key], rel=1e-4, abs=1e-5), key
+  for key in ("style_accuracy", "encoder_accuracy", "encoder_centroid_accuracy"):
+    for summary in two:
+      assert abs(summary[key] - one[key]) <= 1 / n + 1e-9, key
+
+
 def test_evaluate_on_eight_devices_equals_one_device(run_dir, capsys):
   one = evaluation.evaluate(str(run_dir), batch_size=4, devices=jax.devices()[:1])
   status = evaluate_cli.main(["evaluate", f"--workdir={run_dir}", "--batch_size=4"])

@@ -32,6 +32,13 @@ images), `seconds` (the whole evaluation, loading and compilation
 included) and `images_per_s` (generated_images / seconds). The run
 directory may be a local path or a gs:// URL.
 
+Several hosts share one evaluation with `run_train.py`'s multi-process
+flags (`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`,
+or `--jax_distributed`): process I computes the I-th contiguous slice of
+each network call's rows on its own devices, every process gets all rows
+back (one all-gather per call) and computes the same metrics; process 0
+writes `RUN/eval/`. The JSON then holds `processes` too.
+
 Generators without a style input get the reconstruction metrics only.
 Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
 run, a run whose eval/ folder is not writable, missing or unreadable
@@ -76,6 +83,7 @@ def _define_flags() -> flags.FlagValues:
                        flag_values=fv)
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Generator compute dtype (default: the run's).", flag_values=fv)
+  command.define_job_flags(fv, "the held-out pairs (process i scores the i-th slice)")
   return fv
 
 
@@ -95,6 +103,7 @@ def _evaluate(fv: flags.FlagValues) -> int:
                                f"its eval/ folder: {reason}") from None
   if fv.inception_weights:
     checks.input_file(fv.inception_weights, "inception_weights")
+  command.join_job(fv)
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
       batch_size=fv.batch_size, inception_weights=fv.inception_weights,

@@ -12,8 +12,9 @@ import numpy as np
 
 from tp2p_jax.core import storage
 
+import jax
+
 if TYPE_CHECKING:
-  import jax
   from jax.sharding import Mesh
 
 log = logging.getLogger("tp2p_jax.cli.evaluate")
@@ -43,8 +44,9 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray,
 
   def features(images: np.ndarray, desc: str) -> np.ndarray:
     fn = lambda x: metrics.inception_features(x, variables, input_size=input_size)  # noqa: E731
-    return in_fixed_batches(fn, [images], batch_size, desc=desc if show_progress else None,
-                            mesh=mesh).astype(np.float64)
+    return parallel.across_processes(lambda rows: in_fixed_batches(
+        fn, rows, batch_size, desc=desc if show_progress else None, mesh=mesh),
+        [images]).astype(np.float64)
 
   cache = (storage.path(run.workdir) / "eval" / f"inception_real_{split}_{len(real)}_"
            f"{input_size}_{_file_digest(weights_path)}.npz")
@@ -57,7 +59,8 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray,
       log.warning("ignoring unreadable %s (%s)", cache, e)
   if real_features is None or len(real_features) != len(real):
     real_features = features(real, "inception (real)")
-    write_npz_atomically(cache, {"features": real_features})
+    if jax.process_index() == 0:
+      write_npz_atomically(cache, {"features": real_features})
   fake_features = features(fake, "inception (generated)")
   subset = min(1000, len(real))
   kid_mean, kid_std = metrics.kid(real_features, fake_features, subset_size=subset)
@@ -132,8 +135,11 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
 
   def fixed(fn: Callable[..., Any], *arrays: np.ndarray, desc: str | None = None
             ) -> np.ndarray:
-    return run_loading.in_fixed_batches(fn, list(arrays), batch_size,
-                                        desc=desc if show_progress else None, mesh=mesh)
+    # With several processes each computes its share of the rows and all
+    # get every row back, so the metrics below are the one-process ones.
+    return parallel.across_processes(
+        lambda rows: run_loading.in_fixed_batches(
+            fn, rows, batch_size, desc=desc if show_progress else None, mesh=mesh), arrays)
 
   # Reconstruction: each sketch in the style of its own target photo (if
   # the generator takes a style).
@@ -168,12 +174,14 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
     result.update(_inception_metrics(run, real_b, fake, inception_weights, inception,
                                      inception_size, split, batch_size, mesh, show_progress))
   seconds = time.perf_counter() - start
-  result.update(devices=int(mesh.devices.size), batch_size=batch_size,
+  result.update(devices=int(mesh.devices.size), processes=jax.process_count(),
+                batch_size=batch_size,
                 generated_images=generated, seconds=round(seconds, 3),
                 images_per_s=round(generated / seconds, 3))
-  eval_dir = storage.path(run.workdir) / "eval"
-  eval_dir.mkdir(parents=True, exist_ok=True)
-  write_json_atomically(eval_dir / f"{run.step}.json", result)
+  if jax.process_index() == 0:  # one writer of the run's files
+    eval_dir = storage.path(run.workdir) / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(eval_dir / f"{run.step}.json", result)
   return result
 
 
@@ -224,11 +232,12 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   result["encoder_accuracy"] = float(np.mean(np.argmax(fixed(run.classify, real_b), -1)
                                              == labels))
   eval_dir = storage.path(run.workdir) / "eval"
-  eval_dir.mkdir(parents=True, exist_ok=True)
   points, method = metrics.project_2d(embeddings)
   plot = os.fspath(eval_dir / f"embeddings_{run.step}.png")
-  metrics.save_projection_plot(points, labels, bank.names, plot,
-                               title=f"style embeddings ({split}, step {run.step}, {method})")
+  if jax.process_index() == 0:  # one writer of the run's files
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    metrics.save_projection_plot(points, labels, bank.names, plot,
+                                 title=f"style embeddings ({split}, step {run.step}, {method})")
   result["projection"] = plot
   result["projection_method"] = method
   return result

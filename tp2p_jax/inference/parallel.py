@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import jax
 from jax.sharding import Mesh
+import numpy as np
 
 from tp2p_jax.core import mesh as mesh_lib
 
@@ -149,3 +150,30 @@ class BoundedWriter:
       for future in self._pending:
         future.cancel()
       self._pool.shutdown(wait=True)
+
+
+def across_processes(compute: Callable[[list[np.ndarray]], np.ndarray],
+                     arrays: Sequence[np.ndarray]) -> np.ndarray:
+  """`compute(arrays)` with its rows split over the job's processes: process
+  `i` of `N` computes the `i`-th contiguous slice of ceil(rows / N) rows on
+  its own devices, and every process gets the whole (rows, ...) result back
+  (one all-gather). With one process: `compute(arrays)`.
+
+  Every process must call it with the same `arrays` (e.g. the held-out
+  pairs, which each process loads identically), in the same order.
+  `compute` maps (k, ...) row slices to (k, ...) results, k >= 1.
+  """
+  count, index = jax.process_count(), jax.process_index()
+  if count == 1:
+    return compute(list(arrays))
+  from jax.experimental import multihost_utils
+  n = len(arrays[0])
+  per = -(-n // count)
+  bounds = [(min(i * per, n), min((i + 1) * per, n)) for i in range(count)]
+  lo, hi = bounds[index]
+  # An empty share still computes one row, so that every process's piece of
+  # the all-gather has the same shape.
+  local = compute([a[lo:hi] if hi > lo else a[-1:] for a in arrays])
+  padded = np.concatenate([local, np.repeat(local[-1:], per - len(local), axis=0)])
+  gathered = np.asarray(multihost_utils.process_allgather(padded))  # (count, per, ...)
+  return np.concatenate([gathered[i][:b - a] for i, (a, b) in enumerate(bounds)])

@@ -74,6 +74,12 @@ def _assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
     assert np.abs(image - want[name]).mean() < 0.05, name
 
 
+def _assert_rate(rate: float, count: int, seconds: float) -> None:
+  """`rate` is count / the unrounded time, both reported to 3 decimals: the
+  time was within 0.0005 s of `seconds`."""
+  assert count / (seconds + 5e-4) - 1e-3 <= rate <= count / max(seconds - 5e-4, 1e-9) + 1e-3
+
+
 def test_predict_on_eight_devices_equals_one_device(run_dir, sketches, tmp_path, capsys):
   args = [f"--workdir={run_dir}", f"--input={sketches}", "--style=ginger", "--batch_size=4"]
   one = run_module("tp2p_jax.cli.predict", [*args, f"--output={tmp_path / 'one'}"])
@@ -88,8 +94,7 @@ def test_predict_on_eight_devices_equals_one_device(run_dir, sketches, tmp_path,
     assert summary["written"] == NUM_INPUTS and summary["failed"] == 0
     assert summary["processes"] == 1 and summary["process_index"] == 0
     assert summary["images_per_s"] > 0 and summary["seconds"] > 0
-    assert summary["images_per_s"] == pytest.approx(NUM_INPUTS / summary["seconds"],
-                                                    rel=0.01)
+    _assert_rate(summary["images_per_s"], NUM_INPUTS, summary["seconds"])
   _assert_same_outputs(_pixels(tmp_path / "eight"), _pixels(tmp_path / "one"))
   for name, (h, w) in ODD_SIZES.items():
     assert Image.open(tmp_path / "eight" / f"{name}.png").size == (w, h)
@@ -192,8 +197,7 @@ def test_evaluate_on_eight_devices_equals_one_device(run_dir, capsys):
   assert eight["num_examples"] == n == 8
   # Reconstructions, the untrained baseline, and each of the 9 class styles.
   assert one["generated_images"] == eight["generated_images"] == n * (2 + 9)
-  assert eight["images_per_s"] == pytest.approx(eight["generated_images"] / eight["seconds"],
-                                                rel=0.01)
+  _assert_rate(eight["images_per_s"], eight["generated_images"], eight["seconds"])
   for key in ("l1", "l1_untrained", "psnr", "ssim", "lpips"):
     assert eight[key] == pytest.approx(one[key], rel=1e-4, abs=1e-5), key
   # Decisions (an argmax, a threshold) on near-ties may flip under float

@@ -120,45 +120,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_predict_on_two_processes_writes_each_input_once(run_dir, sketches, tmp_path):
-  """Two processes of two devices each: process i writes the inputs at
-  positions i, i + 2, ...; together exactly the one-process outputs."""
-  out_dir = tmp_path / "two"
-  port = _free_port()
-  args = [f"--workdir={run_dir}", f"--input={sketches}", "--style=ginger", "--batch_size=4"]
-  command = [sys.executable, "-m", "tp2p_jax.cli.predict", *args, f"--output={out_dir}",
-             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-  procs = [subprocess.Popen([*command, f"--process_id={i}"], cwd=REPO, env=cli_env(2),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  results = []
-  try:
-    for p in procs:
-      stdout, stderr = p.communicate(timeout=600)
-      results.append((p.returncode, stdout, stderr))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for status, stdout, stderr in results:
-    assert status == 0, stderr[-3000:]
-  summaries = [_summary(stdout) for _, stdout, _ in results]
-  assert [s["process_index"] for s in summaries] == [0, 1]
-  assert all(s["processes"] == 2 and s["devices"] == 2 for s in summaries)
-  assert [s["written"] for s in summaries] == [6, 5]  # 11 inputs, interleaved
-  names = sorted(p.stem for p in sketches.iterdir())
-  assert sorted(p.stem for p in out_dir.iterdir()) == names
-  one = tmp_path / "one"  # one process, its eight devices
-  assert predict_cli.main(["predict", *args, f"--output={one}"]) == 0
-  _assert_same_outputs(_pixels(out_dir), _pixels(one))
-
-
-def test_evaluate_on_two_processes_equals_one_process(run_dir):
-  """Two processes of two devices each share the rows of every network call
-  (an all-gather brings them back) and report the one-process metrics."""
-  port = _free_port()
-  command = [sys.executable, "-m", "tp2p_jax.cli.evaluate", f"--workdir={run_dir}",
-             "--batch_size=4", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+def _on_two_processes(module: str, args: list[str]) -> list[dict]:
+  """`python -m MODULE ARGS` as processes 0 and 1 of one job, two CPU devices
+  each; asserts both exit 0 and returns their JSON summaries."""
+  command = [sys.executable, "-m", module, *args,
+             f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
   procs = [subprocess.Popen([*command, f"--process_id={i}"], cwd=REPO, env=cli_env(2),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
@@ -173,7 +139,29 @@ def test_evaluate_on_two_processes_equals_one_process(run_dir):
         p.kill()
   for status, _, stderr in results:
     assert status == 0, stderr[-3000:]
-  two = [_summary(stdout) for _, stdout, _ in results]
+  return [_summary(stdout) for _, stdout, _ in results]
+
+
+def test_predict_on_two_processes_writes_each_input_once(run_dir, sketches, tmp_path):
+  """Two processes of two devices each: process i writes the inputs at
+  positions i, i + 2, ...; together exactly the one-process outputs."""
+  out_dir = tmp_path / "two"
+  args = [f"--workdir={run_dir}", f"--input={sketches}", "--style=ginger", "--batch_size=4"]
+  summaries = _on_two_processes("tp2p_jax.cli.predict", [*args, f"--output={out_dir}"])
+  assert [s["process_index"] for s in summaries] == [0, 1]
+  assert all(s["processes"] == 2 and s["devices"] == 2 for s in summaries)
+  assert [s["written"] for s in summaries] == [6, 5]  # 11 inputs, interleaved
+  names = sorted(p.stem for p in sketches.iterdir())
+  assert sorted(p.stem for p in out_dir.iterdir()) == names
+  one = tmp_path / "one"  # one process, its eight devices
+  assert predict_cli.main(["predict", *args, f"--output={one}"]) == 0
+  _assert_same_outputs(_pixels(out_dir), _pixels(one))
+
+
+def test_evaluate_on_two_processes_equals_one_process(run_dir):
+  """Two processes of two devices each share the rows of every network call
+  (an all-gather brings them back) and report the one-process metrics."""
+  two = _on_two_processes("tp2p_jax.cli.evaluate", [f"--workdir={run_dir}", "--batch_size=4"])
   assert all(s["processes"] == 2 and s["devices"] == 2 for s in two)
   one = evaluation.evaluate(str(run_dir), batch_size=4, devices=jax.devices()[:1])
   n = one["num_examples"]

@@ -50,7 +50,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import pathlib
 import platform as platform_lib
 import statistics
 import subprocess

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 import subprocess
 import sys
 import threading

@@ -6,10 +6,7 @@ command-line tools, so a file that one of them accepts the others accept too.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import pathlib
-import tempfile
 import warnings
 
 from typing import BinaryIO, Literal
@@ -84,38 +81,6 @@ def describe_error(error: BaseException) -> str:
   if isinstance(error, Image.UnidentifiedImageError):
     return f"not an image ({text})"
   return f"{type(error).__name__}: {text}"
-
-
-def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-  """Why `path` is not an image file, from its header alone (cheap: nothing
-  is decoded), or None when it looks like one. A file that passes can still
-  fail to decode (`load_image`), e.g. when it is truncated."""
-  try:
-    with Image.open(path):
-      return None
-  except FileNotFoundError:
-    return "no such file"
-  except Exception as e:  # pylint: disable=broad-except
-    return describe_error(e)
-
-
-def image_files_in(path: str | os.PathLike[str]) -> list[pathlib.Path]:
-  """The image files a CLI argument names: the file itself, or a folder's
-  files with an image suffix (not recursive), sorted by name. Broken
-  symbolic links with an image suffix are among them, so that reading them
-  fails, naming them, rather than their being passed over in silence.
-
-  Raises:
-    FileNotFoundError: `path` does not exist.
-  """
-  p = pathlib.Path(path).expanduser()
-  if p.is_dir():
-    return sorted((f for f in p.iterdir()
-                   if (f.is_file() or (f.is_symlink() and not f.exists()))
-                   and f.suffix.lower() in IMAGE_SUFFIXES), key=lambda f: f.name)
-  if p.exists():
-    return [p]
-  raise FileNotFoundError(f"{path}: no such file or folder")
 
 
 def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:

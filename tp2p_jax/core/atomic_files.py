@@ -86,3 +86,9 @@ def write_json_atomically(path: storage.PathLike, data: Any) -> None:
   with replacing(path, "w") as f:
     json.dump(data, f, indent=2, sort_keys=True)
     f.write("\n")
+
+
+def write_text_atomically(path: storage.PathLike, text: str) -> None:
+  """`text` replacing the file at `path` (local or URL) atomically."""
+  with replacing(path, "w") as f:
+    f.write(text)

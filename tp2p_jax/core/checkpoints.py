@@ -335,8 +335,7 @@ class Checkpointer:
     if storage.path(target).exists():
       target += time.strftime("-%Y%m%dT%H%M%S")
     try:
-      storage.path(target_dir).mkdir(parents=True, exist_ok=True)
-      storage.move_tree(source, target)
+      storage.move_tree(source, target)  # creates target_dir
       storage.path(target).joinpath("REASON.txt").write_text(
           f"moved aside {time.strftime('%Y-%m-%dT%H:%M:%S')}: {reason}\n")
     except OSError as e:

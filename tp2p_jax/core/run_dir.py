@@ -82,18 +82,19 @@ def config_differences(stored: dict[str, Any], new: dict[str, Any]
 
 
 def has_checkpoints(workdir: str) -> bool:
-  """Whether any stage under `workdir` (a local folder or a gs:// URL) has
-  a finished checkpoint."""
+  """Whether any stage of the run in `workdir` (a local folder or a gs://
+  URL) has a finished checkpoint: in `workdir/checkpoints/` or, for the
+  stages before the last, `workdir/<stage>/checkpoints/`. Only those folders
+  are listed, not every file of the run (on an object store each listing
+  is a request)."""
   root = storage.path(workdir)
   if not root.is_dir():
     return False
-  stack = [root]
-  while stack:
-    folder = stack.pop()
-    children = [c for c in folder.iterdir() if c.is_dir()]
-    if folder.name == "checkpoints" and any(c.name.isdigit() for c in children):
+  stages = [root] + [c for c in root.iterdir() if c.name != "checkpoints" and c.is_dir()]
+  for stage in stages:
+    checkpoints = stage / "checkpoints"
+    if checkpoints.is_dir() and any(c.name.isdigit() for c in checkpoints.iterdir()):
       return True
-    stack.extend(c for c in children if not c.name.isdigit())  # not into checkpoints
   return False
 
 

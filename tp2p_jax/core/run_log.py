@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tp2p_jax.core import storage
-from tp2p_jax.core.atomic_files import replacing
+from tp2p_jax.core.atomic_files import write_text_atomically
 from tp2p_jax.data.image_files import float_to_uint8
 
 
@@ -45,8 +45,7 @@ class MetricsWriter:
     target = storage.path(self.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-      rows = [line if line.endswith("\n") else line + "\n"
-              for line in target.read_text().splitlines() if line.strip()]
+      rows = [line + "\n" for line in target.read_text().splitlines() if line.strip()]
       kept = [r for r in rows if json.loads(r).get("step", 0) <= resume_step]
       if len(kept) != len(rows):
         write_text_atomically(self.path, "".join(kept))
@@ -89,12 +88,6 @@ class MetricsWriter:
         if self._tb_local is not None:
           shutil.rmtree(self._tb_local, ignore_errors=True)
           self._tb_local = None
-
-
-def write_text_atomically(path: str, text: str) -> None:
-  """`text` replacing the file at `path` (local or URL) atomically."""
-  with replacing(path, "w") as f:
-    f.write(text)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

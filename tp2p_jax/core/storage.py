@@ -24,6 +24,7 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 from typing import Any, Union
 
 from etils import epath
@@ -177,7 +178,6 @@ def staged_locally(url: str, cache_root: pathlib.Path | None = None) -> pathlib.
   log.info("data_dir %s: copying %d files (%.1f MiB) to the local cache %s", url,
            len(listing), total / 2**20, target)
   staging = target.with_name(target.name + f".partial-{os.getpid()}")
-  import shutil
   shutil.rmtree(staging, ignore_errors=True)
   for name, _ in listing:
     copy_file(f"{url.rstrip('/')}/{name}", staging / name)

@@ -40,7 +40,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from typing import Any
 
 from tp2p_jax.core import storage
@@ -69,9 +68,9 @@ class LockHolder:
     return f"pid {self.pid} on {self.host}, since {self.started}"
 
 
-def _read_holder(fd: int) -> LockHolder | None:
-  os.lseek(fd, 0, os.SEEK_SET)
-  text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+def _parse_holder(record: bytes) -> LockHolder | None:
+  """The holder a lock file or object names (None: empty, released)."""
+  text = record.decode("utf-8", "replace").strip()
   if not text:
     return None
   try:
@@ -79,6 +78,11 @@ def _read_holder(fd: int) -> LockHolder | None:
     return LockHolder(str(data["host"]), int(data["pid"]), str(data.get("started", "?")))
   except (ValueError, KeyError, TypeError):
     return LockHolder("?", -1, "?")
+
+
+def _read_holder(fd: int) -> LockHolder | None:
+  os.lseek(fd, 0, os.SEEK_SET)
+  return _parse_holder(os.read(fd, 4096))
 
 
 def _alive_here(holder: LockHolder) -> bool:
@@ -168,7 +172,6 @@ class _ObjectLock:
     self._bucket, _, self._name = self._key.partition("/")
     self._fs = storage.gcs_filesystem()
     self._generation: str | None = None
-    self._token = uuid.uuid4().hex
     self._started = time.strftime("%Y-%m-%dT%H:%M:%S")
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
@@ -176,7 +179,7 @@ class _ObjectLock:
 
   def _record(self) -> bytes:
     return (json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                        "started": self._started, "token": self._token}) + "\n").encode()
+                        "started": self._started}) + "\n").encode()
 
   def _stat(self) -> dict[str, Any] | None:
     self._fs.invalidate_cache(self._key)
@@ -185,19 +188,11 @@ class _ObjectLock:
     except FileNotFoundError:
       return None
 
-  def _read(self) -> tuple[LockHolder | None, str]:
+  def _read(self) -> LockHolder | None:
     try:
-      text = self._fs.cat_file(self._key).decode("utf-8", "replace").strip()
+      return _parse_holder(self._fs.cat_file(self._key))
     except FileNotFoundError:
-      return None, ""
-    if not text:
-      return None, ""
-    try:
-      data: dict[str, Any] = json.loads(text)
-      return (LockHolder(str(data["host"]), int(data["pid"]), str(data.get("started", "?"))),
-              str(data.get("token", "")))
-    except (ValueError, KeyError, TypeError):
-      return LockHolder("?", -1, "?"), ""
+      return None
 
   def _write(self, if_generation: str) -> str:
     """Uploads this holder's record if the object's generation is
@@ -216,7 +211,7 @@ class _ObjectLock:
       info = self._stat()
       expected = "0"
       if info is not None:
-        holder, _ = self._read()
+        holder = self._read()
         age = _utc_now() - _parse_time(info.get("updated"))
         same_host = holder is not None and holder.host == socket.gethostname()
         dead_here = same_host and not _alive_here(holder) and holder.pid != os.getpid()
@@ -233,18 +228,12 @@ class _ObjectLock:
         generation = self._write(expected)
       except FileExistsError:
         continue  # another trainer changed the object first: look again
-      # Read back: a store without preconditions (some emulators) would
-      # let two writers both "succeed"; only the last one's record stays.
-      _, token = self._read()
-      if token != self._token:
-        holder, _ = self._read()
-        raise _busy(self.workdir, holder.describe() if holder else "holder unknown")
       self._generation = generation
       self._thread = threading.Thread(target=self._heartbeat, name="tp2p-lock-heartbeat",
                                       daemon=True)
       self._thread.start()
       return
-    holder, _ = self._read()
+    holder = self._read()
     raise _busy(self.workdir, holder.describe() if holder else "holder unknown")
 
   def _heartbeat(self) -> None:

@@ -816,4 +816,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  from tp2p_jax.core import config_files
+  sys.argv = config_files.resolve_argv(sys.argv)  # --config=NAME[:VARIANT]
   app.run(main)

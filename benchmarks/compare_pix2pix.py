@@ -143,7 +143,7 @@ def run_is_finished(workdir: str) -> bool:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  from tp2p_jax.core.run_dir import read_run_config
+  from tp2p_jax.methods import read_run_config
   return read_run_config(workdir)
 
 
@@ -370,4 +370,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  from tp2p_jax.core import config_files
+  sys.argv = config_files.resolve_argv(config_files.resolve_argv(sys.argv, "pix2pix_config"),
+                                       "transpix2pix_config")
   app.run(main)

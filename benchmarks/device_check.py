@@ -346,8 +346,10 @@ def use_vgg16_weights() -> str:
 
 
 def load_config(spec: str) -> Any:
-  """An experiment config from "FILE[:VARIANT]" (as run_train's --config)."""
-  path, _, variant = spec.partition(":")
+  """An experiment config from "NAME[:VARIANT]" or "FILE[:VARIANT]" (as
+  run_train's --config)."""
+  from tp2p_jax.core import config_files
+  path, _, variant = config_files.resolve(spec).partition(":")
   if not os.path.isabs(path) and not os.path.exists(path):
     path = os.path.join(_REPO_ROOT, path)
   module_spec = importlib.util.spec_from_file_location("device_check_config", path)
@@ -808,8 +810,7 @@ def main(argv: list[str] | None = None) -> int:
   first_dtypes = ("float32",) if quick else ("float32", "bfloat16")
   infer_batches = (1, args.clients) if quick else (
       (1, 4, 16, 64) if args.reference else (1, 16, 64))
-  config_spec = args.config or ("experiments/transpix2pix.py:tiny" if quick
-                                else "experiments/transpix2pix.py")
+  config_spec = args.config or ("transpix2pix:tiny" if quick else "transpix2pix")
   result: dict[str, Any] = {
       "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None
                                                              else sys.argv[1:])),

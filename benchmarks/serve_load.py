@@ -47,7 +47,7 @@ from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.machine import describe_cpu  # noqa: E402
-from tp2p_jax.core.run_dir import read_run_config  # noqa: E402
+from tp2p_jax.methods import read_run_config  # noqa: E402
 from tp2p_jax.data.toycats import render_example  # noqa: E402
 from tp2p_jax.serving.uploads import encode_png  # noqa: E402
 

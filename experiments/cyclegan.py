@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.base import base_config as shared_base_config
+from tp2p_jax.experiments.base import base_config as shared_base_config
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.base import paired_gan_config
+from tp2p_jax.experiments.base import paired_gan_config
 
 
 def base_config() -> ml_collections.ConfigDict:

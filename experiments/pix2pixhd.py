@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import pix2pix
+from tp2p_jax.experiments import pix2pix
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import transpix2pix
+from tp2p_jax.experiments import transpix2pix
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:

@@ -5,6 +5,8 @@ the same code as the built-in ones."""
 from __future__ import annotations
 
 import ast
+import configparser
+import os
 import json
 import pathlib
 import shutil
@@ -205,10 +207,25 @@ def test_unknown_methods_are_named():
 
 
 def test_runs_saved_before_methods_were_named_load_as_their_family():
-  from tp2p_jax.core.run_dir import with_method_field
+  from tp2p_jax.methods import with_method_field
   old_cyclegan = ml_collections.ConfigDict({"model": "cyclegan", "seed": 0})
   old_paired = ml_collections.ConfigDict({"generator": "unet", "seed": 0})
   assert with_method_field(old_cyclegan).method == "cyclegan"
   assert with_method_field(old_paired).method == "paired_gan"
   new = ml_collections.ConfigDict({"method": "style_encoder"})
   assert with_method_field(new) is new
+
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_setup_cfg_lists_every_package():
+  """setup.cfg lists its packages (it maps experiments/ into the package):
+  a new subpackage left out of the list would be missing from the wheel."""
+  setup = configparser.ConfigParser()
+  setup.read(_REPO / "setup.cfg")
+  listed = set(setup["options"]["packages"].split())
+  found = {str(p.parent.relative_to(_REPO)).replace(os.sep, ".")
+           for p in (_REPO / "tp2p_jax").rglob("__init__.py")}
+  assert listed == found | {"tp2p_jax.experiments"}
+  assert "tp2p_jax.experiments = experiments" in setup["options"]["package_dir"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import compare_pix2pix
-from experiments import pix2pix, toycats
+from tp2p_jax.experiments import pix2pix, toycats
 from tp2p_jax.core.run_dir import config_to_dict
 
 

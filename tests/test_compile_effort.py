@@ -1,6 +1,6 @@
 """How the trainer compiles a run's programs: `fast_compile` (most XLA
-optimisations off), and the train step prepared in a second thread while
-init compiles and runs.
+optimisations off) reaches every program, and a failure before the first
+step is raised as it is.
 
 XLA writes the debug options each program was compiled with beside its
 dump (`xla_dump_to`), which is how these tests see what reached each
@@ -14,7 +14,6 @@ import importlib
 import json
 import pathlib
 import re
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,6 @@ import pytest
 from tp2p_jax import training
 from tp2p_jax.core import compile_effort, loop
 from tp2p_jax.core import mesh as mesh_lib
-from tp2p_jax.core.program_cache import ProgramCache
 from tp2p_jax.core.run_dir import config_differences
 from tp2p_jax.core.stage import Stage
 from tests import painter_method
@@ -115,40 +113,18 @@ def _stage(total_steps: int) -> Stage:
                finish=finish)
 
 
-@pytest.mark.parametrize("cached", [False, True])
-def test_every_program_of_a_run_is_compiled_with_its_options(cached, tmp_path,
-                                                             full_optimisation):
+def test_every_program_of_a_run_is_compiled_with_its_options(tmp_path, full_optimisation):
   dump = tmp_path / "dump"
   options = {**compile_effort.compiler_options(True, "cpu"), "xla_dump_to": str(dump)}
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
-  programs = None
-  if cached:  # through the program cache, as built-in methods' runs are
-    previous = jax.config.jax_compilation_cache_dir
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
-  try:
-    if cached:
-      programs = ProgramCache.for_config({"method": "toy", "test": str(tmp_path)})
-      assert programs is not None
-    loop.run_stages([_stage(total_steps=2)], str(tmp_path / "run"), mesh, {"test": True},
-                    programs=programs, compiler_options=options)
-  finally:
-    if cached:
-      jax.config.update("jax_compilation_cache_dir", previous)
+  loop.run_stages([_stage(total_steps=2)], str(tmp_path / "run"), mesh, {"test": True},
+                  compiler_options=options)
   compiled = _compiled_options(dump)
   for program in ("init", "train_step", "grid", "handoff"):
-    # Each compiled once (the cached run prepares its train step in a second
-    # thread from the state's shapes, and its first step uses that program).
     found = [options for name, options in compiled if name.endswith(program)]
     assert len(found) == 1, (program, sorted(name for name, _ in compiled))
     assert found[0]["xla_backend_optimization_level"] == "0", program
     assert found[0]["xla_cpu_use_fusion_emitters"] == "false", program
-
-
-def test_a_program_cached_one_way_is_not_served_the_other(tmp_path):
-  cache = ProgramCache(tmp_path, "context", "environment")
-  args = (np.ones(3, np.float32),)
-  fast = {"compiler_options": compile_effort.compiler_options(True, "cpu")}
-  assert cache.key("step", args, {}) != cache.key("step", args, fast)
 
 
 def test_train_and_evaluate_passes_the_configs_choice(tmp_path, monkeypatch):
@@ -172,7 +148,7 @@ def test_train_and_evaluate_passes_the_configs_choice(tmp_path, monkeypatch):
     ("transpix2pix", [None, "cpu"]), ("toycats", [None]), ("pix2pix", [None, "cpu"]),
     ("cyclegan", [None, "cpu"]), ("pix2pixhd", [None, "global"])])
 def test_tiny_configs_compile_fast_and_the_others_optimise(module, variants):
-  get_config = importlib.import_module(f"experiments.{module}").get_config
+  get_config = importlib.import_module(f"tp2p_jax.experiments.{module}").get_config
   assert get_config("tiny").fast_compile is True
   for variant in variants:
     assert get_config(variant).fast_compile is False
@@ -190,27 +166,16 @@ class _BadFirstBatch(_Ones):
 
 
 @pytest.mark.parametrize("failing", ["first batch", "init"])
-def test_an_error_before_the_first_step_is_raised_and_leaves_no_thread(failing, tmp_path):
+def test_an_error_before_the_first_step_is_raised_as_it_is(failing, tmp_path):
   stage = _stage(total_steps=2)
   if failing == "first batch":
     stage = dataclasses.replace(stage, make_iterator=_BadFirstBatch)
     expected = "photos/cat_3.png: not an image"
   else:
     def init(key, handoff):
-      raise RuntimeError("init failed while the step was being prepared")
+      raise RuntimeError("init failed")
     stage = dataclasses.replace(stage, init=init)
     expected = "init failed"
-  previous = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
-  try:
-    programs = ProgramCache.for_config({"method": "toy", "test": str(tmp_path)})
-    with pytest.raises((ValueError, RuntimeError), match=expected):
-      loop.run_stages([stage], str(tmp_path / "run"), mesh_lib.make_mesh(jax.devices()[:1]),
-                      {"test": True}, programs=programs)
-  finally:
-    jax.config.update("jax_compilation_cache_dir", previous)
-  # The preparing thread ends (it is waited for before the error is raised).
-  for thread in threading.enumerate():
-    if thread.name.startswith("tp2p-prepare"):
-      thread.join(timeout=60)
-      assert not thread.is_alive()
+  with pytest.raises((ValueError, RuntimeError), match=expected):
+    loop.run_stages([stage], str(tmp_path / "run"), mesh_lib.make_mesh(jax.devices()[:1]),
+                    {"test": True})

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import toycats
+from tp2p_jax.experiments import toycats
 from tp2p_jax.models.convolution import Conv2D, ConvTransposeX2
 from tp2p_jax.models.vgg import max_pool_2x2
 from tp2p_jax.methods import paired_gan

@@ -10,16 +10,18 @@ import shutil
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments import cyclegan as cyclegan_config
+from tp2p_jax.experiments import cyclegan as cyclegan_config
 from tests.host_variables import host_drawn_variables
 from tp2p_jax import models
 from tp2p_jax.data.image_files import ImageReadError
-from tp2p_jax.data.unpaired import UnpairedSource, make_unpaired_sources
+from tp2p_jax.data.sources import unpaired_sources_from_config
+from tp2p_jax.data.unpaired import UnpairedSource
 from tp2p_jax.core.checkpoints import Checkpointer, abstract_with_shardings
 from tp2p_jax.core.run_dir import restore_run_state
 from tp2p_jax.inference.run_loading import load_trained_run
@@ -200,8 +202,8 @@ def test_lr_is_constant_then_decays_linearly_to_zero():
 # --- data ---------------------------------------------------------------------------------
 
 def test_toycats_are_unpaired_by_an_independent_permutation():
-  train, _ = make_unpaired_sources("toycats", image_size=32, seed=0, num_train=12,
-                                   num_eval=2)
+  data = ml_collections.ConfigDict({"source": "toycats", "num_train": 12, "num_eval": 2})
+  train, _ = unpaired_sources_from_config(data, image_size=32, seed=0)
   from tp2p_jax.data.toycats import render_example
   same = [np.array_equal(train[i]["photo"], render_example(i, 32, seed=0)["photo"])
           for i in range(12)]
@@ -226,8 +228,8 @@ def test_folder_sources_read_trainA_and_trainB(tmp_path):
     for i in range(n):
       Image.new("RGB", (10 + i, 8), colour).save(tmp_path / domain / f"{i}.png")
   (tmp_path / "trainB" / "notes.txt").write_text("not an image")
-  train, held_out = make_unpaired_sources("folders", image_size=8, seed=0,
-                                          data_dir=str(tmp_path))
+  data = ml_collections.ConfigDict({"source": "folders", "data_dir": str(tmp_path)})
+  train, held_out = unpaired_sources_from_config(data, image_size=8, seed=0)
   assert held_out is train  # no testA/testB: samples come from train
   assert len(train) == 3
   for i in range(3):
@@ -237,7 +239,8 @@ def test_folder_sources_read_trainA_and_trainB(tmp_path):
   with pytest.raises(ImageReadError, match="1.png"):
     train[1]
   with pytest.raises(ValueError, match="data_dir"):
-    make_unpaired_sources("folders", image_size=8, seed=0)
+    unpaired_sources_from_config(ml_collections.ConfigDict({"source": "folders"}),
+                                 image_size=8, seed=0)
 
 
 # --- translation and training through the trainer -----------------------------------------

@@ -301,7 +301,7 @@ def test_content_box_centres_the_longer_side():
 @pytest.fixture(scope="module")
 def pix2pix_run(tmp_path_factory) -> pathlib.Path:
   """A 4-step tiny pix2pix run: a generator without a style input."""
-  from experiments import pix2pix
+  from tp2p_jax.experiments import pix2pix
   from tp2p_jax import training
   workdir = tmp_path_factory.mktemp("pix2pix_run")
   config = pix2pix.get_config("tiny")
@@ -345,7 +345,7 @@ def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_
 
 def test_cyclegan_runs_predict_both_ways(sketches, tmp_path, capsys):
   import jax
-  from experiments import cyclegan as cyclegan_config
+  from tp2p_jax.experiments import cyclegan as cyclegan_config
   from tp2p_jax import training
   config = cyclegan_config.get_config("tiny")
   config.batch_size = len(jax.devices())

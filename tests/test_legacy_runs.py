@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cyclegan, pix2pixhd
+from tp2p_jax.experiments import cyclegan, pix2pixhd
 from tp2p_jax import training
-from tp2p_jax.core.run_dir import read_run_config
+from tp2p_jax.methods import read_run_config
 from tp2p_jax.inference.run_loading import load_trained_run
 
 LEGACY = pathlib.Path(__file__).parent / "golden" / "legacy_runs"

@@ -17,8 +17,8 @@ import pytest
 from tp2p_jax.metrics import distribution
 from tp2p_jax.metrics import embedding
 from tp2p_jax.metrics import image
-from tp2p_jax.metrics import inception
-from tp2p_jax.models import lpips as lpips_lib
+from tp2p_jax.models import inception
+from tp2p_jax.metrics import lpips_vgg as lpips_lib
 
 
 def _images(seed: int, shape: tuple[int, ...] = (2, 32, 32, 3),

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import toycats
+from tp2p_jax.experiments import toycats
 from tp2p_jax import models
 from tp2p_jax.methods import paired_gan
 from tp2p_jax.models.layers import compute_dtype

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments import pix2pix
+from tp2p_jax.experiments import pix2pix
 from tests.host_variables import host_drawn_variables
 from tp2p_jax import models
 from tp2p_jax.data import pipeline

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments import pix2pixhd, toycats
+from tp2p_jax.experiments import pix2pixhd, toycats
 from tests.host_variables import host_drawn_variables
 from tp2p_jax import losses
 from tp2p_jax.models.layers import avg_pool_downsample

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.benchmark import memory_analysis, synthetic_batch
-from experiments import toycats
+from tp2p_jax.experiments import toycats
 from tp2p_jax import losses
 from tp2p_jax.methods import paired_gan
 from tp2p_jax.models import vgg

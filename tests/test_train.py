@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import toycats
+from tp2p_jax.experiments import toycats
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.toycats import ToyCatsSource
 from tp2p_jax.core import mesh as parallel

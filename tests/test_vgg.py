@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tp2p_jax.models import lpips as lpips_lib
+from tp2p_jax.metrics import lpips_vgg as lpips_lib
 from tp2p_jax.models import vgg as vgg_lib
 
 _ALL_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import pix2pixhd
+from tp2p_jax.experiments import pix2pixhd
 from tp2p_jax import training
 from tp2p_jax.core import mesh as parallel
 from tp2p_jax.core.run_dir import RunError

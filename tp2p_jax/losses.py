@@ -162,5 +162,5 @@ def cosface_loss(cosine: jax.Array, labels: jax.Array, scale: float = 5.0,
 
 def lpips_distance(x: jax.Array, y: jax.Array, variables: Mapping | None = None) -> jax.Array:
   """LPIPS (VGG variant) between NHWC images in [-1, 1]; (B,) distances."""
-  from tp2p_jax.models import lpips  # evaluation-only; keeps training imports light
+  from tp2p_jax.metrics import lpips_vgg as lpips  # evaluation-only; keeps training imports light
   return lpips.lpips_distance(x, y, variables)

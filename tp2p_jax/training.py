@@ -18,7 +18,6 @@ import ml_collections
 
 from tp2p_jax import methods
 from tp2p_jax.core import compile_effort, loop, mesh as mesh_lib
-from tp2p_jax.core.program_cache import ProgramCache
 from tp2p_jax.core.run_dir import (RunError, check_workdir_usable, resolve_run_config,
                                    write_run_config)
 from tp2p_jax.core.workdir_lock import WorkdirLock
@@ -43,16 +42,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for name, least in _AT_LEAST.items():
     if name in config and (not isinstance(config[name], int) or config[name] < least):
       raise RunError(f"--config.{name}={config[name]!r}: must be an integer >= {least}")
-
-
-def _program_cache(method: methods.Method, config_dict: dict) -> ProgramCache | None:
-  """The compiled-program cache for a run of `config_dict`: only for the
-  built-in methods, whose programs the package source and the config
-  determine (a method defined elsewhere brings code the key does not
-  cover), and in single-process runs (each host of a pod traces its own)."""
-  if not methods.is_built_in(method) or jax.process_count() > 1:
-    return None
-  return ProgramCache.for_config(config_dict)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
@@ -91,7 +80,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:
     result = loop.run_stages(
         stages, workdir, mesh, config_dict,
         before_first_save=write_config if resuming else None,
-        programs=_program_cache(method, config_dict),
         compiler_options=compile_effort.compiler_options(
             bool(config.get("fast_compile", False)), jax.default_backend()),
         # Only process 0 holds the lock; every process takes part in the vote.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pathlib
 import re
 import sys
 import warnings
@@ -22,20 +21,6 @@ from absl import flags
 from absl import logging as absl_logging
 
 HELP_FLAGS = frozenset({"-h", "--help", "--helpshort", "--helpfull"})
-
-# The experiment configs beside the package (a source checkout, as `pip
-# install -e .` makes): they import `experiments.*`.
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
-
-
-def experiments_importable() -> None:
-  """Lets config files import `experiments.*` whatever the working directory
-  (run_train.py has its folder on sys.path; `tp2p train` and `python -m`
-  from elsewhere do not)."""
-  root = str(EXPERIMENTS.parent)
-  if EXPERIMENTS.is_dir() and root not in sys.path:
-    sys.path.append(root)
-
 
 class UsageError(ValueError):
   """A mistake in how a command was called: one line on stderr, exit status 2."""
@@ -143,6 +128,7 @@ def run(argv: Sequence[str], doc: str | None,
   Returns:
     The exit status.
   """
+  from tp2p_jax.core import config_files
   from tp2p_jax.core.caches import enable_compilation_cache
   from tp2p_jax.core.xla_flags import set_default_xla_flags
   set_default_xla_flags()  # before JAX starts its backends
@@ -156,6 +142,8 @@ def run(argv: Sequence[str], doc: str | None,
     with warnings.catch_warnings():
       # ml_collections loads config files through the deprecated load_module().
       warnings.filterwarnings("ignore", message=".*load_module", category=DeprecationWarning)
+      # --config=NAME[:VARIANT] names a file of the installed experiments.
+      argv = config_files.resolve_argv(argv)
       fv = define_flags(argv)
       rest = fv(argv)
   except (AttributeError, KeyError) as e:

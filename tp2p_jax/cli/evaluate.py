@@ -79,7 +79,7 @@ def _define_flags() -> flags.FlagValues:
                       flag_values=fv)
   flags.DEFINE_integer("inception_size", 299, "Inception input side (>= 75; keep 299 for "
                        "FIDs comparable with other work).",
-                       lower_bound=75,  # tp2p_jax.metrics.inception.MIN_INPUT_SIZE
+                       lower_bound=75,  # tp2p_jax.models.inception.MIN_INPUT_SIZE
                        flag_values=fv)
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Generator compute dtype (default: the run's).", flag_values=fv)

@@ -21,7 +21,7 @@ that `predict`, `evaluate` and `export` use like a trained one.
 The weights are converted by `tp2p_jax.interop.torch_weights.convert` (no
 torch needed; the file's pickle is read through a restricted unpickler).
 The run's config starts from the family's experiment config (`--config`,
-default `experiments/<family>.py`; `--config.FIELD=VALUE` overrides any
+default the config named after the family; `--config.FIELD=VALUE` overrides any
 field) with its generator, discriminator and style-encoder fields replaced
 by those of the imported networks. One checkpoint is written in the
 trainer's format: the imported generator as both the trained and the EMA
@@ -77,7 +77,6 @@ def _peek(argv: Sequence[str], name: str) -> str | None:
 def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   """Flags in a registry of their own, so that `main` can run repeatedly in
   one process (tests) beside other tools' flags."""
-  command.experiments_importable()
   fv = flags.FlagValues()
   flags.DEFINE_enum("family", None, sorted(FAMILIES), "Which release the files come from.",
                     flag_values=fv)
@@ -110,7 +109,7 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   default = default_config_path(family) if family in FAMILIES else None
   config_flags.DEFINE_config_file(
       "config", default, "Experiment config the run's config starts from (default: "
-      "experiments/<family>.py); fields can be overridden with --config.FIELD=VALUE.",
+      "the config named after the family); fields can be overridden with --config.FIELD=VALUE.",
       flag_values=fv, lock_config=True, sys_argv=list(argv))
   return fv
 

@@ -1,9 +1,9 @@
 r"""Trains a method of the tp2p_jax family (`config.method` names it).
 
   python run_train.py                      # the toy-cats main job (experiments/toycats.py)
-  python run_train.py --config=experiments/transpix2pix.py --workdir=runs/tp2p
-  python run_train.py --config=experiments/toycats.py:tiny --config.total_steps=40 --workdir=/tmp/w
-  python run_train.py --config=experiments/transpix2pix.py --workdir=/tmp/w --dry_run
+  tp2p train --config=toycats:tiny --config.total_steps=40 --workdir=/tmp/w
+  tp2p train --config=transpix2pix --workdir=/tmp/w --dry_run
+  tp2p train --config=experiments/pix2pix.py:cpu   # a config file by path
   python run_train.py --coordinator_address=host0:12345 --num_processes=2 --process_id=I ...
 
 (`tp2p train ...` and `python -m tp2p_jax.cli.train ...` are the same command.)
@@ -39,19 +39,20 @@ import ml_collections
 from ml_collections import config_flags
 
 from tp2p_jax.cli import command
+from tp2p_jax.core import config_files
 
-DEFAULT_CONFIG = str(command.EXPERIMENTS / "toycats.py")
+DEFAULT_CONFIG = "toycats"
 
 
 def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   """Flags in a registry of their own, so `main` can run repeatedly in one
   process (tests) beside other tools' flags."""
-  command.experiments_importable()
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
-      "config", DEFAULT_CONFIG,
-      "Experiment config file (optionally FILE:VARIANT); fields can be overridden "
-      "with --config.FIELD=VALUE.", flag_values=fv, lock_config=True, sys_argv=list(argv))
+      "config", config_files.resolve(DEFAULT_CONFIG),
+      "Experiment config: a name (NAME[:VARIANT], e.g. toycats:tiny; the files of "
+      "experiments/) or a file (PATH[:VARIANT]); fields can be overridden with "
+      "--config.FIELD=VALUE.", flag_values=fv, lock_config=True, sys_argv=list(argv))
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples). "
                       "Default: runs/<config name>.", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the resolved config and parameter counts (last "

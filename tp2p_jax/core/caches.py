@@ -10,8 +10,7 @@ the reference model). `TP2P_JAX_COMPILATION_CACHE=DIR` moves that folder,
 `TP2P_JAX_COMPILATION_CACHE=off` turns the cache off, and a
 `JAX_COMPILATION_CACHE_DIR` the user set is JAX's own setting and wins
 (so does `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` over the 1 s below
-which a program is not stored). Training keeps its compiled init and train
-step in that folder's `tp2p_programs/` as well (`program_cache.py`).
+which a program is not stored).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ the first run's wall clock about halves, each step runs slower.
 
 The options are per program (`jax.jit(..., compiler_options=...)`), not
 process flags, so one process can hold both kinds, and they are part of
-every cache key (JAX's and `program_cache`'s): a program compiled one way
+the key of JAX's persistent compilation cache: a program compiled one way
 is never served for the other.
 """
 from __future__ import annotations

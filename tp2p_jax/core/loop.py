@@ -15,7 +15,6 @@ that restores resumes the run (`tp2p_jax.core.checkpoints`).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -30,7 +29,6 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import compile_effort, multihost, run_log
-from tp2p_jax.core.program_cache import CachedFunction, CachedJit, ProgramCache
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
@@ -98,38 +96,22 @@ def _check_finite(stage: str, step: int, metrics: dict[str, float], ckpt: Checkp
         f"{stage}: non-finite values at step {step}: {what}. Stopped without saving; {where}.")
 
 
-def stage_jit(stage_name: str, programs: ProgramCache | None,
-              compiler_options: Mapping[str, Any] | None = None) -> Jit:
-  """The `Jit` a stage's `samples` and `finish` get: their programs kept in
-  `programs` as "<stage_name>.<name>" (plain `jax.jit` without a cache),
-  each made once per name, compiled with `compiler_options` (XLA's)."""
+def stage_jit(compiler_options: Mapping[str, Any] | None = None) -> Jit:
+  """The `Jit` a stage's `samples` and `finish` get: `jax.jit` with
+  `compiler_options` (XLA's), each program made once per name."""
   made: dict[str, Callable[..., Any]] = {}
   options = compile_effort.jit_options(compiler_options)
 
   def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     if name not in made:
-      if programs is not None:
-        made[name] = CachedFunction(programs, f"{stage_name}.{name}", fn, options)
-      else:
-        made[name] = jax.jit(fn, **options)
+      made[name] = jax.jit(fn, **options)
     return made[name]
   return jit
-
-
-def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-  """`fn(*args)` started in a thread of its own; its result (or error) is
-  the future's."""
-  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tp2p-prepare")
-  try:
-    return pool.submit(fn, *args)
-  finally:
-    pool.shutdown(wait=False)
 
 
 def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
-               programs: ProgramCache | None = None,
                compiler_options: Mapping[str, Any] | None = None,
                ownership_lost: Callable[[], bool] | None = None) -> LoopResult:
   """Runs (or resumes) one stage in `workdir`.
@@ -141,10 +123,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   donated) up to `stage.total_steps`, logging, checkpointing and sampling on
   the stage's schedule. `config_dict` is stored with every checkpoint;
   `before_first_save` runs once, before the first checkpoint is written.
-  `programs` (built from `config_dict`) keeps the compiled init, train
-  step and sample programs, so a restarted or resumed run loads them
-  instead of tracing and compiling them again. `compiler_options` (XLA's,
-  from `compile_effort`) apply to each of those programs.
+  `compiler_options` (XLA's, from `compile_effort`) apply to the init,
+  train step and sample programs; JAX's persistent compilation cache
+  (`tp2p_jax.core.caches`) spares a restarted run their compilation.
   `ownership_lost()` is asked before every save (on every process, agreed
   by all): True when another trainer took the run directory's lock over,
   and the stage stops with `WorkdirBusyError` instead of writing into a run
@@ -152,16 +133,12 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   """
   is_main = jax.process_index() == 0
   init_args = (jax.random.PRNGKey(stage.seed), handoff)
-  init_name = f"{stage.name}.init"
   if stage.total_steps <= 0:  # nothing to train: the initial state
-    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args, cache=programs, name=init_name,
+    state, _ = mesh_lib.jit_init(stage.init, mesh, *init_args,
                                  compiler_options=compiler_options)
     return LoopResult(state, 0, False)
   mesh_lib.check_batch_size(stage.batch_size, mesh)
-  abstract = mesh_lib.cached_abstract_state(mesh, *init_args, cache=programs, name=init_name,
-                                            compiler_options=compiler_options)
-  if abstract is None:
-    abstract = jax.eval_shape(stage.init, *init_args)
+  abstract = jax.eval_shape(stage.init, *init_args)
   state_sharding = mesh_lib.replicated_like(mesh, abstract)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), stage.keep_checkpoints,
                       writer=True)
@@ -178,12 +155,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     raise
   start = restored.step if restored else 0
   step_jit = mesh_lib.jit_train_step(stage.train_step, mesh, state_sharding, stage.frozen,
-                                     cache=programs, name=f"{stage.name}.train_step",
                                      compiler_options=compiler_options)
   frozen = (None if stage.frozen is None or start >= stage.total_steps
             else jax.device_put(stage.frozen, mesh_lib.replicated_like(mesh, stage.frozen)))
-  first_batch: dict[str, jax.Array] | None = None
-  preparing: concurrent.futures.Future | None = None
   if restored:
     state = restored.state
     try:
@@ -200,28 +174,20 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   else:
     t0 = time.perf_counter()
     try:
-      if isinstance(step_jit, CachedJit):
-        # The train step needs only the state's shapes and a batch, so it is
-        # loaded or compiled in a second thread while init compiles and runs.
-        first_batch = mesh_lib.to_global_batch(next(iterator), mesh)
-        preparing = _in_thread(step_jit.prepare, state_target, first_batch, frozen)
-      init = mesh_lib.compile_init(stage.init, mesh, *init_args, cache=programs,
-                                   name=init_name, compiler_options=compiler_options)
+      init = mesh_lib.compile_init(stage.init, mesh, *init_args,
+                                   compiler_options=compiler_options)
       state = jax.block_until_ready(init(*init_args))
-      log.info("%s: state initialised in %.1f s%s", stage.name, time.perf_counter() - t0,
-               " (its program loaded from the cache)" if init.from_cache else "")
+      log.info("%s: state initialised in %.1f s", stage.name, time.perf_counter() - t0)
       if stage.on_fresh_start is not None:
         state = stage.on_fresh_start(state, mesh)
     except BaseException:
-      if preparing is not None:
-        concurrent.futures.wait([preparing])
       ckpt.close()
       raise
   if start >= stage.total_steps:
     ckpt.close()
     return LoopResult(state, start, False)
 
-  jit = stage_jit(stage.name, programs, compiler_options)
+  jit = stage_jit(compiler_options)
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
   agreement = multihost.Agreement(mesh)
   # The bar starts after the first step, so that its rate and ETA leave out
@@ -232,23 +198,16 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
   try:
     with _StopFlag() as stop:
       while step < stage.total_steps:
-        if first_batch is not None:
-          batch, first_batch = first_batch, None
-        else:
-          batch = mesh_lib.to_global_batch(next(iterator), mesh)
+        batch = mesh_lib.to_global_batch(next(iterator), mesh)
         if bar is None:
-          log.info("%s: %s the train step (the first step waits for it)", stage.name,
-                   "compiling" if programs is None else "loading or compiling")
+          log.info("%s: compiling the train step (the first step waits for it)", stage.name)
           t0 = time.perf_counter()
-          if preparing is not None:
-            preparing.result()  # its errors are raised here
         state, metrics = step_jit(state, batch, frozen)
         step += 1
         if bar is None:
           jax.block_until_ready(metrics)
-          how = ("its program loaded from the cache"
-                 if getattr(step_jit, "from_cache", False) else "with compilation")
-          log.info("%s: first step, %s, took %.1f s", stage.name, how, time.perf_counter() - t0)
+          log.info("%s: first step, with compilation, took %.1f s", stage.name,
+                   time.perf_counter() - t0)
           bar = tqdm(total=stage.total_steps, initial=step, desc=stage.name, unit="step",
                      dynamic_ncols=True, disable=not is_main,
                      mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -295,15 +254,14 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
 def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
                config_dict: dict[str, Any],
                before_first_save: Callable[[], None] | None = None,
-               programs: ProgramCache | None = None,
                compiler_options: Mapping[str, Any] | None = None,
                ownership_lost: Callable[[], bool] | None = None) -> LoopResult:
   """Trains `stages` in order under `workdir` (each in its `directory`); the
   first gets {} as its handoff, each later one what the previous stage's
   `finish` returned (fetched to the host). Stops after a stage that SIGTERM
   interrupted. `before_first_save` runs once, before the run's first
-  checkpoint save (of whichever stage); `programs` keeps the stages'
-  compiled programs, built with `compiler_options`; `ownership_lost` is
+  checkpoint save (of whichever stage); the stages' programs are compiled
+  with `compiler_options`; `ownership_lost` is
   asked before every save (see `train_loop`).
   Returns the last stage's (or the interrupted stage's) result.
   """
@@ -317,11 +275,11 @@ def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,
   result = LoopResult(None, 0, False)
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.directory) if stage.directory else workdir
-    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save, programs,
+    result = train_loop(stage, stage_dir, mesh, handoff, config_dict, first_save,
                         compiler_options, ownership_lost)
     if result.interrupted:
       return result
     handoff = {} if stage.finish is None else jax.device_get(
         stage.finish(result.state, stage_dir,
-                     stage_jit(stage.name, programs, compiler_options)))
+                     stage_jit(compiler_options)))
   return result

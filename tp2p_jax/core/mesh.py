@@ -12,7 +12,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tp2p_jax.core.compile_effort import jit_options
-from tp2p_jax.core.program_cache import CachedJit, ProgramCache
 
 DATA_AXIS = "data"
 
@@ -75,12 +74,10 @@ class InitProgram:
       the index of its value among the compiled program's outputs
       ("index"), and those outputs' "shapes" and "dtypes".
     sharding: the state's (replicated) sharding.
-    from_cache: True when the program was loaded from a `ProgramCache`.
   """
   compiled: jax.stages.Compiled
   layout: Mapping[str, Any]
   sharding: NamedSharding
-  from_cache: bool = False
 
   def __call__(self, *args: Any) -> Any:
     values = self.compiled(*args)
@@ -93,14 +90,8 @@ class InitProgram:
     return jax.tree.unflatten(self.layout["treedef"], leaves)
 
 
-def _abstract_state(layout: Mapping[str, Any], sharding: NamedSharding) -> Any:
-  return jax.tree.unflatten(layout["treedef"], [
-      jax.ShapeDtypeStruct(tuple(layout["shapes"][i]), np.dtype(layout["dtypes"][i]),
-                           sharding=sharding) for i in layout["index"]])
-
-
 def _init_options(mesh: Mesh, compiler_options: Mapping[str, Any] | None) -> dict[str, Any]:
-  """The init program's jit options (also part of its cache key)."""
+  """The init program's jit options."""
   return {"out_shardings": replicated(mesh), **jit_options(compiler_options)}
 
 
@@ -126,55 +117,31 @@ def _distinct_leaves_fn(init_fn: Callable[..., Any]
 
 
 def compile_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
-                 cache: ProgramCache | None = None, name: str = "init",
                  compiler_options: Mapping[str, Any] | None = None) -> InitProgram:
-  """`init_fn(*args)` compiled with its output replicated on `mesh`; through
-  `cache` (under `name`) when given, so a warm start neither traces nor
-  compiles it. `compiler_options`: XLA's, e.g. `compile_effort`'s."""
+  """`init_fn(*args)` compiled with its output replicated on `mesh`.
+  `compiler_options`: XLA's, e.g. `compile_effort`'s."""
   fn, layout = _distinct_leaves_fn(init_fn)
   options = _init_options(mesh, compiler_options)
-  if cache is None:
-    compiled = jax.jit(fn, **options).lower(*args).compile()
-    return InitProgram(compiled, layout, options["out_shardings"])
-  loaded = cache.compile(name, fn, args, meta=lambda: dict(layout), **options)
-  return InitProgram(loaded.compiled, loaded.meta, options["out_shardings"], loaded.from_cache)
-
-
-def cached_abstract_state(mesh: Mesh, *args: Any, cache: ProgramCache | None,
-                          name: str = "init",
-                          compiler_options: Mapping[str, Any] | None = None) -> Any | None:
-  """The state shapes (`jax.ShapeDtypeStruct`s, replicated on `mesh`) that
-  the init program `compile_init(..., cache=cache, name=name,
-  compiler_options=compiler_options)` stored for `args` returns, without
-  tracing or loading it; None when not cached."""
-  if cache is None:
-    return None
-  options = _init_options(mesh, compiler_options)
-  layout = cache.lookup_meta(name, args, options)
-  return None if layout is None else _abstract_state(layout, options["out_shardings"])
+  compiled = jax.jit(fn, **options).lower(*args).compile()
+  return InitProgram(compiled, layout, options["out_shardings"])
 
 
 def jit_init(init_fn: Callable[..., Any], mesh: Mesh, *args: Any,
-             cache: ProgramCache | None = None, name: str = "init",
              compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
   """(state, state shardings): `init_fn(*args)` compiled (see `compile_init`)
   and run, its output replicated on `mesh`."""
-  program = compile_init(init_fn, mesh, *args, cache=cache, name=name,
-                         compiler_options=compiler_options)
+  program = compile_init(init_fn, mesh, *args, compiler_options=compiler_options)
   state = program(*args)
   return state, replicated_like(mesh, state)
 
 
 def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Mesh,
-                   state_shardings: Any, frozen: Any, cache: ProgramCache | None = None,
-                   name: str = "train_step",
+                   state_shardings: Any, frozen: Any,
                    compiler_options: Mapping[str, Any] | None = None
                    ) -> Callable[..., tuple[Any, Any]]:
   """`step_fn(state, batch, frozen) -> (state, metrics)` jitted over `mesh`:
   the batch split on `data`, state, frozen inputs and metrics replicated,
   the state's buffers donated (the caller keeps only the returned state).
-  With `cache`, the first call loads the compiled step from it (or compiles
-  and stores it under `name`); the result's `from_cache` then says which.
 
   Args:
     step_fn: a method's pure train step.
@@ -182,8 +149,6 @@ def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Me
     state_shardings: shardings of the state (e.g. from `jit_init`).
     frozen: the frozen inputs (e.g. VGG16 variables) the step is called
       with, or None; only its tree structure is used here.
-    cache: where compiled programs are kept, or None (plain `jax.jit`).
-    name: the program's name in `cache`.
     compiler_options: XLA's compile options (e.g. `compile_effort`'s), or
       None for its defaults.
   """
@@ -191,6 +156,4 @@ def jit_train_step(step_fn: Callable[[Any, Any, Any], tuple[Any, Any]], mesh: Me
                                replicated_like(mesh, frozen)),
                  out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0,
                  **jit_options(compiler_options))
-  if cache is None:
-    return jax.jit(step_fn, **options)
-  return CachedJit(cache, name, step_fn, options)
+  return jax.jit(step_fn, **options)

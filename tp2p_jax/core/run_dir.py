@@ -173,25 +173,13 @@ def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> dict[str
   return config_dict
 
 
-def with_method_field(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A saved config with its `method` field. Runs written before methods
-  were named carry none: theirs is "cyclegan" where the config said
-  `model="cyclegan"`, else "paired_gan" (the only other family then); the
-  checkpoints themselves are unchanged, so such runs restore as they are."""
-  if "method" in config:
-    return config
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.method = "cyclegan" if config.get("model") == "cyclegan" else "paired_gan"
-  return config
-
-
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's saved config (with its `method`); `RunError` naming the file if
-  it is missing or not JSON."""
+  """The run's saved config as written; `RunError` naming the file if it is
+  missing or not JSON. (`tp2p_jax.methods.read_run_config` adds the
+  `method` field of runs saved before methods were named.)"""
   path = storage.join(workdir, CONFIG_FILE)
   try:
-    return with_method_field(ml_collections.ConfigDict(json.loads(
-        storage.path(path).read_text())))
+    return ml_collections.ConfigDict(json.loads(storage.path(path).read_text()))
   except FileNotFoundError:
     raise RunError(f"{path}: not found; is {workdir!r} a run directory made by "
                    f"run_train.py?") from None

@@ -10,10 +10,8 @@ import numpy as np
 
 Batch = Mapping[str, Any]
 Metrics = dict[str, jax.Array]
-# `jit(name, fn)`: `fn` compiled like `jax.jit(fn)`, its programs kept in the
-# run's program cache under the stage's name and `name` (one name, one
-# function: every array it reads must be an argument, never a closed-over
-# value, since a later run loads the program without tracing `fn`).
+# `jit(name, fn)`: `fn` compiled like `jax.jit(fn)` with the run's compiler
+# options, made once per `name` (one name, one function).
 Jit = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 
 

@@ -245,11 +245,13 @@ class ToModelInputs(grain.MapTransform):
 
 
 class _StableReprSource:
-  """Forwards to a source whose repr is the default `<... at 0x...>` one.
+  """Forwards to a source whose repr is the default `<... at 0x...>` one, or
+  a plain list or tuple of records.
 
   grain refuses to restore an iterator state whose recorded source repr
   differs from the current one; a memory address would differ in every
-  process and make every checkpoint unrestorable.
+  process and make every checkpoint unrestorable, and a list's repr would
+  put every record's pixels into every checkpoint.
   """
 
   def __init__(self, source: Any):
@@ -267,7 +269,7 @@ class _StableReprSource:
 
 
 def _with_stable_repr(source: Any) -> Any:
-  if type(source).__repr__ is object.__repr__:
+  if type(source).__repr__ is object.__repr__ or isinstance(source, (list, tuple)):
     return _StableReprSource(source)
   return source
 

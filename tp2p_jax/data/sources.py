@@ -1,19 +1,56 @@
-"""Random-access data sources by name, for the trainer and the CLIs."""
+"""Data sources by name (`config.data.source`): `SOURCES`, a
+`tp2p_jax.registry.Registry` of `DataSource`s.
+
+Built in: "toycats" (procedural, paired and unpaired), "prepared" (a
+dataset made by `tp2p prepare`, paired) and "folders" (CycleGAN's
+trainA/trainB layout, unpaired). A new source registers the same way
+(README, "Adding a dataset"):
+
+  sources.SOURCES.register("my_pairs", sources.DataSource(paired=my_pairs))
+
+A source's functions take the config's `data` section (an ml_collections
+ConfigDict or a run's saved config: read fields with `.get` so that runs
+saved before a field existed load) and return (train, held-out)
+random-access sources of records {"sketch", "photo": uint8 (H, W, 3),
+"label": int32} (paired) or the same layout with A in "sketch" and B in
+"photo" (unpaired); the pipeline resizes to the config's image size.
+"""
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from tp2p_jax.core.storage import local_data_dir
 from tp2p_jax.data.toycats import STYLE_NAMES, ToyCatsSource
+from tp2p_jax.registry import Registry
 
 log = logging.getLogger("tp2p_jax.data")
-
-SOURCES: tuple[str, ...] = ("toycats", "prepared")
 
 # Added to the run seed for the held-out toy cats: a different seed gives
 # independent random streams, so no held-out cat repeats a training cat.
 EVAL_SEED_OFFSET = 1_000_003
+
+Make = Callable[[Any, int, int], tuple[Any, Any]]  # (data, image_size, seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """An origin of training images.
+
+  Attributes:
+    paired: `paired(data, image_size, seed) -> (train, held_out)` of
+      sketch/photo pairs, or None if the source has no pairs.
+    unpaired: the same for two unpaired domains (CycleGAN), or None.
+    class_names: `class_names(data) -> names`, index = label (the styles a
+      style encoder learns); default one class.
+  """
+  paired: Make | None = None
+  unpaired: Make | None = None
+  class_names: Callable[[Any], tuple[str, ...]] = lambda data: ("all",)
+
+
+SOURCES: Registry[DataSource] = Registry("data source")
 
 
 def toycats_sources(*, num_train: int, num_eval: int, image_size: int, seed: int,
@@ -25,6 +62,18 @@ def toycats_sources(*, num_train: int, num_eval: int, image_size: int, seed: int
   held_out = ToyCatsSource(num_eval, image_size, seed=seed + EVAL_SEED_OFFSET,
                            body_probability=body_probability, background=background)
   return train, held_out
+
+
+def _toycats(data: Any, image_size: int, seed: int) -> tuple[ToyCatsSource, ToyCatsSource]:
+  return toycats_sources(num_train=data.get("num_train", 0), num_eval=data.get("num_eval", 0),
+                         image_size=image_size, seed=seed,
+                         body_probability=data.get("body_probability", 0.5),
+                         background=data.get("background", "varied"))
+
+
+def _toycats_unpaired(data: Any, image_size: int, seed: int) -> tuple[Any, Any]:
+  from tp2p_jax.data.unpaired import toycats_unpaired
+  return toycats_unpaired(*_toycats(data, image_size, seed), seed=seed)
 
 
 def prepared_sources(data_dir: str) -> tuple[Any, Any]:
@@ -48,37 +97,45 @@ def prepared_sources(data_dir: str) -> tuple[Any, Any]:
   return train, held_out
 
 
-def class_names(source: str, data_dir: str = "") -> tuple[str, ...]:
-  """Label names of a source, index = label."""
-  if source == "toycats":
-    return STYLE_NAMES
-  if source == "prepared":
-    from tp2p_jax.data.prepared import class_names as prepared_class_names
-    return prepared_class_names(local_data_dir(data_dir))
-  raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+def _prepared_class_names(data: Any) -> tuple[str, ...]:
+  from tp2p_jax.data.prepared import class_names as prepared_class_names
+  return prepared_class_names(local_data_dir(data.get("data_dir", "")))
 
 
-def make_sources(source: str, *, image_size: int, seed: int, num_train: int = 0,
-                 num_eval: int = 0, body_probability: float = 0.5, data_dir: str = "",
-                 background: str = "varied") -> tuple[Any, Any]:
-  """(train, held-out) sources: "toycats" (procedural, rendered at
-  `image_size` from `num_train`/`num_eval`/`body_probability`/`background`)
-  or "prepared" (a dataset in `data_dir`; the pipeline resizes to
-  `image_size`)."""
-  if source == "toycats":
-    return toycats_sources(num_train=num_train, num_eval=num_eval, image_size=image_size,
-                           seed=seed, body_probability=body_probability,
-                           background=background)
-  if source == "prepared":
-    return prepared_sources(data_dir)
-  raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+def _folders(data: Any, image_size: int, seed: int) -> tuple[Any, Any]:
+  del image_size  # the pipeline resizes
+  from tp2p_jax.data.unpaired import folder_sources
+  data_dir = data.get("data_dir", "")
+  return folder_sources(local_data_dir(data_dir) if data_dir else "", seed=seed)
+
+
+SOURCES.register("toycats", DataSource(paired=_toycats, unpaired=_toycats_unpaired,
+                                       class_names=lambda data: STYLE_NAMES))
+SOURCES.register("prepared", DataSource(
+    paired=lambda data, image_size, seed: prepared_sources(data.get("data_dir", "")),
+    class_names=_prepared_class_names))
+SOURCES.register("folders", DataSource(unpaired=_folders))
+
+
+def class_names(data: Any) -> tuple[str, ...]:
+  """Label names of the config's `data` section's source, index = label."""
+  return tuple(SOURCES.get(data.source).class_names(data))
 
 
 def sources_from_config(data: Any, *, image_size: int, seed: int) -> tuple[Any, Any]:
-  """`make_sources` from a config's `data` section (ml_collections or a run's
-  saved config; fields added later take their defaults)."""
-  return make_sources(data.source, image_size=image_size, seed=seed,
-                      num_train=data.get("num_train", 0), num_eval=data.get("num_eval", 0),
-                      body_probability=data.get("body_probability", 0.5),
-                      data_dir=data.get("data_dir", ""),
-                      background=data.get("background", "varied"))
+  """(train, held-out) paired sources of the config's `data` section."""
+  source = SOURCES.get(data.source)
+  if source.paired is None:
+    raise ValueError(f"data source {data.source!r} has no sketch/photo pairs (it gives two "
+                     "unpaired domains, for method 'cyclegan')")
+  return source.paired(data, image_size, seed)
+
+
+def unpaired_sources_from_config(data: Any, *, image_size: int, seed: int
+                                 ) -> tuple[Any, Any]:
+  """(train, held-out) unpaired two-domain sources of the `data` section."""
+  source = SOURCES.get(data.source)
+  if source.unpaired is None:
+    raise ValueError(f"data source {data.source!r} has no unpaired domains (use 'toycats' or "
+                     "'folders', or register one with `unpaired`)")
+  return source.unpaired(data, image_size, seed)

@@ -6,7 +6,7 @@ the same grain pipeline batches them: `sketch` carries the domain-A image and
 independently: record i pairs A image i with B image perm[i] for a fixed
 seeded permutation, so no pairing is learnt from the order. `label` is 0.
 
-Two origins:
+Two origins (registered as data sources in `tp2p_jax.data.sources`):
 * "toycats": the procedural toy cats, A = sketches, B = photos; the
   permutation breaks each sketch's link to its own photo.
 * "folders": `<data_dir>/trainA/`, `trainB/` (and `testA/`, `testB/` for
@@ -21,12 +21,8 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
-from tp2p_jax.core.storage import local_data_dir
 from tp2p_jax.data.image_files import (IMAGE_SUFFIXES, ImageReadError, describe_error,
                                        load_image)
-from tp2p_jax.data.sources import toycats_sources
-
-UNPAIRED_SOURCES: tuple[str, ...] = ("toycats", "folders")
 
 
 class ImageFolderSource(grain.RandomAccessDataSource):
@@ -87,33 +83,26 @@ class UnpairedSource(grain.RandomAccessDataSource):
     return f"UnpairedSource(a={self._a!r}, b={self._b!r}, seed={self._seed})"
 
 
-def make_unpaired_sources(source: str, *, image_size: int, seed: int, num_train: int = 0,
-                          num_eval: int = 0, body_probability: float = 0.5,
-                          background: str = "varied", data_dir: str = ""
-                          ) -> tuple[UnpairedSource, UnpairedSource]:
-  """(train, held-out) unpaired sources: "toycats" (sketches <-> photos,
-  rendered at `image_size` on `background` backdrops) or "folders"
-  (`data_dir`/trainA, trainB, testA, testB)."""
-  if source == "toycats":
-    train, held_out = toycats_sources(num_train=num_train, num_eval=num_eval,
-                                      image_size=image_size, seed=seed,
-                                      body_probability=body_probability,
-                                      background=background)
-    return (UnpairedSource(train, train, seed=seed, key_a="sketch", key_b="photo"),
-            UnpairedSource(held_out, held_out, seed=seed + 1, key_a="sketch", key_b="photo"))
-  if source == "folders":
-    if not data_dir:
-      raise ValueError("data.source='folders' needs data.data_dir holding trainA/ and trainB/")
-    data_dir = local_data_dir(data_dir)  # a gs:// folder: its local copy
-    train = UnpairedSource(ImageFolderSource(os.path.join(data_dir, "trainA")),
-                           ImageFolderSource(os.path.join(data_dir, "trainB")), seed=seed)
-    if os.path.isdir(os.path.join(data_dir, "testA")) and os.path.isdir(
-        os.path.join(data_dir, "testB")):
-      held_out = UnpairedSource(ImageFolderSource(os.path.join(data_dir, "testA")),
-                                ImageFolderSource(os.path.join(data_dir, "testB")),
-                                seed=seed + 1)
-    else:
-      held_out = train
-    return train, held_out
-  raise ValueError(f"unknown unpaired data source {source!r}; expected one of "
-                   f"{UNPAIRED_SOURCES}")
+def toycats_unpaired(train: Any, held_out: Any, *, seed: int
+                     ) -> tuple[UnpairedSource, UnpairedSource]:
+  """(train, held-out) toy cats as two domains: sketches (A) and photos (B)
+  of paired toy-cat sources, unpaired by the permutation."""
+  return (UnpairedSource(train, train, seed=seed, key_a="sketch", key_b="photo"),
+          UnpairedSource(held_out, held_out, seed=seed + 1, key_a="sketch", key_b="photo"))
+
+
+def folder_sources(data_dir: str, *, seed: int) -> tuple[UnpairedSource, UnpairedSource]:
+  """(train, held-out) from `data_dir`/trainA, trainB (and testA, testB for
+  held-out samples, else train's), a local folder."""
+  if not data_dir:
+    raise ValueError("data.source='folders' needs data.data_dir holding trainA/ and trainB/")
+  train = UnpairedSource(ImageFolderSource(os.path.join(data_dir, "trainA")),
+                         ImageFolderSource(os.path.join(data_dir, "trainB")), seed=seed)
+  if os.path.isdir(os.path.join(data_dir, "testA")) and os.path.isdir(
+      os.path.join(data_dir, "testB")):
+    held_out = UnpairedSource(ImageFolderSource(os.path.join(data_dir, "testA")),
+                              ImageFolderSource(os.path.join(data_dir, "testB")),
+                              seed=seed + 1)
+  else:
+    held_out = train
+  return train, held_out

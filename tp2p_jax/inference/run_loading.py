@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tp2p_jax import methods
 from tp2p_jax.core import mesh as mesh_lib
-from tp2p_jax.core.run_dir import RunError, read_run_config, restore_run_state
+from tp2p_jax.core.run_dir import RunError, restore_run_state
 from tp2p_jax.core import storage
 from tp2p_jax.inference import parallel
 from tp2p_jax.methods.base import Predictor
@@ -115,7 +115,7 @@ def load_trained_run(workdir: str | os.PathLike[str], step: int | None = None,
       checkpoint, or no checkpoint at `step`.
   """
   workdir = storage.text(workdir)
-  config = read_run_config(workdir)
+  config = methods.read_run_config(workdir)
   try:
     method = methods.get(config.method)
   except ValueError as e:

@@ -9,38 +9,30 @@ run's config from the family's experiment config and writes one checkpoint;
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
-import pathlib
 import re
 import shlex
-import sys
 import textwrap
 from typing import Any, Mapping, Sequence, Union
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from tp2p_jax.interop.mapping import Conversion, WeightImportError
 from tp2p_jax.interop.pth_reader import read_state_dict
 from tp2p_jax.interop.torch_weights import convert
-from tp2p_jax import models
-from tp2p_jax.core import storage
+from tp2p_jax import methods
+from tp2p_jax.core import config_files, storage
 from tp2p_jax.core.checkpoints import Checkpointer
-from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import config_to_dict, save_run_config
-from tp2p_jax.methods import cyclegan, networks, paired_gan
-from tp2p_jax.methods.cyclegan_step import CycleGANState
-from tp2p_jax.methods.image_pool import create_image_pool
-from tp2p_jax.methods.paired_gan_step import TrainState
+from tp2p_jax.methods.imported_weights import (ImportedWeights, ImportedWeightsError,
+                                               module_kwargs)
 
 Source = Union[str, os.PathLike, Mapping[str, Any]]
-
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 
 # Stored where the trainer keeps the data iterator's position: an imported
 # run has read no data. It is no position grain can restore, so run_train.py
@@ -51,24 +43,31 @@ IMPORTED_DATA_STATE = json.dumps({"imported_from": "pytorch"})
 @dataclasses.dataclass(frozen=True)
 class Family:
   """Attributes:
-    config: the experiment config file the run's config starts from.
+    config: the experiment config (its name) the run's config starts from.
     generators: converter kinds a generator file may be, tried in order.
     discriminator: the converter kind of its discriminator.
+    method: the method whose runs the release's files become (its
+      `imported_state` turns the converted networks into its state).
+    roles: the files a run of the family may take beside the generator.
   """
   config: str
   generators: tuple[str, ...]
   discriminator: str
+  method: str = "paired_gan"
+  roles: tuple[str, ...] = ("discriminator",)
 
 
 FAMILIES: dict[str, Family] = {
-    "transpix2pix": Family("transpix2pix.py", ("transpix2pix_generator",),
-                           "transpix2pix_discriminator"),
-    "pix2pix": Family("pix2pix.py", ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"),
+    "transpix2pix": Family("transpix2pix", ("transpix2pix_generator",),
+                           "transpix2pix_discriminator",
+                           roles=("discriminator", "style_encoder")),
+    "pix2pix": Family("pix2pix", ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"),
                       "patchgan"),
-    "pix2pixhd": Family("pix2pixhd.py", ("pix2pixhd_local", "pix2pixhd_global"),
+    "pix2pixhd": Family("pix2pixhd", ("pix2pixhd_local", "pix2pixhd_global"),
                         "pix2pixhd_multiscale_discriminator"),
-    "cyclegan": Family("cyclegan.py", ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"),
-                       "patchgan"),
+    "cyclegan": Family("cyclegan", ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128"),
+                       "patchgan", method="cyclegan",
+                       roles=("discriminator", "generator_b", "discriminator_b")),
 }
 
 # Converter kind -> registry name in tp2p_jax.models (config.generator /
@@ -89,10 +88,6 @@ ROLE_TITLES = {"generator": "generator", "generator_b": "generator B->A",
 CYCLEGAN_TITLES = {"generator": "G_AB (netG_A, A->B)", "generator_b": "G_BA (netG_B, B->A)",
                    "discriminator": "D of domain B (netD_A)",
                    "discriminator_b": "D of domain A (netD_B)"}
-
-# Module fields that are not architecture (and so not config fields).
-_NOT_CONFIG_FIELDS = ("parent", "name", "dtype", "param_dtype")
-
 
 class ImportRunError(ValueError):
   """A request that cannot become a run; the message is one line."""
@@ -163,42 +158,16 @@ def _convert_one(role: str, label: str, state_dict: Mapping[str, np.ndarray],
 
 
 def default_config_path(family: str) -> str:
-  """experiments/<family>.py, made importable: the experiment files import
-  each other as `experiments.*`, which needs the repository root on the path
-  (run_train.py has it; `python -m` from elsewhere does not)."""
-  root = str(EXPERIMENTS.parent)
-  if root not in sys.path:
-    sys.path.append(root)
-  return str(EXPERIMENTS / FAMILIES[family].config)
+  """The file of the family's experiment config (experiments/<family>.py)."""
+  return config_files.path_of(FAMILIES[family].config)
 
 
 def load_family_config(family: str) -> ml_collections.ConfigDict:
   """`get_config()` of the family's experiment file."""
   if family not in FAMILIES:
     raise ImportRunError(f"unknown --family {family!r}; expected one of {sorted(FAMILIES)}")
-  spec = importlib.util.spec_from_file_location(f"_import_config_{family}",
-                                                default_config_path(family))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = importlib.import_module(f"{config_files.PACKAGE}.{FAMILIES[family].config}")
   return module.get_config()
-
-
-def _plain(value: Any) -> Any:
-  """Module field values as JSON-like config values (tuples -> lists)."""
-  if isinstance(value, (tuple, list)):
-    return [_plain(v) for v in value]
-  if isinstance(value, Mapping):
-    return {str(k): _plain(v) for k, v in value.items()}
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
-
-
-def module_kwargs(module: nn.Module, skip: Sequence[str] = ()) -> dict[str, Any]:
-  """A module's architecture fields (all dataclass fields but the parent,
-  name and dtypes, and `skip`), as config values."""
-  return {f.name: _plain(getattr(module, f.name)) for f in dataclasses.fields(module)
-          if f.init and f.name not in _NOT_CONFIG_FIELDS and f.name not in skip}
 
 
 def _required_multiple(module: nn.Module) -> int:
@@ -208,18 +177,6 @@ def _required_multiple(module: nn.Module) -> int:
     if all(hasattr(module, a) for a in attrs):
       return 2 ** sum(int(getattr(module, a)) for a in attrs)
   return 1
-
-
-def _check_rebuilds(role: str, built: nn.Module, imported: nn.Module) -> None:
-  """The config must describe exactly the imported module (the run is
-  rebuilt from the config alone)."""
-  imported = imported.clone(dtype=built.dtype)
-  if type(built) is not type(imported) or built != imported:
-    theirs = module_kwargs(imported)
-    diff = [f"{k}: config {v!r} vs imported {theirs.get(k)!r}"
-            for k, v in module_kwargs(built).items() if theirs.get(k) != v]
-    raise ImportRunError(f"{ROLE_TITLES[role]}: the run's config does not rebuild the imported "
-                         f"{type(imported).__name__} ({'; '.join(diff) or type(built).__name__})")
 
 
 def _class_names(config: ml_collections.ConfigDict, num_classes: int | None,
@@ -232,7 +189,7 @@ def _class_names(config: ml_collections.ConfigDict, num_classes: int | None,
   data = config.data
   if not names_no_dataset(config):
     try:
-      names = list(class_names(data.source, data.get("data_dir", "")))
+      names = list(class_names(data))
     except (OSError, ValueError) as e:
       raise ImportRunError(f"config.data ({data.source} {data.get('data_dir', '')!r}): cannot "
                            f"read the class names: {_first_line(e)}") from None
@@ -267,7 +224,7 @@ def build_config(family: str, base: ml_collections.ConfigDict,
   if family == "transpix2pix":
     if "style" not in config:
       raise ImportRunError("--config has no `style` section: TransPix2Pix imports start from "
-                           "experiments/transpix2pix.py")
+                           "--config=transpix2pix")
     config.image_size = int(g.image_size)
     config.generator = GENERATOR_NAMES[kinds["generator"]]
     _replace(config, "generator_kwargs", module_kwargs(g, skip=("image_size", "style_dim")))
@@ -289,11 +246,11 @@ def build_config(family: str, base: ml_collections.ConfigDict,
     config.data.style_names = _class_names(config, num_classes,
                                            sources.get("style_encoder", ""))
   else:
-    config_is_cyclegan = config.get("method") == "cyclegan"
-    if (family == "cyclegan") != config_is_cyclegan:
-      raise ImportRunError(f"--config is {'a' if config_is_cyclegan else 'not a'} "
-                           f"CycleGAN config, --family={family}: start from "
-                           f"experiments/{FAMILIES[family].config}")
+    fam = FAMILIES[family]
+    if config.get("method", "paired_gan") != fam.method:
+      raise ImportRunError(f"--config is a {config.get('method', 'paired_gan')} config, "
+                           f"--family={family} makes a {fam.method} run: start from "
+                           f"--config={fam.config}")
     config.generator = GENERATOR_NAMES[kinds["generator"]]
     _replace(config, "generator_kwargs", module_kwargs(g))
     multiple = _required_multiple(g)
@@ -319,136 +276,27 @@ def build_config(family: str, base: ml_collections.ConfigDict,
 # --- the train state --------------------------------------------------------------
 
 
-def _what(config: ml_collections.ConfigDict, role: str,
-          titles: Mapping[str, str] = ROLE_TITLES) -> str:
+def _role_label(config: ml_collections.ConfigDict, role: str,
+                titles: Mapping[str, str] = ROLE_TITLES) -> str:
   """A network and its file, for messages."""
   source = config.imported.files.get(role)
   return f"{titles[role]} {source}" if source else f"{titles[role]} (initialised)"
 
 
-def _leaves(tree: Any) -> dict[str, Any]:
-  return {jax.tree_util.keystr(path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def fit(what: str, tree: Any, reference: Any) -> Any:
-  """`tree` as jax arrays of `reference`'s dtypes, after checking that it has
-  exactly the variables and shapes of `reference` (what a run of the config
-  restores into); a one-line error naming the first difference otherwise."""
-  got, want = _leaves(tree), _leaves(reference)
-  missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-  if missing or extra:
-    raise ImportRunError(f"{what}: variables differ from the config's network (missing: "
-                         f"{', '.join(missing[:4]) or '-'}; extra: {', '.join(extra[:4]) or '-'})")
-  for key, ref in want.items():
-    shape = tuple(np.shape(got[key]))
-    if shape != tuple(ref.shape):
-      raise ImportRunError(
-          f"{what}: {key} has shape {shape}, a run here needs {tuple(ref.shape)} (runs take "
-          "3-channel sketches and photos; a discriminator sees them concatenated)")
-  if jax.tree.structure(tree) != jax.tree.structure(reference):
-    raise ImportRunError(f"{what}: the variable tree differs from the config's network")
-  return jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), tree, reference)
-
-
-def _init(module: nn.Module, key: jax.Array, *inputs: jax.Array, dropout: bool = False
-          ) -> dict[str, Any]:
-  def init(k: jax.Array, *x: jax.Array) -> dict[str, Any]:
-    rngs = {"params": param_key(k), **({"dropout": k} if dropout else {})}
-    return module.init(rngs, *x, train=False)
-  return dict(jax.jit(init)(key, *inputs))
-
-
-def _variables(conversion: Conversion | None) -> dict[str, Any] | None:
-  if conversion is None:
-    return None
-  return {"params": conversion.variables["params"],
-          "batch_stats": conversion.variables.get("batch_stats", {})}
-
-
-def gan_state(config: ml_collections.ConfigDict, conversions: Mapping[str, Conversion],
-              step: int) -> Any:
-  """The paired family's `TrainState`: imported generator as G and EMA G,
-  discriminator (imported, or initialised as a fresh run would), style
-  encoder (imported, or initialised), fresh optimiser states."""
-  generator = networks.generator_from_config(config)
-  discriminator = networks.discriminator_from_config(config)
-  _check_rebuilds("generator", generator, conversions["generator"].module)
-  if "discriminator" in conversions:
-    _check_rebuilds("discriminator", discriminator, conversions["discriminator"].module)
-  abstract = paired_gan.state_shapes(config)
-  g_tx, d_tx, _ = paired_gan.gan_optimizers(config)
-  # The keys of create_train_state, so a fresh network is the one a run of
-  # this config starts from.
-  rng, _, d_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed), 4)
-  s = config.image_size
-  g = fit(_what(config, "generator"), _variables(conversions["generator"]), abstract.ema["g"])
-  d = _variables(conversions.get("discriminator"))
-  if d is None:
-    d = _init(discriminator, d_rng, jnp.zeros((1, s, s, 6), jnp.float32))
-    d = {"params": d["params"], "batch_stats": d.get("batch_stats", {})}
-  d = fit(_what(config, "discriminator"), d, abstract.ema["d"])
-  style_variables: Any = {}
-  if models.takes_style(config.generator):
-    style_variables = _variables(conversions.get("style_encoder"))
-    if style_variables is None:
-      # The key of create_style_state: a stage 1 of no steps.
-      _, e_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-      e = config.style.image_size
-      style_variables = _init(networks.style_encoder_from_config(config), e_rng,
-                              jnp.zeros((1, e, e, 3)))
-    if "style_encoder" in conversions:
-      _check_rebuilds("style_encoder", networks.style_encoder_from_config(config),
-                      conversions["style_encoder"].module)
-    style_variables = fit(_what(config, "style_encoder"), style_variables,
-                          abstract.style_variables)
-  state = TrainState(
-      step=jnp.asarray(step, jnp.int32), rng=rng,
-      g_params=g["params"], g_batch_stats=g["batch_stats"],
-      g_opt_state=jax.jit(g_tx.init)(g["params"]),  # one program, not an op per leaf
-      d_params=d["params"], d_batch_stats=d["batch_stats"],
-      d_opt_state=jax.jit(d_tx.init)(d["params"]),
-      ema={"g": g, "d": d}, style_variables=style_variables)
-  return fit("train state", state, abstract)
-
-
-def cyclegan_state(config: ml_collections.ConfigDict, conversions: Mapping[str, Conversion],
-                   step: int) -> Any:
-  """The `CycleGANState`: G_AB / G_BA (imported, or the fresh run's), their
-  EMAs equal to them, both discriminators, fresh optimiser states and empty
-  image pools."""
+def train_state(family: str, config: ml_collections.ConfigDict,
+                conversions: Mapping[str, Conversion], step: int) -> Any:
+  """The run's train state: the method's `imported_state` of the converted
+  networks (the others initialised as a fresh run of `config` would)."""
+  fam = FAMILIES[family]
+  titles = CYCLEGAN_TITLES if "generator_b" in fam.roles else ROLE_TITLES
+  weights = ImportedWeights(
+      modules={r: c.module for r, c in conversions.items()},
+      variables={r: c.variables for r, c in conversions.items()},
+      labels={r: _role_label(config, r, titles) for r in ("generator",) + fam.roles}, step=step)
   try:
-    parts = cyclegan.build(config)
-  except ValueError as e:
-    raise ImportRunError(f"{e} (the imported networks use BatchNorm)") from None
-  for role, conversion in conversions.items():
-    built = parts.generator if role.startswith("generator") else parts.discriminator
-    _check_rebuilds(role, built, conversion.module)
-  key = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(parts.init, key)
-  rng, k_ab, k_ba, k_a, k_b = jax.random.split(key, 5)  # create_cyclegan_state's keys
-  s = config.image_size
-  image = jnp.zeros((1, s, s, 3), jnp.float32)
-
-  def params(role: str, module: nn.Module, fresh_key: jax.Array, reference: Any) -> Any:
-    conversion = conversions.get(role)
-    tree = (conversion.variables["params"] if conversion is not None
-            else _init(module, fresh_key, image, dropout=True)["params"])
-    return fit(_what(config, role, CYCLEGAN_TITLES), tree, reference)
-
-  g = {"ab": params("generator", parts.generator, k_ab, abstract.g_params["ab"]),
-       "ba": params("generator_b", parts.generator, k_ba, abstract.g_params["ba"])}
-  # The release's netD_A judges domain-B images: our D_B (d_params["b"]).
-  d = {"a": params("discriminator_b", parts.discriminator, k_a, abstract.d_params["a"]),
-       "b": params("discriminator", parts.discriminator, k_b, abstract.d_params["b"])}
-  g_tx, d_tx, _ = cyclegan.cyclegan_optimizers(config)
-  shape = (s, s, 3)
-  state = CycleGANState(
-      step=jnp.asarray(step, jnp.int32), rng=rng, g_params=g, g_opt_state=jax.jit(g_tx.init)(g),
-      d_params=d, d_opt_state=jax.jit(d_tx.init)(d), ema=g,
-      pool_a=create_image_pool(config.pool_size, shape),
-      pool_b=create_image_pool(config.pool_size, shape))
-  return fit("train state", state, abstract)
+    return methods.get(config.method).imported_state(config, weights)
+  except ImportedWeightsError as e:
+    raise ImportRunError(str(e)) from None
 
 
 # --- the run directory -------------------------------------------------------------
@@ -521,9 +369,7 @@ def import_run(family: str, workdir: str, generator: Source, *,
   given = {"generator": generator, "discriminator": discriminator,
            "style_encoder": style_encoder, "generator_b": generator_b,
            "discriminator_b": discriminator_b}
-  allowed = {"generator", "discriminator"} | (
-      {"style_encoder"} if family == "transpix2pix" else set()) | (
-      {"generator_b", "discriminator_b"} if family == "cyclegan" else set())
+  allowed = {"generator", *fam.roles}
   for role, source in given.items():
     if source is not None and role not in allowed:
       raise ImportRunError(f"--{role} is not part of a {family} run")
@@ -570,10 +416,7 @@ def import_run(family: str, workdir: str, generator: Source, *,
 
   fresh = tuple(role for role in sorted(allowed, key=list(given).index) if role not in sources)
   run_config = build_config(family, config, conversions, kinds, labels, fresh, step)
-  if family == "cyclegan":
-    state = cyclegan_state(run_config, conversions, step)
-  else:
-    state = gan_state(run_config, conversions, step)
+  state = train_state(family, run_config, conversions, step)
 
   if replace:
     storage.path(workdir).rmtree()

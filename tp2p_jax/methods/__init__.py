@@ -5,18 +5,31 @@ Built in: `paired_gan` (TransPix2Pix, pix2pix, pix2pixHD), `style_encoder`
 `Method` on import; `get(name)` returns one. See `tp2p_jax.methods.base` for
 the contract and README "Adding a method" for a worked example.
 """
+import ml_collections
+
+from tp2p_jax.core import run_dir
 from tp2p_jax.methods import cyclegan, paired_gan, style_encoder  # noqa: F401  (registration)
 from tp2p_jax.methods.base import Method
-from tp2p_jax.methods.registry import get, names, register, unregister
-
-# Registered above, before any other module can register its own.
-_BUILT_IN = tuple(get(name) for name in names())
+from tp2p_jax.methods.registry import METHODS, get, names, register, registered, unregister
 
 
-def is_built_in(method: Method) -> bool:
-  """True for the methods this package defines (not one registered by
-  other code, even under a built-in name)."""
-  return any(method is m for m in _BUILT_IN)
+def with_method_field(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved config with its `method` field. Runs written before methods
+  were named carry none: theirs is "cyclegan" where the config said
+  `model="cyclegan"`, else "paired_gan" (the only other family then); the
+  checkpoints themselves are unchanged, so such runs restore as they are."""
+  if "method" in config:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.method = "cyclegan" if config.get("model") == "cyclegan" else "paired_gan"
+  return config
 
 
-__all__ = ["Method", "get", "is_built_in", "names", "register", "unregister"]
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's saved config with its `method` (`with_method_field`);
+  `RunError` naming the file if it is missing or not JSON."""
+  return with_method_field(run_dir.read_run_config(workdir))
+
+
+__all__ = ["METHODS", "Method", "get", "names", "read_run_config", "register", "registered",
+           "unregister", "with_method_field"]

@@ -131,6 +131,10 @@ class Method:
     prepare_config: `prepare_config(config) -> config` before training
       starts and the config is saved (e.g. a prepared dataset's own class
       names); None: as given.
+    imported_state: `imported_state(config, weights) -> state` of the
+      method's last stage from networks converted from another framework
+      (`tp2p_jax.methods.imported_weights.ImportedWeights`; `tp2p
+      import-torch`); None: the method imports nothing.
   """
   name: str
   description: str
@@ -139,3 +143,4 @@ class Method:
   predictor: Callable[[ml_collections.ConfigDict, Callable[[Any], Any], str | None],
                       Predictor] | None
   prepare_config: Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict] | None = None
+  imported_state: Callable[[ml_collections.ConfigDict, Any], Any] | None = None

@@ -22,10 +22,14 @@ from tp2p_jax.core import optim, run_log
 from tp2p_jax.core.checkpoints import keep_only
 from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
-from tp2p_jax.data.unpaired import make_unpaired_sources
+from tp2p_jax.data.sources import unpaired_sources_from_config
 from tp2p_jax.methods import registry
 from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.methods.base import Method, Predictor
+from tp2p_jax.methods.image_pool import create_image_pool
+from tp2p_jax.methods.imported_weights import (ImportedWeights, ImportedWeightsError,
+                                               check_rebuilds, fit, init_variables,
+                                               variables_of)
 from tp2p_jax.methods.cyclegan_step import (CycleGANObjective, CycleGANState,
                                             create_cyclegan_state, make_cyclegan_train_step)
 from tp2p_jax.methods.networks import (count_params, discriminator_from_config,
@@ -145,11 +149,8 @@ def build(config: ml_collections.ConfigDict, dtype: str | None = None) -> CycleG
 
 
 def _sources(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  d = config.data
-  return make_unpaired_sources(
-      d.source, image_size=config.image_size, seed=config.seed, num_train=d.num_train,
-      num_eval=d.num_eval, body_probability=d.body_probability,
-      background=d.get("background", "varied"), data_dir=d.data_dir)
+  return unpaired_sources_from_config(config.data, image_size=config.image_size,
+                                      seed=config.seed)
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
@@ -200,6 +201,47 @@ def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],
       initial_variables=initial_variables, prepare="pad")
 
 
+def imported_state(config: ml_collections.ConfigDict, weights: ImportedWeights
+                   ) -> CycleGANState:
+  """The state from imported networks (`Method.imported_state`): G_AB / G_BA
+  (imported, or the fresh run's), their EMAs equal to them, both
+  discriminators, fresh optimiser states and empty image pools. Roles:
+  "generator" is G_AB, "generator_b" G_BA, "discriminator" judges domain B
+  (the release's netD_A), "discriminator_b" domain A."""
+  try:
+    parts = build(config)
+  except ValueError as e:
+    raise ImportedWeightsError(f"{e} (the imported networks use BatchNorm)") from None
+  for role, module in weights.modules.items():
+    built = parts.generator if role.startswith("generator") else parts.discriminator
+    check_rebuilds(weights.labels[role], built, module)
+  key = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(parts.init, key)
+  rng, k_ab, k_ba, k_a, k_b = jax.random.split(key, 5)  # create_cyclegan_state's keys
+  s = config.image_size
+  image = jnp.zeros((1, s, s, 3), jnp.float32)
+
+  def params(role: str, module: nn.Module, fresh_key: jax.Array, reference: Any) -> Any:
+    imported = variables_of(weights, role)
+    tree = (imported["params"] if imported is not None
+            else init_variables(module, fresh_key, image, dropout=True)["params"])
+    return fit(weights.labels[role], tree, reference)
+
+  g = {"ab": params("generator", parts.generator, k_ab, abstract.g_params["ab"]),
+       "ba": params("generator_b", parts.generator, k_ba, abstract.g_params["ba"])}
+  d = {"a": params("discriminator_b", parts.discriminator, k_a, abstract.d_params["a"]),
+       "b": params("discriminator", parts.discriminator, k_b, abstract.d_params["b"])}
+  g_tx, d_tx, _ = cyclegan_optimizers(config)
+  shape = (s, s, 3)
+  state = CycleGANState(
+      step=jnp.asarray(weights.step, jnp.int32), rng=rng, g_params=g,
+      g_opt_state=jax.jit(g_tx.init)(g), d_params=d, d_opt_state=jax.jit(d_tx.init)(d), ema=g,
+      pool_a=create_image_pool(config.pool_size, shape),
+      pool_b=create_image_pool(config.pool_size, shape))
+  return fit("train state", state, abstract)
+
+
 METHOD = registry.register(Method(
     name="cyclegan", description="CycleGAN on unpaired domains A and B",
-    stages=_stages, param_counts=param_counts, predictor=predictor))
+    stages=_stages, param_counts=param_counts, predictor=predictor,
+    imported_state=imported_state))

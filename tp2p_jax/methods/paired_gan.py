@@ -32,6 +32,8 @@ from tp2p_jax.data.sources import sources_from_config
 from tp2p_jax.methods import registry, warm_start
 from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.methods.base import Method, Predictor
+from tp2p_jax.methods.imported_weights import (ImportedWeights, check_rebuilds, fit,
+                                               init_variables, variables_of)
 from tp2p_jax.methods.networks import (count_params, discriminator_from_config,
                                        generator_from_config, style_encoder_from_config)
 from tp2p_jax.methods.paired_gan_step import (GanObjective, TrainState, create_train_state,
@@ -277,8 +279,53 @@ def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],
       style_variables=style_variables, prepare="hand_drawn")
 
 
+def imported_state(config: ml_collections.ConfigDict, weights: ImportedWeights) -> TrainState:
+  """The GAN stage's state from imported networks (`Method.imported_state`):
+  the imported generator as G and EMA G, the discriminator (imported, or
+  initialised as a fresh run would), the style encoder (imported, or
+  initialised), fresh optimiser states."""
+  generator = generator_from_config(config)
+  discriminator = discriminator_from_config(config)
+  labels = weights.labels
+  check_rebuilds(labels["generator"], generator, weights.modules["generator"])
+  if "discriminator" in weights.modules:
+    check_rebuilds(labels["discriminator"], discriminator, weights.modules["discriminator"])
+  abstract = state_shapes(config)
+  g_tx, d_tx, _ = gan_optimizers(config)
+  # The keys of create_train_state, so a fresh network is the one a run of
+  # this config starts from.
+  rng, _, d_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed), 4)
+  s = config.image_size
+  g = fit(labels["generator"], variables_of(weights, "generator"), abstract.ema["g"])
+  d = variables_of(weights, "discriminator")
+  if d is None:
+    d = init_variables(discriminator, d_rng, jnp.zeros((1, s, s, 6), jnp.float32))
+    d = {"params": d["params"], "batch_stats": d.get("batch_stats", {})}
+  d = fit(labels["discriminator"], d, abstract.ema["d"])
+  style_variables: Any = {}
+  if models.takes_style(config.generator):
+    encoder = style_encoder_from_config(config)
+    style_variables = variables_of(weights, "style_encoder")
+    if style_variables is None:
+      # The key of create_style_state: a stage 1 of no steps.
+      _, e_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+      e = config.style.image_size
+      style_variables = init_variables(encoder, e_rng, jnp.zeros((1, e, e, 3)))
+    else:
+      check_rebuilds(labels["style_encoder"], encoder, weights.modules["style_encoder"])
+    style_variables = fit(labels["style_encoder"], style_variables, abstract.style_variables)
+  state = TrainState(
+      step=jnp.asarray(weights.step, jnp.int32), rng=rng,
+      g_params=g["params"], g_batch_stats=g["batch_stats"],
+      g_opt_state=jax.jit(g_tx.init)(g["params"]),  # one program, not an op per leaf
+      d_params=d["params"], d_batch_stats=d["batch_stats"],
+      d_opt_state=jax.jit(d_tx.init)(d["params"]),
+      ema={"g": g, "d": d}, style_variables=style_variables)
+  return fit("train state", state, abstract)
+
+
 METHOD = registry.register(Method(
     name="paired_gan",
     description="conditional GANs on paired data: TransPix2Pix, pix2pix, pix2pixHD",
     stages=_stages, param_counts=param_counts, predictor=predictor,
-    prepare_config=_prepare_config))
+    prepare_config=_prepare_config, imported_state=imported_state))

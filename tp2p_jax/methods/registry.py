@@ -1,38 +1,37 @@
-"""Methods by name: `register(method)` adds one, `get(name)` finds it.
+"""Methods by name (`config.method`): `METHODS`, a `tp2p_jax.registry.Registry`.
 
-The built-in methods register themselves when `tp2p_jax.methods` is
-imported; a new method registers in its own module (see README, "Adding a
-method")."""
+`tp2p_jax.methods` registers the package's own methods on import; a new
+method registers the same way (README, "Adding a method"):
+`methods.register(method)` adds it under `method.name`."""
 from __future__ import annotations
 
-from tp2p_jax.methods.base import Method
+import contextlib
 
-_METHODS: dict[str, Method] = {}
+from tp2p_jax.methods.base import Method
+from tp2p_jax.registry import Registry
+
+METHODS: Registry[Method] = Registry("method")
 
 
 def register(method: Method) -> Method:
   """Adds `method` under `method.name`; `ValueError` if the name is taken by
   another method."""
-  existing = _METHODS.get(method.name)
-  if existing is not None and existing is not method:
-    raise ValueError(f"a method named {method.name!r} is already registered")
-  _METHODS[method.name] = method
-  return method
+  return METHODS.register(method.name, method)
+
+
+def registered(method: Method) -> contextlib.AbstractContextManager[Method]:
+  """`method` registered for a `with` block's duration."""
+  return METHODS.registered(method.name, method)
 
 
 def unregister(name: str) -> None:
-  """Removes a method (tests that register their own)."""
-  _METHODS.pop(name, None)
+  METHODS.unregister(name)
 
 
 def get(name: str) -> Method:
   """The method `name`; `ValueError` listing the known ones."""
-  try:
-    return _METHODS[name]
-  except KeyError:
-    raise ValueError(f"unknown method {name!r}; known methods: "
-                     f"{', '.join(sorted(_METHODS))}") from None
+  return METHODS.get(name)
 
 
 def names() -> tuple[str, ...]:
-  return tuple(sorted(_METHODS))
+  return METHODS.names()

@@ -223,7 +223,7 @@ def with_dataset_classes(config: ml_collections.ConfigDict) -> ml_collections.Co
   """`config` with `data.style_names` from the dataset (a prepared dataset
   brings its own classes; the encoder's head and the saved config follow)."""
   from tp2p_jax.data.sources import class_names
-  names = class_names(config.data.source, config.data.data_dir)
+  names = class_names(config.data)
   if tuple(config.data.style_names) == names:
     return config
   config = config.copy_and_resolve_references()

@@ -1,7 +1,8 @@
 """Evaluation metrics.
 
 * `image`: per-image L1, PSNR, SSIM and LPIPS on NHWC images in [-1, 1].
-* `inception`: Inception-v3 pool3 features (FID layout) from local weights.
+* Inception-v3 pool3 features (FID layout) from local weights: the network
+  is `tp2p_jax.models.inception`; `lpips_vgg` is the LPIPS network.
 * `distribution`: FID and KID between feature sets, with a statistics cache.
 * `embedding`: style-encoder centroids, cosine scores, EER, accuracy, 2-D maps.
 """
@@ -25,13 +26,13 @@ from tp2p_jax.metrics.image import psnr
 from tp2p_jax.metrics.image import PSNRSummary
 from tp2p_jax.metrics.image import ssim
 from tp2p_jax.metrics.image import summarize_psnr
-from tp2p_jax.metrics.inception import convert_torch_state_dict
-from tp2p_jax.metrics.inception import inception_features
-from tp2p_jax.metrics.inception import InceptionV3
-from tp2p_jax.metrics.inception import InceptionWeightError
-from tp2p_jax.metrics.inception import init_inception_variables
-from tp2p_jax.metrics.inception import load_inception_weights
-from tp2p_jax.metrics.inception import to_torch_state_dict
+from tp2p_jax.models.inception import convert_torch_state_dict
+from tp2p_jax.models.inception import inception_features
+from tp2p_jax.models.inception import InceptionV3
+from tp2p_jax.models.inception import InceptionWeightError
+from tp2p_jax.models.inception import init_inception_variables
+from tp2p_jax.models.inception import load_inception_weights
+from tp2p_jax.models.inception import to_torch_state_dict
 
 __all__ = [
     "cached_statistics", "feature_statistics", "fid", "fid_from_features", "kid",

@@ -1,7 +1,7 @@
 """Distribution distances between feature sets: FID and KID.
 
 Features are (N, D) arrays, typically Inception pool3 features (D = 2048)
-from `tp2p_jax.metrics.inception`. Everything here runs in float64 numpy on
+from `tp2p_jax.models.inception`. Everything here runs in float64 numpy on
 the host; the O(D^3) matrix square root is not worth an accelerator.
 
 * FID (Heusel et al. 2017): Frechet distance between Gaussians fitted to the

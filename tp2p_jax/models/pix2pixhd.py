@@ -26,7 +26,7 @@ Layout NHWC; images in [-1, 1]; H and W must be multiples of
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -162,6 +162,7 @@ class Pix2PixHDGenerator(nn.Module):
     (B, H, W, out_channels) in [-1, 1]; G1 sees real_a downsampled
     n_local_enhancers times by 3x3 average pooling.
   """
+  takes_style: ClassVar[bool] = False  # called as G(real_a, train)
   ngf_global: int = 64
   n_downsample_global: int = 4
   n_blocks_global: int = 9

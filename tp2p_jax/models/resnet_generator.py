@@ -14,7 +14,7 @@ Layout NHWC; images in [-1, 1]; H and W must be multiples of 4.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -77,6 +77,7 @@ class ResnetGenerator(nn.Module):
   Call: (x (B, H, W, C_in) in [-1, 1], train) -> (B, H, W, out_channels) in
   [-1, 1] (tanh), H and W multiples of 2**n_downsampling.
   """
+  takes_style: ClassVar[bool] = False  # called as G(real_a, train)
   base_features: int = 64
   n_blocks: int = 9
   n_downsampling: int = 2

@@ -14,7 +14,7 @@ Layout NHWC; sketches and outputs in [-1, 1].
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -363,6 +363,9 @@ class TransPix2PixGenerator(nn.Module):
   Call: (sketch (B, S, S, C_in) in [-1, 1], style (B, style_dim), train)
     -> image (B, S, S, out_channels) in [-1, 1].
   """
+  # Called as G(real_a, style, train) with (B, E) style embeddings; the
+  # trainer then also trains and feeds a style encoder.
+  takes_style: ClassVar[bool] = True
   image_size: int = 256
   features: Sequence[int] = REFERENCE_FEATURES
   transformer_blocks: Sequence[int] = (4, 5, 6)

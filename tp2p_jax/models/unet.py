@@ -22,7 +22,7 @@ The generator takes no style input.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,7 @@ class UnetGenerator(nn.Module):
   Call: (real_a (B, H, W, C_in) in [-1, 1], train) -> fake_b
     (B, H, W, out_channels) in [-1, 1].
   """
+  takes_style: ClassVar[bool] = False  # called as G(real_a, train)
   num_downs: int = 8
   ngf: int = 64
   norm: NormKind = "batch"

@@ -51,18 +51,21 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 
-# The slowest files (worker-seconds, most first), dispatched before the
-# rest: the two workers take whole files (`--dist loadfile`), and a long
-# file picked up last leaves one worker idle to the end.
-_SLOW_FIRST = ("test_benchmark.py", "test_inference.py", "test_train.py", "test_models.py",
-               "test_import_torch.py", "test_cli_misuse.py", "test_golden_transpix2pix.py",
-               "test_mixed_precision.py", "test_run_train.py", "test_cyclegan.py")
+# Fixtures that train in a subprocess: a test that uses one is in the slow tier.
+_SLOW_FIXTURES = frozenset({"tiny_run", "gcs"})
+_SLOW_TIERS = ("slow", "multiprocess", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  rank = {name: i for i, name in enumerate(_SLOW_FIRST)}
-  # Stable: each file's tests keep their order.
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+  for item in items:
+    if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
+  # Files with slow-tier tests are dispatched first: the two workers take
+  # whole files (`--dist loadfile`), and a long file picked up last would
+  # leave one worker idle to the end. Stable: each file keeps its order.
+  slow_files = {item.path for item in items
+                if any(item.get_closest_marker(m) for m in _SLOW_TIERS)}
+  items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

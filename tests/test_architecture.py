@@ -9,7 +9,6 @@ import configparser
 import os
 import json
 import pathlib
-import shutil
 
 import ml_collections
 import numpy as np
@@ -166,7 +165,7 @@ def _rows(workdir: pathlib.Path) -> dict[int, dict]:
                                     (workdir / "metrics.jsonl").read_text().splitlines())}
 
 
-def test_a_new_method_trains_resumes_and_predicts_through_the_shared_code(painter, tmp_path):
+def test_a_new_method_trains_and_predicts_through_the_shared_code(painter, tmp_path):
   assert "l1_painter" in methods.names() and methods.get("l1_painter") is painter
   assert training.param_counts(painter_method.config()) == {"generator": 3 * 3 * 3 * 8 + 8 + 3 * 3 * 8 * 3 + 3}
 
@@ -178,15 +177,6 @@ def test_a_new_method_trains_resumes_and_predicts_through_the_shared_code(painte
   assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["2", "4"]
   assert (straight / "samples" / "step_0000004.png").is_file()
   assert json.loads((straight / "config.json").read_text())["method"] == "l1_painter"
-
-  # Killed right after checkpoint 2, restarted: the same losses as straight through.
-  resumed = tmp_path / "resumed"
-  shutil.copytree(straight / "checkpoints" / "2", resumed / "checkpoints" / "2")
-  assert training.train_and_evaluate(painter_method.config(), str(resumed)) == 0
-  again = _rows(resumed)
-  assert sorted(again) == [3, 4]
-  for step in (3, 4):
-    assert again[step]["l1"] == pytest.approx(rows[step]["l1"], rel=1e-6)
 
   # The one run loader and predictor serve it like any built-in method.
   run = load_trained_run(str(straight))

@@ -12,6 +12,8 @@ import pytest
 
 from tests.subprocess_runs import run_script
 
+pytestmark = pytest.mark.slow  # each test runs the benchmark in a subprocess
+
 _SCRIPT = os.path.join("benchmarks", "benchmark.py")
 _TINY = os.path.join("experiments", "toycats.py") + ":tiny"
 # pix2pix's U-Net and PatchGAN compile in a fraction of TransPix2Pix's time;

@@ -56,6 +56,7 @@ def _entries(folder: pathlib.Path) -> set[str]:
   return {p.name for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_rerun_loads_its_programs_from_the_cache(tmp_path):
   """Two identical runs in fresh processes: the first fills the default
   cache folder, the second finds every program there (adds no entry)."""

@@ -24,6 +24,29 @@ def test_subcommand_runs_its_module(capsys, tmp_path):
   assert json.loads(out.strip().splitlines()[-1])["method"] == "cyclegan"
 
 
+@pytest.mark.parametrize("config, printed, params", [
+    ("transpix2pix", "lambda_l1: 100.0", {"generator": 129_034_960, "discriminator": 2_768_705,
+                                          "style_encoder": None}),
+    ("pix2pix", "lambda_l1: 100.0", {"generator": 54_413_955, "discriminator": 2_768_705}),
+    ("cyclegan", "lambda_cycle: 10.0", {"generator_ab": 11_378_179, "generator_ba": 11_378_179,
+                                        "discriminator_a": 2_764_737,
+                                        "discriminator_b": 2_764_737}),
+])
+def test_dry_run_prints_the_config_and_each_networks_count(config, printed, params, capsys,
+                                                           tmp_path):
+  """The reference configs' counts (the originals' where they have one), from
+  shapes alone: nothing is written."""
+  status, out, _ = _tp2p(capsys, "train", f"--config={config}", f"--workdir={tmp_path}",
+                         "--dry_run")
+  assert status == 0
+  assert printed in out  # the resolved config comes first
+  counts = json.loads(out.strip().splitlines()[-1])["params"]
+  assert counts.keys() == params.keys()
+  for network, count in params.items():
+    assert counts[network] == count if count is not None else counts[network] > 0
+  assert not any(tmp_path.iterdir())
+
+
 def test_unknown_and_missing_commands(capsys):
   status, _, err = _tp2p(capsys, "trian")
   assert status == 2 and err.strip() == (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
 import flax.linen as nn
 import jax
@@ -31,7 +30,6 @@ from tp2p_jax.methods.cyclegan_step import (CycleGANObjective, create_cyclegan_s
                                             cycle_loss, make_cyclegan_train_step)
 from tp2p_jax.methods.image_pool import create_image_pool, query_image_pool
 from tp2p_jax.training import param_counts, train_and_evaluate
-from tp2p_jax.cli import train as train_cli
 
 
 
@@ -275,7 +273,7 @@ def _rows(workdir: pathlib.Path) -> dict[int, dict]:
   return {r["step"]: r for r in rows}
 
 
-def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
+def test_few_step_run_checkpoints_samples_and_predicts_both_ways(tmp_path):
   straight = tmp_path / "straight"
   assert train_and_evaluate(_tiny(4), str(straight)) == 0
   rows = _rows(straight)
@@ -295,26 +293,3 @@ def test_few_step_run_checkpoints_and_resumes_exactly(tmp_path):
   for direction in ("AtoB", "BtoA"):
     np.testing.assert_allclose(run.predictor.generate(x, direction=direction),
                                translate(parts.generator, final, x, direction), atol=1e-5)
-
-  # A run stopped right after its step-2 checkpoint (what kill -9 leaves),
-  # then restarted: it must end at the uninterrupted run's losses, so the
-  # pools, RNG, optimiser states and input position all came back.
-  resumed = tmp_path / "resumed"
-  shutil.copytree(straight / "checkpoints" / "2", resumed / "checkpoints" / "2")
-  assert train_and_evaluate(_tiny(4), str(resumed)) == 0
-  again = _rows(resumed)
-  assert sorted(again) == [4]
-  for key in ("g_loss", "d_loss", "cycle_a", "cycle_b", "d_fake_a", "d_fake_b"):
-    assert again[4][key] == pytest.approx(rows[4][key], rel=1e-5), key
-
-
-def test_dry_run_prints_one_count_per_network(tmp_path, capsys):
-  status = train_cli.main(["run_train.py", "--config=experiments/cyclegan.py",
-                           f"--workdir={tmp_path}", "--dry_run"])
-  out = capsys.readouterr()
-  assert status == 0
-  assert json.loads(out.out.strip().splitlines()[-1])["params"] == {
-      "generator_ab": 11_378_179, "generator_ba": 11_378_179,
-      "discriminator_a": 2_764_737, "discriminator_b": 2_764_737}
-  assert "lambda_cycle: 10.0" in out.out
-  assert not (tmp_path / "checkpoints").exists()

@@ -35,6 +35,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, flo
   return json.loads(out.read_text()), printed, seconds
 
 
+@pytest.mark.slow  # the quick device check, in a subprocess
 def test_quick_run_structure(quick_run: tuple[dict, dict, float]) -> None:
   written, printed, seconds = quick_run
   assert written == printed
@@ -52,6 +53,7 @@ def test_quick_run_structure(quick_run: tuple[dict, dict, float]) -> None:
   assert env["host"]["cores"] >= 1 and env["python"]
 
 
+@pytest.mark.slow  # the quick device check, in a subprocess
 def test_quick_run_values(quick_run: tuple[dict, dict, float]) -> None:
   result = quick_run[0]
   golden = result["golden"]
@@ -83,6 +85,7 @@ def test_quick_run_values(quick_run: tuple[dict, dict, float]) -> None:
   assert result["release"]["status"] == "skipped" and "--reference" in result["release"]["reason"]
 
 
+@pytest.mark.slow  # the quick device check, in a subprocess
 def test_every_planned_item_is_measured_or_skipped(quick_run: tuple[dict, dict, float]) -> None:
   result = quick_run[0]
   planned = device_check.train_items((2,), ("float32",), False)

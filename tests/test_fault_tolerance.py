@@ -111,6 +111,7 @@ def test_the_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path, caplo
   assert f"pid {int(dead.stdout)}" in caplog.text and "taking over" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_a_busy_workdir_refuses_in_one_line(straight, tmp_path):
   workdir = tmp_path / "run"
   first = _painter(workdir, 100_000)
@@ -271,6 +272,7 @@ def test_no_readable_checkpoint_is_one_line(painter, straight, tmp_path, capsys)
 # --- killed in the middle of a save -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_process_killed_mid_save_resumes_exactly(straight, tmp_path):
   run = tmp_path / "run"
   killed = _painter(run, 6, PAINTER_KILL_DURING_SAVE="4")

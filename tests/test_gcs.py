@@ -25,6 +25,8 @@ from tests.subprocess_runs import REPO, TINY, cli_env
 from tp2p_jax.core import storage, workdir_lock
 from tp2p_jax.core.workdir_lock import WorkdirBusyError, WorkdirLock
 
+pytestmark = pytest.mark.slow  # runs train and serve the tiny run against a storage server
+
 
 def _train(workdir: str, gcs, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess:
   env = {**cli_env(), **gcs.env, **dict(extra_env)}

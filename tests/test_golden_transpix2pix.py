@@ -8,7 +8,9 @@ import pytest
 
 from tests.golden_check import check
 
-FIXTURES = ["transpix2pix_generator", "transpix2pix_discriminator", "transpix2pix_style_encoder",
+# The 256x256 generator's float64 input gradients take most of a minute.
+FIXTURES = [pytest.param("transpix2pix_generator", marks=pytest.mark.slow),
+            "transpix2pix_discriminator", "transpix2pix_style_encoder",
             "transpix2pix_style_encoder_checkpoint"]
 
 

@@ -184,6 +184,7 @@ def two_process_run(tmp_path_factory) -> pathlib.Path:
   return workdir
 
 
+@pytest.mark.multiprocess
 def test_two_processes_train_the_one_process_run(two_process_run, tmp_path):
   assert _checkpoints(two_process_run) == [2, 4, 6]
   data = json.loads((two_process_run / "checkpoints" / "6" / "data" / "metadata").read_text())
@@ -199,6 +200,7 @@ def test_two_processes_train_the_one_process_run(two_process_run, tmp_path):
     assert first_two[key] == pytest.approx(first_one[key], rel=1e-5), key
 
 
+@pytest.mark.multiprocess
 def test_both_killed_after_a_checkpoint_resume_to_the_same_losses(two_process_run, tmp_path):
   workdir = tmp_path / "run"
   killed = _run_processes(workdir, signal_after_save={0: "4:SIGKILL", 1: "4:SIGKILL"})
@@ -217,6 +219,7 @@ def test_both_killed_after_a_checkpoint_resume_to_the_same_losses(two_process_ru
     assert rows[step] == expected[step], step  # bit for bit
 
 
+@pytest.mark.multiprocess
 def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   # Process 1 gets the notice right after saving checkpoint 2; the processes
@@ -231,6 +234,7 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert _checkpoints(workdir) == [2, 4]
 
 
+@pytest.mark.multiprocess
 def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
   workdir = tmp_path / "run"
   stopped = _run_processes(workdir, non_finite_at={1: 3})
@@ -241,6 +245,7 @@ def test_a_non_finite_loss_on_one_process_stops_both(tmp_path):
   assert _checkpoints(workdir) == [2]
 
 
+@pytest.mark.multiprocess
 def test_a_two_process_checkpoint_on_one_process_is_one_line(two_process_run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(two_process_run, workdir)
@@ -260,6 +265,7 @@ def _gcs_rows(gcs, url: str) -> dict[int, dict]:
   return {r["step"]: r for r in map(json.loads, text.splitlines())}
 
 
+@pytest.mark.multiprocess
 def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   """2 processes x 4 devices (an 8-device mesh, as on TPU v4/v5p hosts) on one
   gs:// run directory are killed after a checkpoint and resume (process 0
@@ -299,6 +305,7 @@ def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   assert not (REPO / "gs:").exists()
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("via_environment", [False, True])
 def test_an_unreachable_coordinator_is_one_line(via_environment, tmp_path):
   address, env = f"127.0.0.1:{_free_port()}", cli_env()
@@ -315,6 +322,7 @@ def test_an_unreachable_coordinator_is_one_line(via_environment, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.multiprocess
 def test_a_partial_multi_process_start_is_one_line(tmp_path):
   out = subprocess.run([sys.executable, "run_train.py", f"--workdir={tmp_path / 'w'}",
                         "--num_processes=2"], cwd=REPO, env=cli_env(), capture_output=True,

@@ -16,7 +16,6 @@ from tp2p_jax import models
 from tp2p_jax.data import pipeline
 from tp2p_jax.models.unet import UnetGenerator
 from tp2p_jax import training
-from tp2p_jax.cli import train as train_cli
 from tp2p_jax.methods import paired_gan
 from tp2p_jax.core.checkpoints import Checkpointer
 
@@ -83,17 +82,6 @@ def test_random_jitter_crops_and_mirrors_the_pair_alike():
     assert out["sketch"].shape == out["photo"].shape == (64, 64, 3)
     np.testing.assert_array_equal(out["sketch"], out["photo"])
   assert len({o["photo"].tobytes() for o in outs}) > 1  # the crop position varies
-
-
-def test_dry_run_prints_the_pix2pix_counts(tmp_path, capsys):
-  status = train_cli.main(["run_train.py", "--config=experiments/pix2pix.py",
-                           f"--workdir={tmp_path}", "--dry_run"])
-  out = capsys.readouterr().out
-  assert status == 0
-  last = json.loads(out.strip().splitlines()[-1])
-  assert last["method"] == "paired_gan"
-  assert last["params"] == {"generator": 54_413_955, "discriminator": 2_768_705}
-  assert not (tmp_path / "checkpoints").exists()
 
 
 def test_tiny_run_through_the_trainer(tmp_path):

@@ -142,6 +142,7 @@ def _on_two_processes(module: str, args: list[str]) -> list[dict]:
   return [_summary(stdout) for _, stdout, _ in results]
 
 
+@pytest.mark.multiprocess
 def test_predict_on_two_processes_writes_each_input_once(run_dir, sketches, tmp_path):
   """Two processes of two devices each: process i writes the inputs at
   positions i, i + 2, ...; together exactly the one-process outputs."""
@@ -158,6 +159,7 @@ def test_predict_on_two_processes_writes_each_input_once(run_dir, sketches, tmp_
   _assert_same_outputs(_pixels(out_dir), _pixels(one))
 
 
+@pytest.mark.multiprocess
 def test_evaluate_on_two_processes_equals_one_process(run_dir):
   """Two processes of two devices each share the rows of every network call
   (an all-gather brings them back) and report the one-process metrics."""

@@ -556,6 +556,7 @@ def test_cli_help_lists_the_flags(capsys: pytest.CaptureFixture[str]):
     assert flag in out
 
 
+@pytest.mark.slow
 def test_command_runs_as_a_module(photo_folder: pathlib.Path,
                                   folder_dataset: prepared.BuildResult,
                                   tmp_path: pathlib.Path):

@@ -451,6 +451,7 @@ Promise.all(images.map(async (image) => {
 """
 
 
+@pytest.mark.browser
 def test_the_page_draws_and_renders_two_styles_in_chromium(server, tmp_path):
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service

@@ -167,6 +167,7 @@ def pictures(tmp_path_factory) -> dict[str, pathlib.Path]:
 _MAINS = {"stylize": stylize_cli.main, "dream": dream_cli.main}
 
 
+@pytest.mark.slow
 def test_stylize_cli_end_to_end(pictures, tmp_path):
   # The one `python -m` run of stylize: the module is a working command.
   out = tmp_path / "out" / "stylized.png"
@@ -181,6 +182,7 @@ def test_stylize_cli_end_to_end(pictures, tmp_path):
   assert Image.open(out).size == (20, 20)
 
 
+@pytest.mark.slow
 def test_dream_cli_end_to_end(pictures, tmp_path):
   # The one `python -m` run of dream.
   out = tmp_path / "dream.png"

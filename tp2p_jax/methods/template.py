@@ -11,13 +11,10 @@ built-in methods); register it for a block, or for good in your own code:
   from tp2p_jax.methods import template
   with template.registered():
     training.train_and_evaluate(template.config(total_steps=4), "/tmp/painter")
-
-or from a shell: `python -m tp2p_jax.methods.template WORKDIR [TOTAL_STEPS]`.
 """
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -142,14 +139,3 @@ def registered() -> Iterator[Method]:
     yield method
   finally:
     methods.unregister(NAME)
-
-
-if __name__ == "__main__":
-  from tp2p_jax.cli import command, train as train_cli
-  from tp2p_jax.core.caches import enable_compilation_cache
-  from tp2p_jax.core.xla_flags import set_default_xla_flags
-  set_default_xla_flags()  # as every command does
-  enable_compilation_cache()
-  workdir, steps = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4
-  with registered(), command.quiet_libraries():
-    sys.exit(train_cli.train(config(steps), workdir))

@@ -691,7 +691,8 @@ def _read_legacy(f: BinaryIO, source: str) -> dict[str, np.ndarray]:
     raise _not_legacy(head)
   # Then the whole file in memory: every read of a length from the file is
   # bounded by what it holds, and storages are sliced out without copies.
-  data = head + f.read()
+  f.seek(0)
+  data = f.read()
   stream = io.BytesIO(data)
   _unpickle(stream, source)  # the magic number again, its end found by the unpickler
   version = _unpickle(stream, source)

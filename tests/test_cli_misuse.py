@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import stat
+import threading
 from types import ModuleType
 
+from etils import epath
 import numpy as np
 from PIL import Image
 import pytest
@@ -22,6 +25,7 @@ from tp2p_jax.cli import checks
 from tp2p_jax.cli import dream as dream_cli
 from tp2p_jax.cli import evaluate as evaluate_cli
 from tp2p_jax.cli import export as export_cli
+from tp2p_jax.cli import output_paths
 from tp2p_jax.cli import predict as predict_cli
 from tp2p_jax.cli import prepare as prepare_cli
 from tp2p_jax.cli import stylize as stylize_cli
@@ -444,3 +448,287 @@ def test_checks_name_the_flag_and_create_nothing(tmp_path, a_file):
   with pytest.raises(checks.UsageError, match=r"^--n=0: must be at least 1"):
     checks.positive(0, "n")
   checks.positive(None, "n")
+
+
+# --- 9. no command writes over what it reads ------------------------------------------
+
+@pytest.fixture
+def fake_run(tmp_path: pathlib.Path) -> pathlib.Path:
+  """A folder laid out as a run (never loaded: the checks come first), with
+  a stage folder below it."""
+  run = tmp_path / "run"
+  for stage in (run, run / "style_encoder"):
+    (stage / "checkpoints" / "10").mkdir(parents=True)
+    (stage / "config.json").write_text('{"method": "paired_gan"}\n')
+  (run / "metrics.jsonl").write_text('{"step": 10}\n')
+  return run
+
+
+class _FifoWatch:
+  """A FIFO, and a thread that notices any process opening it to read: it
+  opens the FIFO to write without blocking, which succeeds only while a
+  reader has it open, and closes it at once, so the blocked reader gets
+  end-of-file instead of hanging the suite."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path, self.opened, self._stop = path, False, threading.Event()
+    os.mkfifo(path)
+    self._thread = threading.Thread(target=self._watch, daemon=True)
+    self._thread.start()
+
+  def _watch(self) -> None:
+    while not self._stop.wait(0.05):
+      try:
+        os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+        self.opened = True
+      except OSError:  # ENXIO: no reader
+        pass
+
+  def stop(self) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
+@pytest.fixture
+def fifo(tmp_path: pathlib.Path):
+  """A FIFO named like an image; the test fails if anything opened it."""
+  watch = _FifoWatch(tmp_path / "pipe.png")
+  yield watch.path
+  watch.stop()
+  assert not watch.opened, "something opened the FIFO (and would have blocked there)"
+
+
+def test_the_fifo_watch_sees_a_reader(tmp_path):
+  """The control of the `fifo` fixture: a reader that opens the FIFO is
+  noticed and released."""
+  watch = _FifoWatch(tmp_path / "p.png")
+  try:
+    with open(watch.path, "rb") as f:  # blocks until the watch opens it to write
+      assert f.read() == b""
+  finally:
+    watch.stop()
+  assert watch.opened
+
+
+@pytest.mark.parametrize("name", ["config", "config.json"])
+def test_export_refuses_to_overwrite_the_runs_config(capsys, fake_run, no_run_loading, name):
+  before = (fake_run / "config.json").read_bytes()
+  output = fake_run / name
+  _assert_usage_error(_cli(capsys, export_cli, f"--workdir={fake_run}", f"--output={output}"),
+                      f"--output={output}", "would overwrite the run's config.json",
+                      f"--workdir={fake_run}")
+  assert (fake_run / "config.json").read_bytes() == before
+  assert sorted(p.name for p in fake_run.iterdir()) == ["checkpoints", "config.json",
+                                                         "metrics.jsonl", "style_encoder"]
+
+
+@pytest.mark.parametrize("inside, own", [
+    ("checkpoints/10/g.jaxexport", "checkpoints"), ("metrics.jsonl", "metrics.jsonl"),
+    ("samples/g", "samples"), ("style_encoder/config", "style_encoder/config.json"),
+    ("style_encoder/checkpoints/g", "style_encoder/checkpoints")])
+def test_export_refuses_the_runs_other_files(capsys, fake_run, no_run_loading, inside, own):
+  output = fake_run / inside
+  _assert_usage_error(_cli(capsys, export_cli, f"--workdir={fake_run}", f"--output={output}"),
+                      f"would overwrite the run's {own} ")
+
+
+def test_outputs_beside_the_runs_files_are_free(fake_run):
+  """Only the run's own names are refused: a program exported into the run
+  folder, or a results folder inside it, are fine; paths compare resolved."""
+  output_paths.check_outputs([output_paths.Output("output", "x", fake_run / "g.jaxexport"),
+                              output_paths.Output("output", "x", fake_run / "out" / "config.json"),
+                              output_paths.Output("output", "x", fake_run / "g.jaxexport.json")],
+                             run=fake_run)
+  alias = fake_run.parent / "alias"
+  alias.symlink_to(fake_run)
+  with pytest.raises(checks.UsageError, match="the run's config.json"):
+    output_paths.check_outputs([output_paths.Output("output", "x", alias / "config.json")],
+                               run=f"{fake_run}/./")
+
+
+def test_urls_compare_as_normalised_strings():
+  run = "gs://bucket/runs//cats/"
+  with pytest.raises(checks.UsageError, match="the run's config.json"):
+    output_paths.check_outputs([output_paths.Output("output", "o", "gs://bucket/runs/cats/./config.json")],
+                               run=run)
+  with pytest.raises(checks.UsageError, match="would overwrite the input --input=gs://bucket/a.png"):
+    output_paths.check_outputs([output_paths.Output("output", "o", "gs://bucket/x/../a.png")],
+                               inputs=[("--input=gs://bucket/a.png", "gs://bucket/a.png")])
+  with pytest.raises(checks.UsageError, match="are the same file"):
+    output_paths.check_outputs([output_paths.Output("output", "o", "gs://b/o.json"),
+                                output_paths.Output("output", "o", "gs://b//o.json")])
+  output_paths.check_outputs([output_paths.Output("output", "o", "gs://bucket/runs/cats2/config.json")],
+                             run=run, inputs=[("in", "gs://bucket/a.png"), ("in", "/tmp/a.png")])
+
+
+@pytest.mark.parametrize("make", ["dream", "stylize-content", "stylize-style"])
+@pytest.mark.parametrize("alias", ["same", "symlink", "hardlink"])
+def test_art_output_that_is_an_input(capsys, tmp_path, make, alias):
+  """Before: the 24x24 input was replaced by the result at --size."""
+  big = tmp_path / "photo.png"
+  Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(big)
+  other = tmp_path / "other.png"
+  Image.fromarray(np.full((24, 24, 3), 30, np.uint8)).save(other)
+  before = big.read_bytes()
+  output = {"same": big, "symlink": tmp_path / "link.png", "hardlink": tmp_path / "hard.png"}[alias]
+  if alias == "symlink":
+    output.symlink_to(big)
+  elif alias == "hardlink":
+    os.link(big, output)
+  flag, args = {"dream": ("--input", (dream_cli, f"--input={big}")),
+                "stylize-content": ("--content", (stylize_cli, f"--content={big}",
+                                                  f"--style={other}")),
+                "stylize-style": ("--style", (stylize_cli, f"--content={other}",
+                                              f"--style={big}"))}[make]
+  _assert_usage_error(_cli(capsys, *args, f"--output={output}", "--size=8", "--steps=1"),
+                      f"--output={output}", f"would overwrite the input {flag}={big}")
+  assert big.read_bytes() == before
+
+
+@pytest.mark.parametrize("target, fragment", [
+    ("/dev/null", "is a symbolic link to /dev/null, a character device, not a regular file"),
+    ("loop", "is a symbolic link loop")])
+@pytest.mark.parametrize("make", ["dream", "stylize", "export"])
+def test_symlinked_output_to_a_device_or_loop(capsys, tmp_path, image, fake_run,
+                                              no_run_loading, target, fragment, make):
+  output = tmp_path / "out.png"
+  output.symlink_to(target if target != "loop" else output)
+  args = {"stylize": (stylize_cli, f"--content={image}", f"--style={image}"),
+          "dream": (dream_cli, f"--input={image}"),
+          "export": (export_cli, f"--workdir={fake_run}")}[make]
+  _assert_usage_error(_cli(capsys, *args, f"--output={output}", *(
+      ["--steps=1"] if make != "export" else [])), f"--output={output}", fragment)
+  assert output.is_symlink() and _temp_files(tmp_path) == []
+
+
+def test_a_device_as_output_is_refused(capsys, image):
+  _assert_usage_error(_cli(capsys, dream_cli, f"--input={image}", "--output=/dev/null"),
+                      "--output=/dev/null: is a character device, not a regular file")
+
+
+def test_writes_go_through_a_symlink_and_keep_it(tmp_path):
+  real = tmp_path / "real" / "out.png"
+  real.parent.mkdir()
+  real.write_bytes(b"old")
+  link = tmp_path / "link.png"
+  link.symlink_to(real)
+  pixels = np.full((4, 4, 3), 7, np.uint8)
+  image_files.save_png(link, pixels)
+  assert link.is_symlink() and os.readlink(link) == str(real)
+  np.testing.assert_array_equal(np.asarray(Image.open(real)), pixels)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "real"]
+  # A dangling link: the write creates the file it names.
+  dangling = tmp_path / "dangling.png"
+  dangling.symlink_to(real.parent / "new.png")
+  image_files.save_png(dangling, pixels)
+  assert dangling.is_symlink() and (real.parent / "new.png").is_file()
+  # A device or a loop behind a link: one OSError naming it; nothing replaced.
+  device = tmp_path / "device.png"
+  device.symlink_to("/dev/null")
+  with pytest.raises(OSError, match="symbolic link to /dev/null, which is not a regular file"):
+    image_files.save_png(device, pixels)
+  loop = tmp_path / "loop.png"
+  loop.symlink_to(loop)
+  with pytest.raises(OSError, match="symbolic link loop"):
+    image_files.save_png(loop, pixels)
+  assert device.is_symlink() and loop.is_symlink() and _temp_files(tmp_path) == []
+
+
+def test_predict_output_over_the_runs_files(capsys, tmp_path, fake_run, no_run_loading):
+  folder = tmp_path / "inputs"
+  folder.mkdir()
+  Image.fromarray(np.full((24, 24, 3), 200, np.uint8)).save(folder / "config.png")
+  output = fake_run / "samples"
+  _assert_usage_error(_cli(capsys, predict_cli, f"--workdir={fake_run}", f"--input={folder}",
+                           f"--output={output}", "--style=ginger"),
+                      f"--output={output}", "config.png there would overwrite the run's samples")
+  assert not output.exists()
+
+
+@pytest.mark.parametrize("flag", ["input", "style_image"])
+def test_predict_fifo_as_input_or_style_image(capsys, tmp_path, image, fifo, no_run_loading,
+                                              flag):
+  given = {"input": image, "style_image": None, flag: fifo}
+  args = [f"--{name}={value}" for name, value in given.items() if value is not None]
+  _assert_usage_error(_cli(capsys, predict_cli, f"--workdir={tmp_path}", *args,
+                           f"--output={tmp_path / 'out'}"),
+                      f"--{flag}={fifo}: is a FIFO (named pipe), not a regular file")
+
+
+def test_predict_link_loop_as_input(capsys, tmp_path, no_run_loading):
+  loop = tmp_path / "loop.png"
+  loop.symlink_to(loop)
+  _assert_usage_error(_cli(capsys, predict_cli, f"--workdir={tmp_path}", f"--input={loop}",
+                           f"--output={tmp_path / 'out'}", "--style=ginger"),
+                      f"--input={loop}: is a symbolic link loop")
+
+
+@pytest.mark.parametrize("make", ["dream", "stylize", "evaluate", "import_torch"])
+def test_fifo_inputs_of_the_other_commands(capsys, tmp_path, image, fifo, no_run_loading, make):
+  from tp2p_jax.cli import import_torch as import_cli
+  args, flag = {
+      "dream": ((dream_cli, f"--input={fifo}", f"--output={tmp_path / 'o.png'}"), "input"),
+      "stylize": ((stylize_cli, f"--content={image}", f"--style={fifo}",
+                   f"--output={tmp_path / 'o.png'}"), "style"),
+      "evaluate": ((evaluate_cli, f"--workdir={tmp_path}", f"--inception_weights={fifo}"),
+                   "inception_weights"),
+      "import_torch": ((import_cli, "--family=pix2pix", f"--generator={fifo}",
+                        f"--workdir={tmp_path / 'imported'}"), "generator")}[make]
+  _assert_usage_error(_cli(capsys, *args), f"--{flag}={fifo}: is a FIFO (named pipe)")
+
+
+def test_import_overwrite_keeps_its_inputs(capsys, fake_run):
+  from tp2p_jax.cli import import_torch as import_cli
+  weights = fake_run / "latest_net_G.pth"
+  weights.write_bytes(b"weights the user keeps in the run folder")
+  _assert_usage_error(_cli(capsys, import_cli, "--family=pix2pix", f"--generator={weights}",
+                           f"--workdir={fake_run}", "--overwrite"),
+                      f"--generator={weights}: lies inside --workdir={fake_run}",
+                      "--overwrite replaces")
+  assert weights.is_file() and (fake_run / "config.json").is_file()
+
+
+def test_evaluate_weights_inside_the_eval_folder(capsys, fake_run, no_run_loading):
+  weights = fake_run / "eval" / "pt_inception.npz"
+  weights.parent.mkdir()
+  np.savez(weights, w=np.zeros(1))
+  _assert_usage_error(_cli(capsys, evaluate_cli, f"--workdir={fake_run}",
+                           f"--inception_weights={weights}"),
+                      f"--inception_weights={weights}: lies in the run's eval/ folder")
+
+
+def test_output_names_are_distinct():
+  paths = [epath.Path(f"/in/{name}") for name in
+           ["cat.jpg", "cat.png", "cat.png.bmp", "cat_png.bmp", "Dog.png", "dog.jpg", "solo.png"]]
+  names = predict_cli._output_names(paths)  # pylint: disable=protected-access
+  assert names == ["cat.jpg", "cat.png", "cat.png~2", "cat_png", "Dog.png", "dog.jpg", "solo"]
+  assert len({n.casefold() for n in names}) == len(paths)
+
+
+def test_predict_collisions_loops_and_fifos_in_a_folder(capsys, tmp_path, run_copy):
+  """Before: cat.png, cat.jpg and cat_png.bmp gave "wrote 3 image(s)" and two
+  files; a link loop in the folder was a RuntimeError traceback; a FIFO
+  hung the command. Now: three files, the loop and the FIFO each named and
+  counted, exit 1, and a log line names the renamed outputs."""
+  folder = tmp_path / "inputs"
+  folder.mkdir()
+  for name, value in [("cat.png", 40), ("cat.jpg", 120), ("cat_png.bmp", 220)]:
+    Image.fromarray(np.full((24, 24, 3), value, np.uint8)).save(folder / name)
+  (folder / "loop.png").symlink_to(folder / "loop.png")
+  watch = _FifoWatch(folder / "pipe.png")
+  output = tmp_path / "out"
+  try:
+    status, out, err = _cli(capsys, predict_cli, f"--workdir={run_copy}", f"--input={folder}",
+                            f"--output={output}", "--style=ginger")
+  finally:
+    watch.stop()
+  assert not watch.opened, "predict opened the FIFO (and would have blocked there)"
+  assert status == 1 and "Traceback" not in err, err
+  assert "wrote 3 image(s)" in out and "2 input(s) failed" in out, out
+  assert sorted(p.name for p in output.iterdir()) == ["cat.jpg.png", "cat.png.png", "cat_png.png"]
+  failures = sorted(line for line in err.splitlines() if line.startswith("error: "))
+  assert failures == [f"error: {folder / 'loop.png'}: cannot read: a symbolic link loop",
+                      f"error: {folder / 'pipe.png'}: cannot read: a FIFO (named pipe), not a "
+                      "regular file"], err
+  assert "cat.jpg -> cat.jpg.png, cat.png -> cat.png.png" in err
+  assert not stat.S_ISREG(os.lstat(folder / "pipe.png").st_mode)

@@ -9,11 +9,16 @@ target one check of the reader.
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import pathlib
 import pickle
 import struct
+import subprocess
+import sys
+import threading
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Any
 
@@ -505,3 +510,250 @@ def test_error_is_a_value_error() -> None:
   assert issubclass(CheckpointFormatError, ValueError)
   with pytest.raises(ValueError):
     read_state_dict("/nonexistent/x.pth")
+
+
+# --- Hostile sizes: memory stays bounded, every failure is one line -----------------------
+
+
+GIB = 1 << 30
+
+
+def _stride0_bomb(path: pathlib.Path, tensors: int = 3, legacy: bool = False) -> pathlib.Path:
+  """`tensors` stride-0 views of 2**28 float32 (1 GiB each) over one 4-byte
+  storage: each within the per-tensor allowance, together far beyond it."""
+  sd = {f"w{i}": _tensor("0", 1, 0, (2**14, 2**14), (0, 0), legacy=legacy)
+        for i in range(tensors)}
+  if legacy:
+    return _legacy(path, _dumps(sd), [("0", 1, _f32(1.0))])
+  return _torch_zip(path, _dumps(sd), {"0": _f32(1.0)})
+
+
+def _zip_entries(path: pathlib.Path, entries: list[tuple[str, bytes, int, int, int]]
+                 ) -> pathlib.Path:
+  """A zip written by hand: (name, data as stored in the file, compression
+  method, uncompressed size, CRC-32) per entry, so that an entry can be a
+  prepared deflate stream whose CRC the reader should never get to check."""
+  body, central = bytearray(), bytearray()
+  for name, data, method, size, crc in entries:
+    encoded = name.encode()
+    central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0, crc,
+                           len(data), size, len(encoded), 0, 0, 0, 0, 0, len(body)) + encoded
+    body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, crc, len(data), size,
+                        len(encoded), 0) + encoded + data
+  eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central),
+                     len(body), 0)
+  path.write_bytes(bytes(body + central + eocd))
+  return path
+
+
+def _zeros_deflated(size: int) -> bytes:
+  """A raw deflate stream of `size` zero bytes (a multiple of 16 MiB),
+  made in a fraction of a second: after a full flush the compressor starts
+  afresh, so each 16 MiB block compresses to the same bytes."""
+  block_size = 1 << 24
+  assert size % block_size == 0
+  compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+  block = compressor.compress(bytes(block_size)) + compressor.flush(zlib.Z_FULL_FLUSH)
+  return block * (size // block_size) + compressor.flush(zlib.Z_FINISH)
+
+
+def _deflate_bomb(path: pathlib.Path, size: int = 140 << 24) -> pathlib.Path:
+  """A torch-shaped zip whose storage record is deflated: 2.3 MB on disk,
+  `size` (2.35 GB) once inflated."""
+  numel = size // 4
+  pkl = _dumps({"w": _tensor("0", numel, 0, (numel,), (1,))})
+  return _zip_entries(path, [
+      ("archive/data.pkl", pkl, zipfile.ZIP_STORED, len(pkl), zlib.crc32(pkl)),
+      ("archive/byteorder", b"little", zipfile.ZIP_STORED, 6, zlib.crc32(b"little")),
+      ("archive/data/0", _zeros_deflated(size), zipfile.ZIP_DEFLATED, size, 0)])
+
+
+def _memo_bomb(path: pathlib.Path, index: int) -> pathlib.Path:
+  """data.pkl of ten bytes whose one LONG_BINPUT makes CPython's unpickler
+  zero a memo of 2 * index pointers (16 * index bytes)."""
+  return _torch_zip(path, b"\x80\x02N" + b"r" + struct.pack("<I", index) + b".")
+
+
+def test_stride0_views_are_bounded_in_total(tmp_path: pathlib.Path) -> None:
+  # Before: each view passed the per-tensor cap, 3 GiB were made, then the
+  # fourth was refused; now the total is refused before any array exists.
+  for legacy in (False, True):
+    path = _stride0_bomb(tmp_path / f"s{legacy}.pth", legacy=legacy)
+    assert path.stat().st_size < 1000
+    message = _error(path)
+    assert f"its 3 tensors would take {3 * GIB} bytes from storages of 4 bytes" in message
+    assert "1024 MiB" in message
+
+
+def test_views_within_the_allowance_are_read(tmp_path: pathlib.Path) -> None:
+  # Tied weights (two tensors over one storage) and a small expansion.
+  sd = {"a": _tensor("0", 4, 0, (4,), (1,)), "tied": _tensor("0", 4, 0, (2, 2), (2, 1)),
+        "rows": _tensor("0", 4, 0, (1000, 4), (0, 1))}
+  out = read_state_dict(_torch_zip(tmp_path / "t.pth", _dumps(sd), {"0": _f32(1, 2, 3, 4)}))
+  np.testing.assert_array_equal(out["tied"], [[1, 2], [3, 4]])
+  assert out["rows"].shape == (1000, 4) and (out["rows"] == [1, 2, 3, 4]).all()
+
+
+def test_compressed_entries_are_refused(tmp_path: pathlib.Path) -> None:
+  message = _error(_deflate_bomb(tmp_path / "bomb.pth", size=1 << 24))
+  assert "zip entry 'archive/data/0' is compressed (deflated)" in message
+  # A re-zipped checkpoint: its pickle deflated too.
+  source = FIXTURES / "state_dict_zip.pth"
+  rezipped = tmp_path / "rezipped.pth"
+  with zipfile.ZipFile(source) as z, zipfile.ZipFile(rezipped, "w", zipfile.ZIP_DEFLATED) as out:
+    for info in z.infolist():
+      out.writestr(info.filename, z.read(info))
+  assert "/byteorder' is compressed (deflated)" in _error(rezipped)
+
+
+def test_zip_entries_claiming_more_than_the_file_are_refused(tmp_path: pathlib.Path) -> None:
+  # A stored record whose sizes say 2 GiB, in a file of 400 bytes.
+  pkl = _dumps({"w": _tensor("0", 2**29, 0, (4,), (1,))})
+  path = _zip_entries(tmp_path / "claims.pth", [
+      ("archive/data.pkl", pkl, zipfile.ZIP_STORED, len(pkl), zlib.crc32(pkl)),
+      ("archive/data/0", _f32(1, 2, 3, 4), zipfile.ZIP_STORED, 2 * GIB, 0)])
+  assert f"claims {2 * GIB} bytes, more than the file" in _error(path)
+
+
+def test_memo_indices_out_of_order_are_refused(tmp_path: pathlib.Path) -> None:
+  # Before: these ten bytes made the unpickler zero 256 MiB (2**30: 16 GiB).
+  assert "pickle memo index 16777216 at opcode 2 is out of order" in _error(
+      _memo_bomb(tmp_path / "memo.pth", 2**24))
+  # Real pickles number their memo in order; all fixtures still load.
+  for name in ("state_dict_zip", "state_dict_legacy", "release_like"):
+    read_state_dict(FIXTURES / f"{name}.pth")
+
+
+def _nested_lists(depth: int) -> bytes:
+  """A pickle of `depth` nested lists, built without recursion."""
+  return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def _legacy_parts(version: bytes | None = None, keys: bytes | None = None,
+                  storages: list[tuple[str, int, bytes]] | None = None,
+                  tree: bytes | None = None) -> bytes:
+  sys_info = {"protocol_version": 1001, "little_endian": True,
+              "type_sizes": {"short": 2, "int": 4, "long": 4}}
+  if tree is None:
+    tree = _dumps({"w": _tensor("k", 2, 0, (2,), (1,), "DoubleStorage", legacy=True)})
+  storages = [("k", 2, np.asarray([1.0, 2.0]).tobytes())] if storages is None else storages
+  parts = [pickle.dumps(pth_reader.LEGACY_MAGIC_NUMBER, protocol=2),
+           version if version is not None else pickle.dumps(1001, protocol=2),
+           pickle.dumps(sys_info, protocol=2), tree,
+           keys if keys is not None else pickle.dumps([k for k, _, _ in storages], protocol=2)]
+  return b"".join(parts + [struct.pack("<q", n) + data for _, n, data in storages])
+
+
+# Each of these escaped the legacy reader as a traceback (the type named).
+LEGACY_ESCAPES = {
+    # repr() of a value from the file in the message.
+    "ValueError": (dict(version=pickle.dumps(10**5000, protocol=2)), "legacy protocol version"),
+    "RecursionError": (dict(version=_nested_lists(200_000)), "legacy protocol version [[[["),
+    # The element count of a storage read with f.read(count * itemsize).
+    "OverflowError": (dict(tree=_dumps({"w": _tensor("k", 2**62, 0, (2,), (1,),
+                                                      "DoubleStorage", legacy=True)}),
+                           storages=[("k", 2**62, b"")]), "file ends inside storage 'k'"),
+    "MemoryError": (dict(tree=_dumps({"w": _tensor("k", 2**50, 0, (2,), (1,),
+                                                    "DoubleStorage", legacy=True)}),
+                         storages=[("k", 2**50, b"")]), "file ends inside storage 'k'"),
+    # A storage skipped with f.seek(count * itemsize).
+    "OverflowError-seek": (dict(tree=_dumps({"state_dict": {}, "o": _tensor(
+        "k", 2**62, 0, (2,), (1,), "DoubleStorage", legacy=True)}),
+        storages=[("k", 2**62, b"")]), "file ends inside storage 'k'"),
+    # A Python 2 byte-string key that is not ASCII.
+    "UnicodeDecodeError": (dict(keys=b"\x80\x02]q\x00C\x02\xff\xfeq\x01a."),
+                           "name b'\\xff\\xfe' is not ASCII"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LEGACY_ESCAPES))
+def test_legacy_failures_are_one_line(kind: str, tmp_path: pathlib.Path) -> None:
+  parts, fragment = LEGACY_ESCAPES[kind]
+  path = tmp_path / "legacy.pth"
+  path.write_bytes(_legacy_parts(**parts))
+  assert fragment in _error(path)
+
+
+@pytest.mark.parametrize("fixture", ["state_dict_zip", "state_dict_legacy", "release_like"])
+def test_every_truncation_and_bit_flip_is_one_line(fixture: str, tmp_path: pathlib.Path) -> None:
+  data = (FIXTURES / f"{fixture}.pth").read_bytes()
+  path = tmp_path / "damaged.pth"
+  for cut in range(0, len(data), 61):
+    path.write_bytes(data[:cut])
+    _error(path)
+  rng = np.random.default_rng(0)
+  for position in rng.integers(0, len(data), 150):
+    damaged = bytearray(data)
+    damaged[position] ^= 1 << int(rng.integers(0, 8))
+    path.write_bytes(bytes(damaged))
+    try:
+      read_state_dict(path)  # some flips land in tensor data and read fine
+    except CheckpointFormatError as e:
+      assert "\n" not in str(e) and str(e).startswith(f"{path}: ")
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path: pathlib.Path) -> None:
+  fifo = tmp_path / "weights.pth"
+  os.mkfifo(fifo)
+  # Opening a FIFO to read blocks until a writer comes: the reader must not.
+  result: list[str] = []
+  thread = threading.Thread(target=lambda: result.append(_error(fifo)), daemon=True)
+  thread.start()
+  thread.join(10)
+  if thread.is_alive():
+    with open(fifo, "wb"):  # releases the blocked reader
+      pass
+    pytest.fail("read_state_dict blocked on a FIFO")
+  assert result[0].endswith("is a FIFO (named pipe), not a regular file")
+
+
+MEMORY_PROBE = r"""
+import json, sys
+import numpy as np
+from tp2p_jax.interop.pth_reader import CheckpointFormatError, read_state_dict
+
+def peak_mib():
+  for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+      return int(line.split()[1]) / 1024
+
+report = {"baseline": peak_mib()}
+for path in sys.argv[1:]:
+  try:
+    read_state_dict(path)
+    report[path] = "read"
+  except CheckpointFormatError as e:
+    report[path] = str(e)
+  report[path + ":peak"] = peak_mib()
+# The control: memory that is touched shows in the figure.
+np.ones(256 << 20, np.uint8)
+report["control"] = peak_mib()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
+def test_hostile_files_are_refused_within_a_memory_bound(tmp_path: pathlib.Path) -> None:
+  """Peak RSS of a fresh process reading each hostile file: each is refused
+  before its claim is allocated (28 MiB, the interpreter's own peak, on
+  the machine of docs/robustness.md). Before these checks the stride-0
+  files were read whole (3.0 GiB of arrays from 4 stored bytes), the
+  deflated record peaked at 4.0 GiB, the memo index at 2.0 GiB, and the
+  legacy element count ended in a MemoryError traceback."""
+  files = {"stride0 zip": _stride0_bomb(tmp_path / "s.pth"),
+           "stride0 legacy": _stride0_bomb(tmp_path / "l.pth", legacy=True),
+           "deflated": _deflate_bomb(tmp_path / "d.pth"),
+           "memo": _memo_bomb(tmp_path / "m.pth", 2**27),
+           "legacy count": tmp_path / "c.pth"}
+  files["legacy count"].write_bytes(_legacy_parts(**LEGACY_ESCAPES["MemoryError"][0]))
+  assert max(p.stat().st_size for p in files.values()) < 3 << 20
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *map(str, files.values())],
+                        capture_output=True, text=True, env=env, timeout=120)
+  assert done.returncode == 0, done.stderr
+  report = json.loads(done.stdout.strip().splitlines()[-1])
+  for label, path in files.items():
+    assert report[str(path)].startswith(f"{path}: "), (label, report[str(path)])
+    # Within 64 MiB of the interpreter's own peak (numpy imported).
+    assert report[f"{path}:peak"] - report["baseline"] < 64, (label, report)
+  assert report["control"] - report["baseline"] > 200, report

@@ -8,8 +8,10 @@ Raises the mean squared activation of `--layer` by gradient ascent on the
 pixels over `--octaves` scales. The input is resized so that its longer side
 is `--size` (0 keeps it). Prints a JSON summary (the layer's activation
 before and after) on the last line. Exit status: 0 written; 2 a usage error:
-an unknown, missing or malformed flag, an input that is missing or not an
-image, an --output that is a folder or not writable, an invalid setting (one
+an unknown, missing or malformed flag, an input that is missing, not an
+image or a FIFO, an --output that is a folder, not writable, the input
+itself or a link to a device (a link to a file is written through), an
+invalid setting (one
 line on stderr naming the file or the setting, checked before the gradient
 ascent starts; nothing is written).
 
@@ -25,7 +27,7 @@ from typing import Any, Sequence
 
 from absl import flags
 
-from tp2p_jax.cli import checks, command
+from tp2p_jax.cli import checks, command, output_paths
 from tqdm import tqdm
 
 from tp2p_jax.art.deepdream import DreamSettings, activation_norm, dream, octave_sizes
@@ -54,10 +56,16 @@ def dream_file(input_path: str | os.PathLike[str], output: str | os.PathLike[str
 
   Raises:
     ImageReadError: the input is missing or not an image (names the file).
-    UsageError: `output` is a folder or cannot be written (checked first).
+    UsageError: `output` is a folder, cannot be written, is the input, or is
+      a link to a device; the input is a FIFO or device (checked first).
     ValueError: the image is too small for the layer, or a bad `size`.
   """
-  checks.output_file_writable(output, "output")  # before minutes of gradient ascent
+  # Before minutes of gradient ascent: the output can be written and
+  # replaces neither the input nor a device behind a link.
+  checks.output_file_writable(output, "output")
+  output_paths.regular_input(input_path, "input")
+  output_paths.check_outputs([output_paths.Output("output", output, output)],
+                             inputs=[(f"--input={os.fspath(input_path)}", input_path)])
   image = read_image(input_path, "0..1", size)
   variables = vgg.load_pretrained_vgg16()
   total = len(octave_sizes(image.shape[1], image.shape[2], settings)) * settings.steps

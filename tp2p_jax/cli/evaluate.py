@@ -42,8 +42,8 @@ writes `RUN/eval/`. The JSON then holds `processes` too.
 Generators without a style input get the reconstruction metrics only.
 Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
 run, a run whose eval/ folder is not writable, missing or unreadable
-Inception weights; one line on stderr, checked before anything is
-generated).
+Inception weights, weights that are a FIFO or device or lie in the run's
+eval/ folder; one line on stderr, checked before anything is generated).
 
 `tp2p_jax.inference.evaluation.evaluate` is the same from Python;
 `main(argv)` parses the flags into its arguments.
@@ -88,7 +88,7 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _evaluate(fv: flags.FlagValues) -> int:
-  from tp2p_jax.cli import checks
+  from tp2p_jax.cli import checks, output_paths
   from tp2p_jax.core import storage
   from tp2p_jax.inference import evaluation
   workdir = checks.run_dir(fv.workdir)
@@ -102,7 +102,14 @@ def _evaluate(fv: flags.FlagValues) -> int:
       raise command.UsageError(f"--workdir={fv.workdir}: cannot write the results into "
                                f"its eval/ folder: {reason}") from None
   if fv.inception_weights:
+    output_paths.regular_input(fv.inception_weights, "inception_weights")
     checks.input_file(fv.inception_weights, "inception_weights")
+    # evaluate writes RUN/eval/ (results, plots, feature caches): weights
+    # kept there could be replaced by its next write.
+    weights = output_paths.identity(fv.inception_weights)
+    if weights.startswith(output_paths.identity(workdir / "eval") + "/"):
+      raise command.UsageError(f"--inception_weights={fv.inception_weights}: lies in the run's "
+                               "eval/ folder, which evaluate writes; keep the weights elsewhere")
   command.join_job(fv)
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,

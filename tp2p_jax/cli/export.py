@@ -17,8 +17,10 @@ checkpoint is needed.
 
 Exit status: 0 written; 2 a usage error (unknown or missing flag, bad run,
 a direction the run lacks, an unknown platform, an --output that is a
-folder or not writable; one line on stderr, checked before anything is
-traced or written).
+folder or not writable, or that (or a file beside it) would replace one of
+the run's own files (`--output=RUN/config` would put `config.json` over
+the run's) or a device behind a link; one line on stderr, checked before
+anything is traced or written).
 
 From Python: `tp2p_jax.inference.exporting.write_export(run, output,
 platforms, direction)` on a run loaded with
@@ -58,7 +60,7 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _export(fv: flags.FlagValues) -> int:
-  from tp2p_jax.cli import checks
+  from tp2p_jax.cli import checks, output_paths
   from tp2p_jax.inference import exporting
   from tp2p_jax.inference.run_loading import load_trained_run
   # Before the run is loaded and the program traced; nothing is created.
@@ -72,6 +74,13 @@ def _export(fv: flags.FlagValues) -> int:
     if os.path.isdir(output + sidecar):
       raise command.UsageError(f"--output={fv.output}: {output + sidecar}, written "
                                "beside it, is a folder")
+  # The three files against the run they are made from (--output=RUN/config
+  # would put its .json over the run's config.json) and each other.
+  output_paths.check_outputs(
+      [output_paths.Output("output", fv.output, output)]
+      + [output_paths.Output("output", fv.output, output + sidecar,
+                             f"{output + sidecar}, written beside it,")
+         for sidecar in (".styles.npz", ".json")], run=fv.workdir)
   run = load_trained_run(fv.workdir, fv.step, fv.dtype)
   print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
   return 0

@@ -44,10 +44,11 @@ Options the tensors do not record: `--transformer_heads` and
 generators trained without dropout), `--netG` (the generator kind, when
 reading it off the file is not wanted).
 
-Refused with one line (exit status 2): a missing or unreadable file, a file
-that is not the named network, networks that do not fit together, and an
-existing non-empty `--workdir` (unless `--overwrite`, which replaces a
-previous run directory only).
+Refused with one line (exit status 2): a missing or unreadable file (a FIFO
+or device included, never opened), a file that is not the named network,
+networks that do not fit together, an existing non-empty `--workdir`
+(unless `--overwrite`, which replaces a previous run directory only), and
+with `--overwrite` an input file inside that directory.
 """
 from __future__ import annotations
 
@@ -114,7 +115,29 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   return fv
 
 
+_WEIGHT_FLAGS = ("generator", "discriminator", "style_encoder", "generator_b",
+                 "discriminator_b")
+
+
+def _check_inputs(fv: flags.FlagValues) -> None:
+  """The weight files and --config against --workdir, before anything is
+  converted: none may be a FIFO or device (its open would block), and
+  none may lie inside the run directory that --overwrite replaces."""
+  from tp2p_jax.cli import output_paths
+  workdir = output_paths.identity(fv.workdir)
+  given = [(name, fv[name].value) for name in _WEIGHT_FLAGS if fv[name].value]
+  config_file = config_flags.get_config_filename(fv["config"])
+  if config_file:
+    given.append(("config", config_file.split(":", 1)[0]))
+  for name, path in given:
+    output_paths.regular_input(path, name)
+    if fv.overwrite and output_paths.identity(path).startswith(workdir + "/"):
+      raise command.UsageError(f"--{name}={path}: lies inside --workdir={fv.workdir}, which "
+                               "--overwrite replaces; move it out of the run directory first")
+
+
 def _import(fv: flags.FlagValues) -> int:
+  _check_inputs(fv)
   result = import_run(
       fv.family, fv.workdir, fv.generator, discriminator=fv.discriminator,
       style_encoder=fv.style_encoder, generator_b=fv.generator_b,

@@ -14,7 +14,9 @@ folder) is read in any format and mode, prepared in the training line style
 (`--prepare=hand_drawn`, which also cleans up scans and photos of drawings;
 `--prepare=pad` only resizes), generated at the run's image size in
 fixed-size batches (one compilation for any number and size of inputs) and
-written to `OUTPUT/<name>.png` at the input's own size. `--grid` writes
+written to `OUTPUT/<name>.png` at the input's own size (inputs sharing a
+name keep their suffix, cat.png.png and cat.jpg.png, as a log line says; no
+output may replace an input or one of the run's own files). `--grid` writes
 `OUTPUT/<name>_styles.png` instead: the sketch and its output in every
 style class. Runs of generators without a style input (pix2pix, pix2pixHD)
 take no style option; CycleGAN runs translate either way (`--direction`).
@@ -32,7 +34,8 @@ positions I, I + N, I + 2N, ... of the sorted list and writes their
 outputs; each process prints its own summary. Inputs, outputs and the run
 directory may be local paths or gs:// URLs.
 
-Unreadable inputs are named on stderr and skipped. The second-to-last
+Unreadable inputs (a folder's broken links, symbolic link loops and FIFOs
+among them, none of them opened) are named on stderr and skipped. The second-to-last
 stdout line counts the images written; the last is JSON: `written`,
 `failed`, `output`, `step`, `devices` (this process's devices used),
 `processes`, `process_index`, `batch_size` (the global batch per generator
@@ -54,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -100,9 +104,59 @@ class PredictResult:
 
 
 def _output_names(files: Sequence[epath.Path]) -> list[str]:
-  """`<stem>` per input; inputs sharing a stem keep their suffix too."""
-  stems = [f.stem for f in files]
-  return [f.name.replace(".", "_") if stems.count(f.stem) > 1 else f.stem for f in files]
+  """A distinct output name per input, in input order (the output is
+  `<name>.png`, or `<name>_styles.png` under --grid).
+
+  The input's stem (cat.png -> cat); inputs that share a stem keep their
+  suffix, all of them (cat.png, cat.jpg -> cat.png, cat.jpg, written
+  cat.png.png and cat.jpg.png). Should a name still be taken (cat.png.bmp
+  beside those), the later input gets `~2`, `~3`, ... after it. Names are
+  compared ignoring case, as a case-insensitive file system would.
+  """
+  stems: dict[str, int] = {}
+  for f in files:
+    stems[f.stem.casefold()] = stems.get(f.stem.casefold(), 0) + 1
+  wanted = [f.stem if stems[f.stem.casefold()] == 1 else f.name for f in files]
+  all_wanted = {w.casefold() for w in wanted}
+  taken: set[str] = set()
+  names = []
+  for name in wanted:
+    candidate, k = name, 1
+    while candidate.casefold() in taken or (k > 1 and candidate.casefold() in all_wanted):
+      k += 1
+      candidate = f"{name}~{k}"
+    taken.add(candidate.casefold())
+    names.append(candidate)
+  return names
+
+
+def _log_renamed(files: Sequence[epath.Path], names: Sequence[str], suffix: str) -> None:
+  """One log line naming the inputs whose output is not `<stem><suffix>`."""
+  renamed = [f"{f.name} -> {n}{suffix}" for f, n in zip(files, names) if n != f.stem]
+  if renamed:
+    shown = ", ".join(renamed[:5]) + (f", ... ({len(renamed)} in all)" if len(renamed) > 5 else "")
+    logging.getLogger("tp2p_jax").info(
+        "%d input(s) share a name with another input; their outputs keep the input's suffix: "
+        "%s", len(renamed), shown)
+
+
+def _check_outputs(files: Sequence[epath.Path], output_dir: str | os.PathLike[str],
+                   grid: bool, style_image: str | os.PathLike[str] | None,
+                   workdir: str | os.PathLike[str] | None) -> list[str]:
+  """Every output against the inputs, the run's own files and each other
+  (`output_paths.check_outputs`); returns the output names."""
+  from tp2p_jax.cli import output_paths
+  from tp2p_jax.core import storage
+  out_dir = storage.path(output_dir)
+  suffix = "_styles.png" if grid else ".png"
+  names = _output_names(files)
+  outputs = [output_paths.Output("output", output_dir, out_dir / f"{name}{suffix}",
+                                 f"{name}{suffix} there") for name in names]
+  inputs = [(str(f), f) for f in files]
+  if style_image:
+    inputs.append((f"--style_image={os.fspath(style_image)}", style_image))
+  output_paths.check_outputs(outputs, inputs=inputs, run=workdir, kind="folder")
+  return names
 
 
 def style_grid(sketch: np.ndarray, outputs: np.ndarray, class_names: Sequence[str],
@@ -150,6 +204,9 @@ def _style_vector(run: TrainedRun, style: str | None,
   if style_image is not None:
     try:
       photo = files.read_image(style_image)
+    except files.SpecialFileError as e:
+      raise UsageError(f"{os.fspath(style_image)}: cannot read the style image: it is "
+                       f"{e}") from None
     except Exception as e:  # pylint: disable=broad-except
       raise UsageError(f"{os.fspath(style_image)}: cannot read the style image: "
                        f"{describe_error(e)}") from None
@@ -185,7 +242,8 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
     run: a loaded run (`tp2p_jax.inference.run_loading.load_trained_run`).
     files: input images, any format and size (local paths or URLs such as
       gs://); each is written to `output_dir/<stem>.png` at its own size
-      (inputs sharing a stem keep their suffix in the name).
+      (inputs sharing a stem keep their suffix: cat.png.png, cat.jpg.png;
+      see `_output_names`, logged).
     output_dir: folder for the outputs (created when there is something to
       write); a local path or a URL.
     style: a style class: its training-set average embedding.
@@ -211,9 +269,11 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   Raises:
     UsageError: options the run cannot honour (a style for a generator
       without a style input, an unknown class, a direction it lacks, an
-      unreadable style image, ...), a `batch_size` below 1, or an
-      `output_dir` that is a file or not writable; raised before anything
-      is generated or created.
+      unreadable style image, ...), a `batch_size` below 1, an
+      `output_dir` that is a file or not writable, or an output that would
+      replace an input or one of the run's own files, or that is a link to
+      a device (`output_paths.check_outputs`); raised before anything is
+      generated or created.
     RunError: the run lacks what the options need (class averages or a
       trained style encoder of an imported run).
     OSError: an output could not be written (a full disk).
@@ -226,6 +286,9 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
     raise UsageError(f"batch_size must be >= 1, got {batch_size}")
   checks.output_dir_writable(output_dir, "output")
   out_dir = storage.path(output_dir)
+  paths = [storage.path(f) for f in files]
+  names = _check_outputs(paths, output_dir, grid, style_image, run.workdir)
+  _log_renamed(paths, names, "_styles.png" if grid else ".png")
   given = {"style": style, "style_image": style_image, "style_mix": style_mix, "grid": grid}
   _check_options(run, direction, [name for name, value in given.items()
                                   if value is not None and value is not False])
@@ -240,8 +303,7 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   mesh = parallel.local_mesh(devices)
   predictor = run_loading.replicated_on(run, mesh).predictor
   global_batch = parallel.global_batch_size(batch_size, mesh)
-  paths = [storage.path(f) for f in files]
-  share = parallel.process_share(list(zip(paths, _output_names(paths))))
+  share = parallel.process_share(list(zip(paths, names)))
   prepare_mode = prepare or predictor.prepare
   generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
   classes = per = None
@@ -306,6 +368,9 @@ def _prepared(inputs: Sequence[tuple[epath.Path, str]], image_size: int, mode: s
   for path, name in inputs:
     try:
       image = files.read_image(path)
+    except files.SpecialFileError as e:  # a FIFO, device, link loop: never opened
+      yield path, name, None, str(e)
+      continue
     except Exception as e:  # pylint: disable=broad-except
       yield path, name, None, describe_error(e)
       continue
@@ -359,17 +424,21 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
 
   Raises:
     UsageError: a missing run directory, input or style image, an input
-      with no readable image, an unwritable --output, a malformed
-      --style_mix.
+      or style image that is a FIFO or device, an input with no readable
+      image, an unwritable --output, an output that would replace an input
+      or one of the run's own files, a malformed --style_mix.
   """
   from tp2p_jax.cli import checks
   from tp2p_jax.core import storage
   from tp2p_jax.data.image_files import IMAGE_SUFFIXES
   from tp2p_jax.inference import files as files_lib, styles
+  from tp2p_jax.cli import output_paths
   checks.run_dir(fv.workdir)
+  output_paths.regular_input(fv.input, "input")
   checks.input_path(fv.input, "input")
   checks.output_dir_writable(fv.output, "output")
   if fv.style_image:
+    output_paths.regular_input(fv.style_image, "style_image")
     checks.input_file(fv.style_image, "style_image")
     reason = files_lib.header_problem(fv.style_image)
     if reason is not None:
@@ -383,14 +452,7 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
   if not files:
     raise UsageError(f"--input={fv.input}: no image files in the folder (suffixes: "
                      f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-  if not storage.is_url(fv.output):
-    out_dir = storage.path(fv.output).resolve()
-    inputs = {f.resolve() for f in files if not storage.is_url(f)}
-    suffix = "_styles.png" if fv.grid else ".png"
-    for name in _output_names(files):
-      if out_dir / f"{name}{suffix}" in inputs:
-        raise UsageError(f"--output={fv.output}: writing {name}{suffix} there would "
-                         "overwrite that input; choose another folder")
+  _check_outputs(files, fv.output, fv.grid, fv.style_image or None, fv.workdir)
   # Headers only, up to the first readable one: cheap for any number of files.
   if not any(files_lib.header_problem(f) is None for f in files):
     reason = files_lib.header_problem(files[0])

@@ -7,8 +7,10 @@ r"""Neural style transfer from the command line (Gatys et al.; VGG16).
 The content image is resized so that its longer side is `--size` (0 keeps
 it); the style image likewise. Prints the final losses as JSON on the last
 line. Exit status: 0 written; 2 a usage error: an unknown, missing or
-malformed flag, an input that is missing or not an image, an --output that is
-a folder or not writable, an invalid setting (one line on stderr naming the
+malformed flag, an input that is missing, not an image or a FIFO, an
+--output that is a folder, not writable, one of the inputs or a link to a
+device (a link to a file is written through), an invalid setting (one line
+on stderr naming the
 file or the setting, checked before the optimisation starts; nothing is
 written).
 
@@ -24,7 +26,7 @@ from typing import Any, Literal, Sequence
 
 from absl import flags
 
-from tp2p_jax.cli import checks, command
+from tp2p_jax.cli import checks, command, output_paths
 from tqdm import tqdm
 
 from tp2p_jax.art.style_transfer import (DEFAULT_STYLE_LAYER_WEIGHTS, DEFAULT_STYLE_LAYERS,
@@ -58,10 +60,18 @@ def stylize_files(content: str | os.PathLike[str], style: str | os.PathLike[str]
 
   Raises:
     ImageReadError: an input is missing or not an image (names the file).
-    UsageError: `output` is a folder or cannot be written (checked first).
+    UsageError: `output` is a folder, cannot be written, is an input, or is
+      a link to a device; an input is a FIFO or device (checked first).
     ValueError: an image is smaller than 8x8, or a bad `size`/`init`.
   """
-  checks.output_file_writable(output, "output")  # before minutes of optimisation
+  # Before minutes of optimisation: the output can be written and replaces
+  # neither input nor a device behind a link.
+  checks.output_file_writable(output, "output")
+  output_paths.regular_input(content, "content")
+  output_paths.regular_input(style, "style")
+  output_paths.check_outputs([output_paths.Output("output", output, output)],
+                             inputs=[(f"--content={os.fspath(content)}", content),
+                                     (f"--style={os.fspath(style)}", style)])
   content_image = read_image(content, "0..1", size)
   style_image = read_image(style, "0..1", size)
   run = stylize_steps(content_image, style_image, vgg.load_pretrained_vgg16(), steps=steps,

@@ -41,8 +41,24 @@ rebuild object arrays; torch.load(weights_only=True) refuses them too).
 Because the whole pickle is read, such an object anywhere in the file (e.g. a
 numpy scalar in saved metadata) refuses the file, not just that entry.
 
+Memory: nothing the file claims is allocated before it is checked against
+what the file holds. Zip entries are read only when stored (torch.save never
+compresses; a deflated entry could inflate without bound) and when the
+entries read fit in the file together; a legacy storage must fit in the
+bytes left after it. Every view is checked and the arrays' total size is
+known before the first array is made: they may exceed the bytes of the
+storages they come from (converted to the returned dtype) by at most
+`_MAX_EXPANDED_BYTES` (1 GiB) in all, which zero or overlapping strides
+and tied weights draw on. Pickle memo indices must follow the opcodes
+(CPython's unpickler sizes its memo by the largest index it meets: a
+nine-byte pickle could otherwise make it zero gigabytes). So a file of S
+bytes costs at most about S for its storages' bytes, 2 S for the arrays
+(bfloat16 doubles) and 1 GiB.
+
 Errors are `CheckpointFormatError` (a ValueError) with a one-line message
-naming the file and the problem.
+naming the file and the problem, whatever the file holds: values from the
+file are shown through a bounded repr, and any other exception while
+reading becomes one too.
 """
 from __future__ import annotations
 
@@ -50,7 +66,10 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import re
+import reprlib
+import stat
 import struct
 import types
 import zipfile
@@ -77,8 +96,22 @@ class _Malformed(Exception):
 
 def _one_line(text: str, limit: int = 300) -> str:
   # Names and messages can come from the file: keep the error one bounded line.
-  text = re.sub(r"\s+", " ", text).strip()
+  text = re.sub(r"\s+", " ", text[:4 * limit]).strip()
   return text if len(text) <= limit else text[:limit] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+  """A bounded one-line repr of a value from the file that never raises
+  (plain repr fails on deep nesting, RecursionError, and on integers of
+  more than 4300 digits, ValueError)."""
+  try:
+    return _one_line(_REPR.repr(value), limit)
+  except Exception:  # pylint: disable=broad-except
+    return f"<{type(value).__name__}>"
 
 
 # --- Inert stand-ins -----------------------------------------------------------
@@ -205,7 +238,7 @@ def _is_int(x: Any) -> bool:
 
 def _int_tuple(x: Any, what: str) -> tuple[int, ...]:
   if not isinstance(x, (tuple, list)) or not all(_is_int(v) for v in x):
-    raise _Malformed(f"tensor {what} is {_one_line(repr(x), 80)}, not a tuple of integers")
+    raise _Malformed(f"tensor {what} is {_shown(x)}, not a tuple of integers")
   return tuple(x)
 
 
@@ -215,15 +248,17 @@ def _tensor_ref(storage: Any, offset: Any, size: Any, stride: Any,
   if not isinstance(storage, _StorageRef):
     raise _Malformed(f"tensor rebuilt from a {type(storage).__name__}, not a storage")
   if not _is_int(offset) or offset < 0:
-    raise _Malformed(f"tensor storage offset {_one_line(repr(offset), 80)} is not a "
+    raise _Malformed(f"tensor storage offset {_shown(offset)} is not a "
                      "non-negative integer")
   size_t, stride_t = _int_tuple(size, "size"), _int_tuple(stride, "stride")
   if len(size_t) != len(stride_t):
-    raise _Malformed(f"tensor size {size_t} and stride {stride_t} differ in length")
+    raise _Malformed(f"tensor size {_shown(size_t)} and stride {_shown(stride_t)} differ "
+                     "in length")
   if len(size_t) > 64:  # numpy's limit
     raise _Malformed(f"tensor has {len(size_t)} dimensions")
   if any(v < 0 for v in size_t + stride_t):
-    raise _Malformed(f"tensor size {size_t} or stride {stride_t} is negative")
+    raise _Malformed(f"tensor size {_shown(size_t)} or stride {_shown(stride_t)} is "
+                     "negative")
   return _TensorRef(storage, offset, size_t, stride_t, dtype or storage.dtype)
 
 
@@ -337,7 +372,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _ascii(x: Any) -> Any:
   # Python 2 era files may hold bytes where Python 3 ones hold str.
-  return x.decode("ascii") if isinstance(x, bytes) else x
+  if not isinstance(x, bytes):
+    return x
+  try:
+    return x.decode("ascii")
+  except UnicodeDecodeError:
+    raise _Malformed(f"name {_shown(x)} is not ASCII") from None
 
 
 class _Storages:
@@ -348,27 +388,27 @@ class _Storages:
 
   def reference(self, pid: Any, legacy: bool) -> _StorageRef:
     if not isinstance(pid, tuple) or not pid:
-      raise _Malformed(f"persistent id {_one_line(repr(pid), 80)} is not a tuple")
+      raise _Malformed(f"persistent id {_shown(pid)} is not a tuple")
     typename = _ascii(pid[0])
     if typename == "module":
       raise _Malformed("holds a whole pickled model, as torch.save(model) writes; save "
                        "model.state_dict() instead")
     if typename != "storage" or len(pid) != (6 if legacy else 5):
-      raise _Malformed(f"unknown persistent id {_one_line(repr(pid), 80)}")
+      raise _Malformed(f"unknown persistent id {_shown(pid)}")
     storage_type, key, _location, numel = pid[1:5]
     key = _ascii(key)
     if not isinstance(storage_type, _StorageType):
-      raise _Malformed(f"storage {key!r} has type {type(storage_type).__name__}, not a "
+      raise _Malformed(f"storage {_shown(key)} has type {type(storage_type).__name__}, not a "
                        "torch storage class")
     if storage_type.dtype is None:
-      raise _Malformed(f"storage {key!r} is a {storage_type.name} without a dtype")
+      raise _Malformed(f"storage {_shown(key)} is a {storage_type.name} without a dtype")
     if not isinstance(key, str) or not _is_int(numel) or numel < 0:
-      raise _Malformed(f"malformed storage reference {_one_line(repr(pid[1:5]), 80)}")
+      raise _Malformed(f"malformed storage reference {_shown(pid[1:5])}")
     dtype = storage_type.dtype
     root = self.roots.setdefault(key, _StorageRef(key, dtype, numel))
     if root.dtype is not dtype or root.numel != numel:
-      raise _Malformed(f"storage {key!r} referenced as {root.numel} x {root.dtype!r} and as "
-                       f"{numel} x {dtype!r}")
+      raise _Malformed(f"storage {_shown(key)} referenced as {_shown(root.numel)} x "
+                       f"{root.dtype!r} and as {_shown(numel)} x {dtype!r}")
     view = pid[5] if legacy else None
     if view is None:
       return root
@@ -377,62 +417,108 @@ class _Storages:
     if (not isinstance(view, tuple) or len(view) != 3 or not _is_int(view[1])
         or not _is_int(view[2]) or view[1] < 0 or view[2] < 0
         or view[1] + view[2] > numel):
-      raise _Malformed(f"storage {key!r} has malformed view {_one_line(repr(view), 80)}")
+      raise _Malformed(f"storage {_shown(key)} has malformed view {_shown(view)}")
     return _StorageRef(key, dtype, view[2], view[1])
 
 
 # --- Arrays -------------------------------------------------------------------------
 
 
-# Zero or overlapping strides let a few stored bytes describe a huge tensor;
-# copying one larger than this from a smaller storage is refused rather than
-# risking memory exhaustion (real state_dicts never come close).
+# Zero or overlapping strides let a few stored bytes describe a huge tensor,
+# and tied weights copy one storage twice. The arrays of one file may exceed
+# the bytes of the storages they come from by this much in all (real
+# state_dicts never come close); a file asking for more is refused before
+# any array is made.
 _MAX_EXPANDED_BYTES = 1 << 30
 
-
-def _tensor_array(name: str, ref: _TensorRef, raw: bytes, byteorder: str) -> np.ndarray:
-  """Copies the tensor `ref` out of its storage's bytes `raw` (`byteorder`
-  '<' or '>'), checking that the view stays inside the storage."""
-  try:
-    return _copy_tensor(name, ref, raw, byteorder)
-  except (ValueError, OverflowError, MemoryError) as e:  # sizes numpy cannot allocate
-    raise _Malformed(f"tensor {name!r} of size {_one_line(str(ref.size), 80)} cannot be "
-                     f"made ({type(e).__name__}: {_one_line(str(e), 80)})") from e
+# The element of a storage is read as `stored`; the returned array holds
+# `out_dtype` (bfloat16 becomes float32, bool bytes become numpy bools).
+_OUT_DTYPES = {"bfloat16": np.dtype(np.float32), "bool": np.dtype(bool)}
 
 
-def _copy_tensor(name: str, ref: _TensorRef, raw: bytes, byteorder: str) -> np.ndarray:
+class _Plan:
+  """A tensor checked against its storage, not yet copied: `count`
+  elements of `stored` from byte `start` of the storage's bytes."""
+  __slots__ = ("ref", "stored", "out_dtype", "start", "count", "out_bytes")
+
+  def __init__(self, ref: _TensorRef, stored: np.dtype, out_dtype: np.dtype, start: int,
+               count: int, out_bytes: int):
+    self.ref, self.stored, self.out_dtype = ref, stored, out_dtype
+    self.start, self.count, self.out_bytes = start, count, out_bytes
+
+
+def _plan_tensor(name: str, ref: _TensorRef, byteorder: str) -> _Plan:
+  """Checks that the view `ref` stays inside its storage and that numpy can
+  hold it; returns what copying it needs. Nothing is allocated."""
   dtype = ref.dtype
   if dtype.code is None:
-    raise _Malformed(f"tensor {name!r} has dtype {dtype!r}, which numpy cannot hold")
+    raise _Malformed(f"tensor {_shown(name)} has dtype {dtype!r}, which numpy cannot hold")
   stored = np.dtype(dtype.code).newbyteorder(byteorder)
-  out_dtype = {"bfloat16": np.dtype(np.float32), "bool": np.dtype(bool)}.get(
-      dtype.kind, stored.newbyteorder("="))
+  out_dtype = _OUT_DTYPES.get(dtype.kind, stored.newbyteorder("="))
   storage = ref.storage
   # The storage as seen through the tensor's dtype (they differ only for
   # _rebuild_tensor_v3 over untyped bytes).
   start = storage.start * storage.dtype.itemsize
-  nbytes = storage.numel * storage.dtype.itemsize
-  count = nbytes // stored.itemsize
-  if 0 in ref.size:
-    return np.zeros(ref.size, out_dtype)
+  count = storage.numel * storage.dtype.itemsize // stored.itemsize
+  numel = math.prod(ref.size)
+  if numel == 0:
+    return _Plan(ref, stored, out_dtype, start, count, 0)
   last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
   if last >= count:
     raise _Malformed(
-        f"tensor {name!r} (offset {ref.offset}, size {ref.size}, stride {ref.stride}) "
-        f"reaches element {last} of a storage of {count}")
-  numel = math.prod(ref.size)
-  if numel > count and numel * out_dtype.itemsize > _MAX_EXPANDED_BYTES:
-    raise _Malformed(f"tensor {name!r} expands a storage of {count} elements to {numel}")
-  flat = np.frombuffer(raw, dtype=stored, count=count, offset=start)
+        f"tensor {_shown(name)} (offset {_shown(ref.offset)}, size {_shown(ref.size)}, stride "
+        f"{_shown(ref.stride)}) reaches element {_shown(last)} of a storage of {count}")
+  out_bytes = numel * out_dtype.itemsize
+  if numel > count and out_bytes > _MAX_EXPANDED_BYTES:
+    raise _Malformed(f"tensor {_shown(name)} expands a storage of {count} elements to "
+                     f"{_shown(numel)}")
+  return _Plan(ref, stored, out_dtype, start, count, out_bytes)
+
+
+def _plan_all(tensors: Mapping[str, _TensorRef], roots: Mapping[str, _StorageRef],
+              byteorder: str) -> dict[str, _Plan]:
+  """`_plan_tensor` of each tensor, then the total against the storages:
+  the arrays may hold each storage's bytes (in the returned dtype) once,
+  and `_MAX_EXPANDED_BYTES` beyond that in all."""
+  plans = {name: _plan_tensor(name, ref, byteorder) for name, ref in tensors.items()}
+  covered: dict[str, int] = {}
+  for plan in plans.values():
+    root = roots[plan.ref.storage.key]
+    as_out = root.numel * root.dtype.itemsize * plan.out_dtype.itemsize // plan.stored.itemsize
+    covered[root.key] = max(covered.get(root.key, 0), as_out)
+  total = sum(plan.out_bytes for plan in plans.values())
+  allowed = sum(covered.values()) + _MAX_EXPANDED_BYTES
+  if total > allowed:
+    raise _Malformed(
+        f"its {len(plans)} tensors would take {total} bytes from storages of "
+        f"{sum(covered.values())} bytes, more than the {_MAX_EXPANDED_BYTES >> 20} MiB that "
+        "zero or overlapping strides may add")
+  return plans
+
+
+def _tensor_array(name: str, plan: _Plan, raw: bytes | memoryview) -> np.ndarray:
+  """Copies the planned tensor out of its storage's bytes `raw`."""
+  try:
+    return _copy_tensor(plan, raw)
+  except (ValueError, OverflowError, MemoryError) as e:  # sizes numpy cannot allocate
+    raise _Malformed(f"tensor {_shown(name)} of size {_shown(plan.ref.size)} cannot be "
+                     f"made ({type(e).__name__}: {_one_line(str(e), 80)})") from e
+
+
+def _copy_tensor(plan: _Plan, raw: bytes | memoryview) -> np.ndarray:
+  ref, stored, out_dtype = plan.ref, plan.stored, plan.out_dtype
+  if plan.out_bytes == 0:
+    return np.zeros(ref.size, out_dtype)
+  flat = np.frombuffer(raw, dtype=stored, count=plan.count, offset=plan.start)
   # Strides of length-1 dimensions are never followed; zeroing them keeps
   # huge unused values from overflowing numpy's byte strides.
   strides = tuple(0 if n == 1 else s * stored.itemsize for n, s in zip(ref.size, ref.stride))
   view = np.lib.stride_tricks.as_strided(flat[ref.offset:], shape=ref.size, strides=strides,
                                          writeable=False)
   out = np.empty(ref.size, out_dtype)
-  if dtype.kind == "bool":
+  if ref.dtype.kind == "bool":
     np.not_equal(view, 0, out=out)
-  elif dtype.kind == "bfloat16":
+  elif ref.dtype.kind == "bfloat16":
     np.left_shift(view.astype(np.uint32), 16, out=out.view(np.uint32))
   else:
     out[...] = view
@@ -456,7 +542,7 @@ def _select_state_dict(tree: Any) -> Mapping[Any, Any]:
   if any(isinstance(v, _TensorRef) for v in tree.values()):
     # A state_dict with a stray entry: _check_entries names it.
     return tree
-  keys = _one_line(", ".join(repr(k) for k in list(tree)[:12])
+  keys = _one_line(", ".join(_shown(k, 40) for k in list(tree)[:12])
                    + (", ..." if len(tree) > 12 else ""), 200)
   raise _Malformed(f"holds neither a state_dict nor a 'state_dict' entry (keys: {keys})")
 
@@ -465,9 +551,10 @@ def _check_entries(state_dict: Mapping[Any, Any]) -> dict[str, _TensorRef]:
   out: dict[str, _TensorRef] = {}
   for key, value in state_dict.items():
     if not isinstance(key, str):
-      raise _Malformed(f"state_dict key {_one_line(repr(key), 80)} is not a string")
+      raise _Malformed(f"state_dict key {_shown(key)} is not a string")
     if not isinstance(value, _TensorRef):
-      raise _Malformed(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
+      raise _Malformed(f"state_dict entry {_shown(key)} is a {type(value).__name__}, not a "
+                       "tensor")
     out[key] = value
   return out
 
@@ -475,9 +562,24 @@ def _check_entries(state_dict: Mapping[Any, Any]) -> dict[str, _TensorRef]:
 # --- The two formats ----------------------------------------------------------------
 
 
+def _check_memo_indices(data: BinaryIO) -> None:
+  """Reads one pickle's opcodes from `data` (up to its STOP) and refuses
+  memo indices beyond the opcodes read: CPython's unpickler grows its memo
+  to twice the largest index and zeroes it, so one LONG_BINPUT of 2**30
+  would touch 16 GiB. Picklers number the memo from 0 in order."""
+  for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+    if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and (not _is_int(arg) or arg > count):
+      raise _Malformed(f"pickle memo index {_shown(arg)} at opcode {count} is out of order")
+
+
 def _unpickle(data: BinaryIO, source: str,
               on_persistent_id: Callable[[Any], Any] | None = None) -> Any:
+  """One pickle from `data` (an in-memory stream: reads are bounded by what
+  it holds), its memo indices checked before it is loaded."""
+  start = data.tell()
   try:
+    _check_memo_indices(data)
+    data.seek(start)
     return _RestrictedUnpickler(data, source, on_persistent_id).load()
   except (CheckpointFormatError, _Malformed):
     raise
@@ -485,7 +587,23 @@ def _unpickle(data: BinaryIO, source: str,
     raise _Malformed(f"corrupt pickle ({type(e).__name__}: {_one_line(str(e), 160)})") from e
 
 
-def _read_zip(path: str, source: str) -> dict[str, np.ndarray]:
+def _stored_entry(archive: zipfile.ZipFile, name: str, file_size: int) -> zipfile.ZipInfo:
+  """The zip entry `name`, refused unless stored (uncompressed) with sizes
+  that fit in the file."""
+  info = archive.getinfo(name)
+  if info.compress_type != zipfile.ZIP_STORED:
+    method = {zipfile.ZIP_DEFLATED: "deflated", zipfile.ZIP_BZIP2: "bzip2",
+              zipfile.ZIP_LZMA: "lzma"}.get(info.compress_type, f"method {info.compress_type}")
+    raise _Malformed(f"zip entry {_shown(name)} is compressed ({method}); torch.save writes "
+                     "stored (uncompressed) entries only, and a compressed one could inflate "
+                     "without bound")
+  if info.file_size != info.compress_size or info.header_offset + info.file_size > file_size:
+    raise _Malformed(f"zip entry {_shown(name)} claims {info.file_size} bytes, more than the "
+                     f"file of {file_size} bytes holds")
+  return info
+
+
+def _read_zip(path: str, source: str, file_size: int) -> dict[str, np.ndarray]:
   try:
     archive = zipfile.ZipFile(path)
   except Exception as e:  # zipfile raises several types for a damaged directory.
@@ -506,94 +624,128 @@ def _read_zip(path: str, source: str) -> dict[str, np.ndarray]:
       top = pickles[0][:-len("data.pkl")]
       byteorder = "<"
       if top + "byteorder" in names:
-        order = archive.read(top + "byteorder").decode("ascii", "replace").strip()
+        info = _stored_entry(archive, top + "byteorder", file_size)
+        if info.file_size > 16:
+          raise _Malformed(f"byteorder entry has {info.file_size} bytes")
+        order = archive.read(info).decode("ascii", "replace").strip()
         if order not in ("little", "big"):
-          raise _Malformed(f"unknown byte order {_one_line(order, 40)!r}")
+          raise _Malformed(f"unknown byte order {_shown(order, 40)}")
         byteorder = "<" if order == "little" else ">"
+      pickle_info = _stored_entry(archive, pickles[0], file_size)
       storages = _Storages()
-      tree = _unpickle(io.BytesIO(archive.read(pickles[0])), source,
+      tree = _unpickle(io.BytesIO(archive.read(pickle_info)), source,
                        lambda pid: storages.reference(pid, legacy=False))
       tensors = _check_entries(_select_state_dict(tree))
-      raw: dict[str, bytes] = {}
-      out: dict[str, np.ndarray] = {}
+      # Every record the state_dict needs, checked before any is read: stored,
+      # of its storage's size, and all of them together inside the file
+      # (entries of a hostile zip may overlap).
+      records: dict[str, zipfile.ZipInfo] = {}
       for name, ref in tensors.items():
         key = ref.storage.key
-        if key not in raw:
-          root = storages.roots[key]
-          nbytes = root.numel * root.dtype.itemsize
-          record = f"{top}data/{key}"
-          try:
-            info = archive.getinfo(record)
-          except KeyError:
-            raise _Malformed(f"storage record {record!r} of tensor {name!r} is missing") from None
-          if info.file_size != nbytes:
-            raise _Malformed(f"storage record {record!r} has {info.file_size} bytes, "
-                             f"expected {nbytes}")
-          raw[key] = archive.read(record)
-        out[name] = _tensor_array(name, ref, raw[key], byteorder)
-      return out
+        if key in records:
+          continue
+        root = storages.roots[key]
+        nbytes = root.numel * root.dtype.itemsize
+        record = f"{top}data/{key}"
+        if record not in names:
+          raise _Malformed(f"storage record {_shown(record)} of tensor {_shown(name)} is "
+                           "missing")
+        info = _stored_entry(archive, record, file_size)
+        if info.file_size != nbytes:
+          raise _Malformed(f"storage record {_shown(record)} has {info.file_size} bytes, "
+                           f"expected {_shown(nbytes)}")
+        records[key] = info
+      read = pickle_info.file_size + sum(info.file_size for info in records.values())
+      if read > file_size:
+        raise _Malformed(f"its zip entries claim {read} bytes in all, more than the file of "
+                         f"{file_size} bytes holds")
+      plans = _plan_all(tensors, storages.roots, byteorder)
+      raw = {key: archive.read(info) for key, info in records.items()}
+      return {name: _tensor_array(name, plan, raw[plan.ref.storage.key])
+              for name, plan in plans.items()}
     except (_Malformed, CheckpointFormatError):
       raise
     except Exception as e:
-      # CRC mismatch, a record cut short, damaged deflate data, unsupported
-      # compression or encryption: zipfile and zlib raise assorted types.
+      # CRC mismatch, a record cut short, encryption: zipfile raises
+      # assorted types.
       raise _Malformed(f"corrupt zip archive ({type(e).__name__}: "
                        f"{_one_line(str(e), 160)})") from e
 
 
+def _not_legacy(head: bytes) -> _Malformed:
+  tar_hint = ("; old tar-format checkpoints (torch < 0.4) are not supported"
+              if head[257:262] == b"ustar" else "")
+  return _Malformed("is not a torch checkpoint (neither a zip archive with data.pkl nor a "
+                    f"legacy torch.save file){tar_hint}")
+
+
 def _read_legacy(f: BinaryIO, source: str) -> dict[str, np.ndarray]:
-  # Each header pickle is read from a bounded in-memory copy, so garbage in a
-  # non-checkpoint cannot make the unpickler ask the file for huge reads.
-  head = io.BytesIO(f.read(64))
+  # The magic number from the first bytes only, so that a large file that is
+  # not a checkpoint is not read whole.
+  head = f.read(512)
   try:
-    magic = _RestrictedUnpickler(head, source).load()
-  except Exception:
+    magic = _RestrictedUnpickler(io.BytesIO(head[:64]), source).load()
+  except Exception:  # pylint: disable=broad-except
     magic = None
   if not _is_int(magic) or magic != LEGACY_MAGIC_NUMBER:
-    f.seek(257)
-    tar_hint = ("; old tar-format checkpoints (torch < 0.4) are not supported"
-                if f.read(5) == b"ustar" else "")
-    raise _Malformed("is not a torch checkpoint (neither a zip archive with data.pkl "
-                     f"nor a legacy torch.save file){tar_hint}")
-  f.seek(head.tell())
-  version = _unpickle(f, source)
-  if version != LEGACY_PROTOCOL_VERSION:
-    raise _Malformed(f"legacy protocol version {_one_line(repr(version), 40)}, expected "
+    raise _not_legacy(head)
+  # Then the whole file in memory: every read of a length from the file is
+  # bounded by what it holds, and storages are sliced out without copies.
+  f.seek(0)
+  data = f.read()
+  stream = io.BytesIO(data)
+  _unpickle(stream, source)  # the magic number again, its end found by the unpickler
+  version = _unpickle(stream, source)
+  if not _is_int(version) or version != LEGACY_PROTOCOL_VERSION:
+    raise _Malformed(f"legacy protocol version {_shown(version, 40)}, expected "
                      f"{LEGACY_PROTOCOL_VERSION}")
-  sys_info = _unpickle(f, source)
+  sys_info = _unpickle(stream, source)
   if not isinstance(sys_info, dict):
     raise _Malformed("legacy header has no sys_info dict")
   storages = _Storages()
-  tree = _unpickle(f, source, lambda pid: storages.reference(pid, legacy=True))
-  keys = _unpickle(f, source)
-  if not isinstance(keys, list) or not all(isinstance(_ascii(k), str) for k in keys):
+  tree = _unpickle(stream, source, lambda pid: storages.reference(pid, legacy=True))
+  keys = _unpickle(stream, source)
+  if not isinstance(keys, list):
+    raise _Malformed("legacy storage key list is malformed")
+  keys = [_ascii(k) for k in keys]
+  if not all(isinstance(k, str) for k in keys):
     raise _Malformed("legacy storage key list is malformed")
   tensors = _check_entries(_select_state_dict(tree))
-  needed = {ref.storage.key for ref in tensors.values()}
-  raw: dict[str, bytes] = {}
-  for key in map(_ascii, keys):
+  # Where each storage's bytes lie: an 8-byte little-endian element count,
+  # then the bytes, for each key in order.
+  spans: dict[str, tuple[int, int]] = {}
+  pos = stream.tell()
+  for key in keys:
     root = storages.roots.get(key)
     if root is None:
-      raise _Malformed(f"storage {key!r} in the key list is referenced nowhere in the pickle")
-    header = f.read(8)
-    if len(header) != 8:
-      raise _Malformed(f"file ends before storage {key!r}")
-    (numel,) = struct.unpack("<q", header)
+      raise _Malformed(f"storage {_shown(key)} in the key list is referenced nowhere in the "
+                       "pickle")
+    if pos + 8 > len(data):
+      raise _Malformed(f"file ends before storage {_shown(key)}")
+    (numel,) = struct.unpack_from("<q", data, pos)
     if numel != root.numel:
-      raise _Malformed(f"storage {key!r} holds {numel} elements, expected {root.numel}")
+      raise _Malformed(f"storage {_shown(key)} holds {numel} elements, expected "
+                       f"{_shown(root.numel)}")
     nbytes = numel * root.dtype.itemsize
-    if key in needed:
-      raw[key] = f.read(nbytes)
-      if len(raw[key]) != nbytes:
-        raise _Malformed(f"file ends inside storage {key!r}")
-    else:
-      f.seek(nbytes, os.SEEK_CUR)
-  out: dict[str, np.ndarray] = {}
+    if pos + 8 + nbytes > len(data):
+      raise _Malformed(f"file ends inside storage {_shown(key)} ({nbytes} bytes from byte "
+                       f"{pos + 8} of {len(data)})")
+    spans[key] = (pos + 8, nbytes)
+    pos += 8 + nbytes
   for name, ref in tensors.items():
-    if ref.storage.key not in raw:
-      raise _Malformed(f"storage {ref.storage.key!r} of tensor {name!r} has no data")
-    out[name] = _tensor_array(name, ref, raw[ref.storage.key], "<")
+    if ref.storage.key not in spans:
+      raise _Malformed(f"storage {_shown(ref.storage.key)} of tensor {_shown(name)} has no data")
+  plans = _plan_all(tensors, storages.roots, "<")
+  view = memoryview(data)
+  out: dict[str, np.ndarray] = {}
+  for name, plan in plans.items():
+    start, nbytes = spans[plan.ref.storage.key]
+    out[name] = _tensor_array(name, plan, view[start:start + nbytes])
   return out
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -611,8 +763,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     bfloat16 becomes float32; parameters are plain arrays.
 
   Raises:
-    CheckpointFormatError: the file is missing, not a torch checkpoint,
-      truncated or corrupt, references a global outside the allow-list, or
+    CheckpointFormatError: the file is missing, not a regular file (a FIFO
+      would block the read), not a torch checkpoint, truncated or corrupt,
+      compressed, asks for more memory than its storages justify (see the
+      module's docstring), references a global outside the allow-list, or
       its state_dict holds something other than tensors.
   """
   source = os.fspath(path)
@@ -621,18 +775,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if "://" in source:  # an object store (gs://): via a local copy
     return _read_remote(source)
   try:
+    # Before opening: opening a FIFO for reading blocks until a writer comes.
+    mode = os.stat(source).st_mode
+    for is_kind, kind in _SPECIAL_FILES:
+      if is_kind(mode):
+        raise _Malformed(f"is {kind}, not a regular file")
     with open(source, "rb") as f:
       if f.read(4) == b"PK\x03\x04":
-        return _read_zip(source, source)
+        return _read_zip(source, source, os.fstat(f.fileno()).st_size)
       f.seek(0)
       return _read_legacy(f, source)
   except _Malformed as e:
     raise CheckpointFormatError(f"{source}: {e}") from None
+  except CheckpointFormatError:
+    raise
   except FileNotFoundError:
     raise CheckpointFormatError(f"{source}: file not found") from None
   except OSError as e:
     raise CheckpointFormatError(
         f"{source}: cannot read ({_one_line(e.strerror or str(e), 120)})") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # A path the checks above missed: still one line, never a traceback.
+    raise CheckpointFormatError(f"{source}: cannot be read as a torch checkpoint "
+                                f"({type(e).__name__}: {_one_line(str(e), 120)})") from None
 
 
 def _read_remote(url: str) -> dict[str, np.ndarray]:

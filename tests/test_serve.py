@@ -44,6 +44,7 @@ from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import run_loading
 from tp2p_jax.serving.app import Limits, create_app
 from tp2p_jax.serving.batcher import DynamicBatcher
+from tp2p_jax.serving.connections import ConnectionLimits, uvicorn_config
 from tp2p_jax.serving.model import ServedModel
 from tp2p_jax.serving.uploads import encode_png
 
@@ -90,11 +91,12 @@ def model(tinted_run) -> ServedModel:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-  """Runs `app` on uvicorn in a thread on a free port; yields its base URL."""
+def serving(app: Any, limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
+  """Runs `app` on uvicorn in a thread on a free port, configured as the
+  command line does; yields its base URL."""
   sock = socket.socket()
   sock.bind(("127.0.0.1", 0))
-  instance = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+  instance = uvicorn.Server(uvicorn_config(app, limits))
   thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
   thread.start()
   deadline = time.monotonic() + 60

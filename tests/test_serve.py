@@ -813,10 +813,15 @@ def test_serve_names_a_missing_run_and_a_port_in_use_before_loading(capsys, run_
 def test_the_load_script_loses_nothing(run_dir):
   """`python -m tp2p_jax.serve` on the trained tiny run, in a subprocess,
   driven by the load script with a few requests (a smoke test: speed is the
-  script's to measure)."""
-  out = run_script("benchmarks/serve_load.py", [f"--workdir={run_dir}", "--clients=1,3",
-                                                "--requests=16", "--malformed_fraction=0.25",
-                                                "--modes=batched", "--max_batch_size=2"])
+  script's to measure), then again beside slow, departing and large-upload
+  clients; and the server's memory for a 1 x 16,777,216 and a 4096 x 4096
+  PNG (the default limits)."""
+  out = run_script("benchmarks/serve_load.py", [
+      f"--workdir={run_dir}", "--clients=1,3", "--requests=16", "--malformed_fraction=0.25",
+      "--modes=batched", "--max_batch_size=2", "--slow_clients=40", "--slow_body_clients=1",
+      "--leaving_clients=1", "--large_clients=1", "--large_side=2048", "--slow_interval_s=0.2",
+      "--hostile_warmup_s=1.5", "--memory_probe",
+      "--server_flags=--header_timeout_s=1,--body_timeout_s=1"])
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout.strip().splitlines()[-1])
   rows = report["results"]
@@ -827,6 +832,19 @@ def test_the_load_script_loses_nothing(run_dir):
     assert row["ok"] == 12 and row["refused"] == 4 and row["lost"] == 0
     assert row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
     assert 1 <= row["mean_batch"] <= 2 and row["model_ms_per_call"] > 0
+    hostile = row["hostile"]
+    assert hostile["normal_errors"] == 0 and hostile["failures"] == []
+    # Slow connections were cut off at the header deadline (and came back).
+    assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1
+    assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0
+    assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0
   assert rows[0]["mean_batch"] == 1  # one client: one request at a time
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"
+  probe = report["memory_probe"]
+  line, square = probe["1x16777216"], probe["4096x4096"]
+  assert (line["status"], line["code"]) == (413, "too_many_pixels")  # aspect, from the header
+  assert line["peak_growth_mb"] < 20
+  # docs/serving.md: a 4096^2 RGB PNG decodes into 64 MiB, then 1024 px; its
+  # output is 2048^2 at most (16 MiB). The issue measured 0.6 GB.
+  assert square["status"] == 200 and square["peak_growth_mb"] < 200

@@ -820,8 +820,8 @@ def test_the_load_script_loses_nothing(run_dir):
       f"--workdir={run_dir}", "--clients=1,3", "--requests=16", "--malformed_fraction=0.25",
       "--modes=batched", "--max_batch_size=2", "--slow_clients=40", "--slow_body_clients=1",
       "--leaving_clients=1", "--large_clients=1", "--large_side=2048", "--slow_interval_s=0.2",
-      "--hostile_warmup_s=1.5", "--memory_probe",
-      "--server_flags=--header_timeout_s=1,--body_timeout_s=1"])
+      "--hostile_warmup_s=2.5", "--memory_probe",
+      "--server_flags=--header_timeout_s=1,--body_timeout_s=0.5"])
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout.strip().splitlines()[-1])
   rows = report["results"]

@@ -21,10 +21,29 @@ p99 latency of the valid requests, and from the server's /metrics the mean
 batch size and the mean time of a generator call. The clients run on the same machine as the server and
 take CPU from it. Progress goes to stderr; the last line of stdout is one
 JSON object. Exit status 1 if anything was lost.
+
+Hostile load: with any of --slow_clients (connections sending their
+headers a byte at a time), --slow_body_clients (complete headers, then the
+body a byte at a time), --leaving_clients (complete valid requests whose
+client hangs up at once) or --large_clients (closed-loop uploads of a
+--large_side square PNG, legal under the server's default limits), each
+row is run a second time with those running alongside, and the row gets
+`hostile`: the normal clients' errors, error rate, p99 and its ratio to the
+unloaded run's (goal: 0 errors, ratio <= 2), what the hostile clients got,
+and the server's peak RSS during the run. --memory_probe sends one
+1 x 16,777,216 PNG and one 4096 x 4096 PNG and reports the server's peak RSS
+growth for each (Linux: /proc/PID/status VmHWM, reset through clear_refs).
+Everything goes to a server this script starts on 127.0.0.1, and every
+hostile client stops at --hostile_deadline_s.
+
+  python benchmarks/serve_load.py --workdir=runs/toycats --modes=batched --clients=4 \
+      --requests=400 --slow_clients=1100 --leaving_clients=4 --large_clients=1 \
+      --memory_probe --server_flags=--header_timeout_s=5
 """
 from __future__ import annotations
 
 import http.client
+import io
 import itertools
 import json
 import os
@@ -65,6 +84,29 @@ _TIMEOUT_MS = flags.DEFINE_float("batch_timeout_ms", 5.0, "The server's batch ti
 _SKETCH_SIZE = flags.DEFINE_integer("sketch_size", None, "Side of the uploaded sketches "
                                     "(default: the run's image size).", lower_bound=16)
 _STARTUP = flags.DEFINE_float("startup_timeout_s", 900.0, "Longest wait for /healthz.")
+_SLOW = flags.DEFINE_integer("slow_clients", 0, "Hostile: connections sending headers a "
+                             "byte at a time.", lower_bound=0)
+_SLOW_BODY = flags.DEFINE_integer("slow_body_clients", 0, "Hostile: connections sending "
+                                  "the body a byte at a time.", lower_bound=0)
+_LEAVING = flags.DEFINE_integer("leaving_clients", 0, "Hostile: clients sending complete "
+                                "requests and hanging up at once.", lower_bound=0)
+_LARGE = flags.DEFINE_integer("large_clients", 0, "Hostile: closed-loop clients uploading "
+                              "large legal images.", lower_bound=0)
+_LARGE_SIDE = flags.DEFINE_integer("large_side", 4096, "Side of the large uploads.",
+                                   lower_bound=16)
+_SLOW_INTERVAL = flags.DEFINE_float("slow_interval_s", 0.5, "Seconds between a slow "
+                                    "client's bytes.", lower_bound=0.001)
+_HOSTILE_DEADLINE = flags.DEFINE_float("hostile_deadline_s", 300.0, "Longest a hostile run "
+                                       "lasts.", lower_bound=1.0)
+_HOSTILE_WARMUP = flags.DEFINE_float("hostile_warmup_s", 3.0, "How long the hostile "
+                                     "clients run before the timed run starts.",
+                                     lower_bound=0.0)
+_MEMORY_PROBE = flags.DEFINE_bool("memory_probe", False, "Report the server's peak RSS "
+                                  "growth for a 1 x 16,777,216 and a 4096 x 4096 PNG.")
+_SERVER_FLAGS = flags.DEFINE_list("server_flags", [], "Extra flags for the server.")
+_SERVER_NOFILE = flags.DEFINE_integer("server_nofile", None, "The server's open-file limit "
+                                      "(soft and hard), e.g. 1024 as on many hosts.",
+                                      lower_bound=64)
 
 _STYLELESS_MALFORMED = ("not_an_image", "empty", "too_many_pixels", "direction")
 _MALFORMED_KINDS = _STYLELESS_MALFORMED + ("unknown_style", "two_styles", "bad_mix")
@@ -139,7 +181,8 @@ def _post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, str, byte
   return response.status, response.getheader("Content-Type", ""), response.read()
 
 
-def drive(port: int, workload: Workload, clients: int) -> dict[str, Any]:
+def drive(port: int, workload: Workload, clients: int,
+          on_start: Any = None) -> dict[str, Any]:
   """Sends the workload from `clients` threads; counts and times answers."""
   counter = itertools.count()
   lock = threading.Lock()
@@ -176,6 +219,8 @@ def drive(port: int, workload: Workload, clients: int) -> dict[str, Any]:
     conn.close()
 
   threads = [threading.Thread(target=client) for _ in range(clients)]
+  if on_start is not None:
+    on_start()
   start = time.perf_counter()
   for t in threads:
     t.start()
@@ -218,19 +263,55 @@ def _free_port() -> int:
 
 
 class Server:
-  """`python -m tp2p_jax.serve` in a subprocess, healthy on entry."""
+  """`python -m tp2p_jax.serve` in a subprocess on 127.0.0.1, healthy on entry."""
 
-  def __init__(self, workdir: str, batch: int, timeout_ms: float) -> None:
+  def __init__(self, workdir: str, batch: int, timeout_ms: float,
+               extra: list[str] | None = None) -> None:
     self.port = _free_port()
     self.log = tempfile.TemporaryFile()
     self.args = [sys.executable, "-m", "tp2p_jax.serve", f"--workdir={workdir}",
-                 f"--port={self.port}", f"--max_batch_size={batch}",
-                 f"--batch_timeout_ms={timeout_ms}"]
+                 "--host=127.0.0.1", f"--port={self.port}", f"--max_batch_size={batch}",
+                 f"--batch_timeout_ms={timeout_ms}", *(extra or [])]
+
+  def rss_mb(self, field: str = "VmRSS") -> float | None:
+    """The server's resident memory ("VmRSS") or its peak ("VmHWM"), MiB;
+    None where /proc does not tell."""
+    try:
+      with open(f"/proc/{self.process.pid}/status") as f:
+        for line in f:
+          if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+      pass
+    return None
+
+  def reset_peak_rss(self) -> None:
+    """Sets the peak (VmHWM) back to the current RSS (Linux >= 4.0)."""
+    try:
+      with open(f"/proc/{self.process.pid}/clear_refs", "w") as f:
+        f.write("5")
+    except OSError:
+      pass
+
+  def log_text(self) -> str:
+    self.log.seek(0, os.SEEK_END)
+    size = self.log.tell()
+    self.log.seek(0)
+    text = self.log.read(size).decode(errors="replace")
+    self.log.seek(0, os.SEEK_END)
+    return text
 
   def __enter__(self) -> "Server":
     start = time.monotonic()
+    nofile = _SERVER_NOFILE.value
+
+    def limit_files() -> None:
+      import resource
+      resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     self.process = subprocess.Popen(self.args, cwd=_REPO_ROOT, stdout=self.log,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=limit_files if nofile else None)
     while True:
       if self.process.poll() is not None:
         self.log.seek(0)
@@ -257,6 +338,158 @@ class Server:
     self.log.close()
 
 
+class Hostile:
+  """Slow, departing and large-upload clients running beside a timed run
+  until `stop` (or --hostile_deadline_s)."""
+
+  def __init__(self, port: int, workload: Workload, large: bytes) -> None:
+    self.port = port
+    self.workload = workload
+    self.large = large
+    self.done = threading.Event()
+    self.lock = threading.Lock()
+    self.counts: dict[str, int] = {"slow_dropped_by_server": 0, "slow_refused": 0,
+                                   "leaving_sent": 0, "large_ok": 0, "large_busy": 0,
+                                   "large_other": 0, "slow_body_answers": 0}
+    self.threads: list[threading.Thread] = []
+
+  def _count(self, key: str) -> None:
+    with self.lock:
+      self.counts[key] += 1
+
+  def _slow_headers(self, sockets: list[socket.socket]) -> None:
+    """One thread trickles every slow connection's headers."""
+    head = b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+    sent = [0] * len(sockets)
+    while not self.done.is_set():
+      for i, sock in enumerate(sockets):
+        if self.done.is_set():
+          break
+        try:
+          sock.send(head[sent[i] % len(head):][:1])
+          sent[i] += 1
+        except OSError:
+          self._count("slow_dropped_by_server")
+          sock.close()
+          try:
+            sockets[i] = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sent[i] = 0
+          except OSError:
+            self._count("slow_refused")
+      self.done.wait(_SLOW_INTERVAL.value)
+    for sock in sockets:
+      sock.close()
+
+  def _slow_body(self) -> None:
+    body, _ = self.workload.request(0)
+    while not self.done.is_set():
+      try:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+          sock.sendall(f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                       f"multipart/form-data; boundary={_BOUNDARY}\r\nContent-Length: "
+                       f"{len(body)}\r\n\r\n".encode())
+          for i in range(len(body)):
+            if self.done.wait(_SLOW_INTERVAL.value):
+              break
+            sock.sendall(body[i:i + 1])
+      except OSError:
+        self._count("slow_body_answers")  # cut off (408 or closed)
+
+  def _leaving(self) -> None:
+    body, _ = self.workload.request(1)
+    request = (f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+               f"multipart/form-data; boundary={_BOUNDARY}\r\nContent-Length: {len(body)}"
+               "\r\n\r\n").encode() + body
+    while not self.done.is_set():
+      try:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+          sock.sendall(request)
+        self._count("leaving_sent")
+      except OSError:
+        pass
+      self.done.wait(0.05)
+
+  def _large(self) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+    style = {"style": self.workload.styles[0]} if self.workload.styles else {}
+    body = _multipart({"sketch": self.large}, {**style, **self.workload.extra})
+    while not self.done.is_set():
+      try:
+        status, _, _ = _post(conn, body)
+      except (OSError, http.client.HTTPException):
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        status = -1
+      self._count("large_ok" if status == 200 else "large_busy" if status == 503
+                  else "large_other")
+      if status == 503:
+        self.done.wait(1.0)  # as Retry-After says
+
+  def start(self) -> None:
+    if _SLOW.value:
+      sockets = []
+      for _ in range(_SLOW.value):
+        try:
+          sockets.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
+        except OSError:
+          self._count("slow_refused")
+      self.threads.append(threading.Thread(target=self._slow_headers, args=(sockets,)))
+    self.threads += [threading.Thread(target=self._slow_body) for _ in range(_SLOW_BODY.value)]
+    self.threads += [threading.Thread(target=self._leaving) for _ in range(_LEAVING.value)]
+    self.threads += [threading.Thread(target=self._large) for _ in range(_LARGE.value)]
+    for t in self.threads:
+      t.daemon = True
+      t.start()
+    # Bounded in time whatever happens to the timed run.
+    self.timer = threading.Timer(_HOSTILE_DEADLINE.value, self.done.set)
+    self.timer.daemon = True
+    self.timer.start()
+    # The server is under the hostile load before the timed run starts.
+    self.done.wait(_HOSTILE_WARMUP.value)
+
+  def stop(self) -> dict[str, int]:
+    self.done.set()
+    self.timer.cancel()
+    for t in self.threads:
+      t.join(timeout=30)
+    return dict(self.counts)
+
+
+def _hostile_enabled() -> bool:
+  return any(f.value for f in (_SLOW, _SLOW_BODY, _LEAVING, _LARGE))
+
+
+def _flat_png(height: int, width: int) -> bytes:
+  from PIL import Image
+  out = io.BytesIO()
+  Image.new("RGB", (width, height), (255, 255, 255)).save(out, format="PNG")
+  return out.getvalue()
+
+
+def memory_probe(server: Server, styles: list[str]) -> dict[str, Any]:
+  """Peak RSS growth of the server for one upload each of a 1 x 16,777,216
+  PNG and a 4096 x 4096 PNG (the default pixel limit)."""
+  conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+  style = {"style": styles[0]} if styles else {}
+  report: dict[str, Any] = {}
+  for name, (h, w) in {"1x16777216": (1, 16_777_216), "4096x4096": (4096, 4096)}.items():
+    body = _multipart({"sketch": _flat_png(h, w)}, style)
+    time.sleep(0.5)
+    base = server.rss_mb()
+    server.reset_peak_rss()
+    start = time.perf_counter()
+    status, _, data = _post(conn, body)
+    seconds = time.perf_counter() - start
+    peak = server.rss_mb("VmHWM")
+    code = json.loads(data)["error"]["code"] if status != 200 else None
+    report[name] = {"upload_bytes": len(body), "status": status, "code": code,
+                    "seconds": round(seconds, 2), "rss_before_mb": base, "peak_rss_mb": peak,
+                    "peak_growth_mb": round(peak - base, 1) if peak and base else None}
+    _log(f"memory probe {name}: {report[name]}")
+  conn.close()
+  return report
+
+
 def main(argv: list[str]) -> None:
   del argv
   config = read_run_config(_WORKDIR.value)
@@ -267,15 +500,17 @@ def main(argv: list[str]) -> None:
   sketch_size = _SKETCH_SIZE.value or int(config.image_size)
   results = []
   info: dict[str, Any] = {}
+  probe: dict[str, Any] | None = None
   for mode in modes:
     batch = _MAX_BATCH.value if mode == "batched" else 1
-    with Server(_WORKDIR.value, batch, _TIMEOUT_MS.value) as server:
+    with Server(_WORKDIR.value, batch, _TIMEOUT_MS.value, _SERVER_FLAGS.value) as server:
       _log(f"{mode}: server healthy after {server.startup_s:.1f} s (batch {batch})")
       status, body = _get(server.port, "/v1/styles")
       info = json.loads(body)
       styles = [s["name"] for s in info["styles"]]
       workload = Workload(styles, info["directions"], sketch_size, _REQUESTS.value,
                           _MALFORMED.value)
+      large = _flat_png(_LARGE_SIDE.value, _LARGE_SIDE.value) if _LARGE.value else b""
       for n in clients:
         warm = Workload(styles, info["directions"], sketch_size, n, 0.0)
         drive(server.port, warm, n)  # connections and threads up before timing
@@ -287,8 +522,29 @@ def main(argv: list[str]) -> None:
                "mean_batch": round((rows_after - rows) / n_calls, 2),
                "model_ms_per_call": round(1000 * (busy_after - busy) / n_calls, 1),
                "startup_s": round(server.startup_s, 1)}
+        if _hostile_enabled():
+          hostile = Hostile(server.port, workload, large)
+          server.reset_peak_rss()
+          rss_before = server.rss_mb()
+          loaded = drive(server.port, workload, n, on_start=hostile.start)
+          got = hostile.stop()
+          errors = loaded["lost"]
+          row["hostile"] = {
+              "slow_clients": _SLOW.value, "slow_body_clients": _SLOW_BODY.value,
+              "leaving_clients": _LEAVING.value, "large_clients": _LARGE.value,
+              "large_side": _LARGE_SIDE.value, "normal_errors": errors,
+              "normal_error_rate": round(errors / max(1, loaded["requests"]), 4),
+              "p50_ms": loaded["p50_ms"], "p99_ms": loaded["p99_ms"],
+              "p99_ratio": (round(loaded["p99_ms"] / row["p99_ms"], 2)
+                            if loaded["p99_ms"] and row["p99_ms"] else None),
+              "seconds": loaded["seconds"], "failures": loaded["failures"], **got,
+              "server_rss_before_mb": rss_before, "server_peak_rss_mb": server.rss_mb("VmHWM"),
+              "server_log_tracebacks": server.log_text().count("Traceback")}
+          row["lost"] += errors
         _log(json.dumps(row))
         results.append(row)
+      if _MEMORY_PROBE.value and probe is None:
+        probe = memory_probe(server, styles)
   speedup = {}
   for n in clients:
     pair = {r["mode"]: r["throughput_rps"] for r in results if r["clients"] == n}
@@ -300,6 +556,8 @@ def main(argv: list[str]) -> None:
             "sketch_size": sketch_size, "dtype": str(config.get("dtype", "float32")),
             "batch_timeout_ms": _TIMEOUT_MS.value, "results": results,
             "speedup_batched_over_unbatched": speedup, "lost": lost,
+            "memory_probe": probe, "server_flags": _SERVER_FLAGS.value,
+            "server_nofile": _SERVER_NOFILE.value,
             "load_average": os.getloadavg()}
   print(json.dumps(report))
   sys.exit(1 if lost else 0)

@@ -26,6 +26,7 @@ import shutil
 import socket
 import threading
 import time
+import zlib
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -44,11 +45,15 @@ from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import run_loading
 from tp2p_jax.serving.app import Limits, create_app
 from tp2p_jax.serving.batcher import DynamicBatcher
+from tp2p_jax.serving.connections import ConnectionLimits, uvicorn_config
 from tp2p_jax.serving.model import ServedModel
-from tp2p_jax.serving.uploads import encode_png
+from tp2p_jax.serving.access import Access
+from tp2p_jax.serving.uploads import ImageLimits, decode_image, encode_png
 
 BATCH = 4
-LIMITS = Limits(max_upload_bytes=200_000, max_pixels=600 * 600)
+# Images decoded into 256 px at most, outputs above 300 x 300 scaled down.
+LIMITS = Limits(max_upload_bytes=200_000, max_pixels=600 * 600, max_side=500,
+                decode_side=256, max_output_pixels=300 * 300)
 
 
 class StyleTint(nn.Module):
@@ -90,11 +95,12 @@ def model(tinted_run) -> ServedModel:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-  """Runs `app` on uvicorn in a thread on a free port; yields its base URL."""
+def serving(app: Any, limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
+  """Runs `app` on uvicorn in a thread on a free port, configured as the
+  command line does; yields its base URL."""
   sock = socket.socket()
   sock.bind(("127.0.0.1", 0))
-  instance = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+  instance = uvicorn.Server(uvicorn_config(app, limits))
   thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
   thread.start()
   deadline = time.monotonic() + 60
@@ -142,6 +148,21 @@ def _metrics(client: httpx.Client) -> dict[tuple[str, tuple], float]:
 
 def _model_calls(client: httpx.Client) -> float:
   return _metrics(client)[("tp2p_serve_batch_size_count", ())]
+
+
+def _error_count(samples: dict[tuple[str, tuple], float], code: str,
+                 endpoint: str = "/v1/generate") -> float:
+  return samples.get(("tp2p_serve_errors_total", (("code", code), ("endpoint", endpoint))), 0)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+  """A PNG whose header claims width x height (its pixel data is a stub)."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (len(data).to_bytes(4, "big") + kind + data
+            + zlib.crc32(kind + data).to_bytes(4, "big"))
+  ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+          + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 # --- generation -------------------------------------------------------------------------
@@ -238,6 +259,12 @@ def test_requests_never_compile(client):
     ({"sketch": b""}, {"style": "black"}, 400, "empty_upload", "sketch"),
     ({"sketch": "truncated"}, {"style": "black"}, 400, "unreadable_image", "sketch"),
     ({"sketch": "huge"}, {"style": "black"}, 413, "too_many_pixels", "700x600"),
+    ({"sketch": "thin"}, {"style": "black"}, 413, "too_many_pixels",
+     "aspect ratio 20.0:1 is above the limit of 16:1"),
+    ({"sketch": "wide"}, {"style": "black"}, 413, "too_many_pixels",
+     "520x100: a side is above the limit of 500"),
+    # Above PIL's own limit: still ours, from the header, not "not an image".
+    ({"sketch": "bomb"}, {"style": "black"}, 413, "too_many_pixels", "400000000 pixels"),
     ({"sketch": "good"}, {"style": "tabby"}, 400, "invalid_style",
      "unknown style class 'tabby'"),
     ({"sketch": "good"}, {"style": "black", "style_mix": "black:white:0.5"}, 400,
@@ -262,6 +289,9 @@ def test_bad_requests_get_json_errors_before_any_model_work(client, files, data,
               "truncated": encode_png(_sketch(64, 64))[:200],
               # Cheap to send, too many pixels to decode: a flat PNG.
               "huge": encode_png(np.full((600, 700, 3), 255, np.uint8)),
+              "thin": encode_png(np.full((200, 10, 3), 255, np.uint8)),
+              "wide": encode_png(np.full((100, 520, 3), 255, np.uint8)),
+              "bomb": _png_header_only(20_000, 20_000),
               "big": np.random.default_rng(0).bytes(LIMITS.max_upload_bytes + 1)}
   files = {k: payloads.get(v, v) if isinstance(v, str) else v for k, v in files.items()}
   calls = _model_calls(client)
@@ -272,6 +302,7 @@ def test_bad_requests_get_json_errors_before_any_model_work(client, files, data,
   assert response.headers["content-type"] == "application/json"
   error = response.json()["error"]
   assert error["code"] == code and words in error["message"], error
+  assert " at 0x" not in error["message"]  # no heap addresses from PIL's reprs
   after = _metrics(client)
   assert after[("tp2p_serve_batch_size_count", ())] == calls
   assert after[("tp2p_serve_errors_total",
@@ -299,6 +330,216 @@ def test_no_request_names_a_file(client):
                "/nope"]:
     response = client.get(path)
     assert response.status_code == 404 and "error" in response.json(), path
+
+
+# --- bounded work -----------------------------------------------------------------------
+
+def test_large_images_are_decoded_small_and_keep_their_size_and_orientation():
+  limits = ImageLimits(max_pixels=4000 * 1000, max_side=4000, decode_side=256)
+  wide = np.zeros((1000, 2000, 3), np.uint8)
+  wide[:, :1000] = 255  # white left half, black right half
+  decoded = decode_image(encode_png(wide), "sketch", limits)
+  assert decoded.pixels.shape == (128, 256, 3) and decoded.size == (1000, 2000)
+  assert decoded.pixels[:, :120].min() > 240 and decoded.pixels[:, 136:].max() < 15
+  # A JPEG rotated by EXIF (6: turn right): upright size, decoded at a draft scale.
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  out = io.BytesIO()
+  Image.fromarray(wide).save(out, format="JPEG", exif=exif.tobytes())
+  decoded = decode_image(out.getvalue(), "sketch", limits)
+  assert decoded.pixels.shape == (256, 128, 3) and decoded.size == (2000, 1000)
+  assert decoded.pixels[:120].min() > 230 and decoded.pixels[136:].max() < 25
+  # Small uploads decode exactly as predict reads them.
+  small = _sketch(40, 70)
+  np.testing.assert_array_equal(decode_image(encode_png(small), "s", limits).pixels, small)
+
+
+def test_a_sketch_above_the_decode_and_output_limits_is_served_scaled(client):
+  """500 x 400 (LIMITS: decoded into 256 px, outputs of at most 300 x 300
+  pixels): the output keeps the sketch's aspect within the output limit."""
+  response = client.post("/v1/generate", files={"sketch": encode_png(_sketch(400, 500))},
+                         data={"style": "black"})
+  assert _decode(response).shape == (268, 335, 3)  # sqrt(90000 / 200000) of each side
+
+
+def _raw_request(body: bytes, boundary: str = "b", extra: bytes = b"") -> bytes:
+  return (b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra
+          + f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def _form(sketch: bytes, style: str = "black") -> bytes:
+  return (b'--b\r\nContent-Disposition: form-data; name="sketch"; filename="s.png"\r\n'
+          b"Content-Type: image/png\r\n\r\n" + sketch + b"\r\n--b\r\n"
+          b'Content-Disposition: form-data; name="style"\r\n\r\n'
+          + style.encode() + b"\r\n--b--\r\n")
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.02)
+
+
+def test_departed_clients_never_reach_the_model_and_a_full_queue_is_503(model, monkeypatch):
+  """The model thread is held on the first request; two more requests are
+  queued behind it and their clients hang up; a fourth finds the queue
+  (max_queued=3) full. Only the first ever reaches the model."""
+  release = threading.Event()
+  seen: list[int] = []
+  real = model.run_batch
+
+  def held_run_batch(jobs: list[Any]) -> list[np.ndarray]:
+    seen.append(len(jobs))
+    release.wait(60)
+    return real(jobs)
+
+  monkeypatch.setattr(model, "run_batch", held_run_batch)
+  app = create_app(model, batch_timeout_ms=0, limits=dataclasses.replace(LIMITS, max_queued=3))
+  body = _form(encode_png(_sketch(40, 40)))
+  with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    port = int(url.rsplit(":", 1)[1])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      first = pool.submit(client.post, "/v1/generate", content=body,
+                          headers={"content-type": "multipart/form-data; boundary=b"})
+      _wait_for(lambda: seen, "the first request in the model")
+      leaving = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+      for sock in leaving:
+        sock.sendall(_raw_request(body))
+      _wait_for(lambda: len(app.state.batcher._waiting) == 2, "two queued requests")
+      with httpx.Client(base_url=url, timeout=60) as other:
+        busy = other.post("/v1/generate", files={"sketch": encode_png(_sketch(40, 40))},
+                          data={"style": "black"})
+      assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+      assert busy.json()["error"]["code"] == "server_busy"
+      for sock in leaving:
+        sock.close()
+      _wait_for(lambda: _error_count(_metrics(client), "client_disconnected") == 2,
+                "two departures counted")
+      release.set()
+      assert first.result().status_code == 200
+    assert seen == [1]  # the departed requests were dropped before the model
+    samples = _metrics(client)
+    assert samples[("tp2p_serve_requests_total",
+                    (("endpoint", "/v1/generate"), ("status", "499")))] == 2
+    assert _error_count(samples, "server_busy") == 1
+    assert not any(k[0] == "tp2p_serve_errors_total" and dict(k[1])["code"].startswith("http_")
+                   for k in samples)
+
+
+def test_a_client_leaving_mid_upload_is_counted_as_gone(client, server):
+  before = _metrics(client)
+  port = int(server.rsplit(":", 1)[1])
+  with socket.create_connection(("127.0.0.1", port)) as sock:
+    sock.sendall(_raw_request(b"--b\r\n" + b"x" * 1000)[:-500])  # the rest never comes
+  _wait_for(lambda: _error_count(_metrics(client), "client_disconnected")
+            == _error_count(before, "client_disconnected") + 1, "the departure counted")
+  assert _error_count(_metrics(client), "http_400") == _error_count(before, "http_400")
+
+
+# --- slow clients and connection limits -------------------------------------------------
+
+def test_slow_clients_are_cut_off_and_cannot_crowd_out_others(model, caplog):
+  """Headers a byte at a time are cut off at the header deadline; more
+  slow connections than max_connections push out the oldest of them, and a
+  normal request is answered at once; a trickled body gets 408."""
+  limits = ConnectionLimits(max_connections=8, header_timeout_s=1.0, keep_alive_timeout_s=1.0)
+  app = create_app(model, limits=dataclasses.replace(LIMITS, body_timeout_s=0.5))
+  with serving(app, limits) as url, httpx.Client(base_url=url, timeout=10) as client:
+    port = int(url.rsplit(":", 1)[1])
+    slow = []
+    for _ in range(20):
+      sock = socket.create_connection(("127.0.0.1", port))
+      sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+      slow.append(sock)
+    start = time.monotonic()
+    assert client.get("/healthz").status_code == 200
+    response = client.post("/v1/generate", files={"sketch": encode_png(_sketch(32, 32))},
+                           data={"style": "black"})
+    assert response.status_code == 200 and time.monotonic() - start < 5
+    # The oldest slow connections made way; every one is gone by the deadline.
+    for sock in slow:
+      sock.settimeout(5)
+      assert sock.recv(100) == b""
+      sock.close()
+    assert time.monotonic() - start < 5
+
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+      sock.sendall(_raw_request(_form(encode_png(_sketch(32, 32))))[:-100])
+      sock.settimeout(5)
+      answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in answer
+  assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+# --- access -----------------------------------------------------------------------------
+
+def _ask(app: Any, requests: list[tuple[str, str, dict[str, str]]]) -> list[httpx.Response]:
+  """Non-generating requests through ASGI (no server, no start-up needed)."""
+  async def run() -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+      return [await c.request(method, path, headers=headers)
+              for method, path, headers in requests]
+  return asyncio.run(run())
+
+
+def test_a_token_guards_everything_but_health_and_the_page(model):
+  app = create_app(model, access=Access(auth_token="s3cret"))
+  bearer = {"Authorization": "Bearer s3cret"}
+  answers = _ask(app, [("GET", "/v1/styles", {}),
+                       ("GET", "/v1/styles", {"Authorization": "Bearer nope"}),
+                       ("POST", "/v1/generate", {}),
+                       ("GET", "/metrics", {}),
+                       ("GET", "/v1/styles", bearer),
+                       ("GET", "/healthz", {}), ("GET", "/", {})])
+  for response in answers[:4]:
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "unauthorized"
+  assert [r.status_code for r in answers[4:]] == [200, 200, 200]
+
+
+def test_hosts_and_origins_are_checked(model):
+  access = Access.for_listen_address("127.0.0.1", allowed_origins=["https://ok.example"])
+  app = create_app(model, access=access)
+  answers = _ask(app, [
+      ("GET", "/v1/styles", {"Host": "rebound.example"}),
+      ("GET", "/v1/styles", {"Origin": "https://evil.example"}),
+      ("GET", "/v1/styles", {"Origin": "http://127.0.0.1:8000"}),  # the page itself
+      ("GET", "/v1/styles", {"Origin": "https://ok.example"}),
+      ("OPTIONS", "/v1/generate", {"Origin": "https://ok.example",
+                                   "Access-Control-Request-Method": "POST",
+                                   "Access-Control-Request-Headers": "authorization"})])
+  assert answers[0].status_code == 400
+  assert answers[0].json()["error"]["code"] == "host_not_allowed"
+  assert answers[1].status_code == 403
+  assert answers[1].json()["error"]["code"] == "origin_not_allowed"
+  assert [r.status_code for r in answers[2:]] == [200, 200, 200]
+  assert answers[3].headers["access-control-allow-origin"] == "https://ok.example"
+  assert Access.for_listen_address("0.0.0.0").allowed_hosts is None
+
+
+def test_docs_page_is_self_contained(client):
+  page = client.get("/docs")
+  assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+  assert "/v1/generate" in page.text and "style_mix" in page.text
+  assert "<script" not in page.text and "//cdn" not in page.text
+  assert client.get("/redoc").status_code == 404
+
+
+def test_serve_warns_when_listening_beyond_loopback_without_a_token(caplog, monkeypatch):
+  monkeypatch.delenv("TP2P_SERVE_AUTH_TOKEN", raising=False)
+  fv = serve_cli._define_flags()
+  fv(["serve", "--workdir=run", "--host=0.0.0.0"])
+  with caplog.at_level("WARNING", logger="tp2p_jax.serving"):
+    assert serve_cli._access(fv).auth_token is None
+  assert "without --auth_token" in caplog.text
+  caplog.clear()
+  monkeypatch.setenv("TP2P_SERVE_AUTH_TOKEN", "from-env")
+  with caplog.at_level("WARNING", logger="tp2p_jax.serving"):
+    assert serve_cli._access(fv).auth_token == "from-env"
+  assert caplog.text == ""
 
 
 # --- health, styles, metrics, OpenAPI ---------------------------------------------------
@@ -372,9 +613,10 @@ def test_an_unexpected_failure_is_a_json_500(tinted_run, monkeypatch):
   every refusal, not a plain-text page."""
   model = ServedModel(tinted_run, BATCH)
   monkeypatch.setattr(ServedModel, "style_infos", property(lambda self: 1 / 0), raising=False)
+  app = create_app(model)
 
   async def ask() -> httpx.Response:
-    transport = httpx.ASGITransport(app=create_app(model), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://bug") as client:
       return await client.get("/v1/styles")
 
@@ -382,6 +624,8 @@ def test_an_unexpected_failure_is_a_json_500(tinted_run, monkeypatch):
   assert response.status_code == 500
   assert response.json()["error"]["code"] == "internal_error"
   assert "ZeroDivisionError" in response.json()["error"]["message"]
+  counted = app.state.metrics.errors.labels("/v1/styles", "internal_error")._value.get()
+  assert counted == 1
 
 
 class TwoWayTint(nn.Module):
@@ -570,10 +814,15 @@ def test_serve_names_a_missing_run_and_a_port_in_use_before_loading(capsys, run_
 def test_the_load_script_loses_nothing(run_dir):
   """`python -m tp2p_jax.serve` on the trained tiny run, in a subprocess,
   driven by the load script with a few requests (a smoke test: speed is the
-  script's to measure)."""
-  out = run_script("benchmarks/serve_load.py", [f"--workdir={run_dir}", "--clients=1,3",
-                                                "--requests=16", "--malformed_fraction=0.25",
-                                                "--modes=batched", "--max_batch_size=2"])
+  script's to measure), then again beside slow, departing and large-upload
+  clients; and the server's memory for a 1 x 16,777,216 and a 4096 x 4096
+  PNG (the default limits)."""
+  out = run_script("benchmarks/serve_load.py", [
+      f"--workdir={run_dir}", "--clients=1,3", "--requests=16", "--malformed_fraction=0.25",
+      "--modes=batched", "--max_batch_size=2", "--slow_clients=40", "--slow_body_clients=1",
+      "--leaving_clients=1", "--large_clients=1", "--large_side=2048", "--slow_interval_s=0.2",
+      "--hostile_warmup_s=2.5", "--memory_probe",
+      "--server_flags=--header_timeout_s=1,--body_timeout_s=0.5"])
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout.strip().splitlines()[-1])
   rows = report["results"]
@@ -584,6 +833,19 @@ def test_the_load_script_loses_nothing(run_dir):
     assert row["ok"] == 12 and row["refused"] == 4 and row["lost"] == 0
     assert row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
     assert 1 <= row["mean_batch"] <= 2 and row["model_ms_per_call"] > 0
+    hostile = row["hostile"]
+    assert hostile["normal_errors"] == 0 and hostile["failures"] == []
+    # Slow connections were cut off at the header deadline (and came back).
+    assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1
+    assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0
+    assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0
   assert rows[0]["mean_batch"] == 1  # one client: one request at a time
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"
+  probe = report["memory_probe"]
+  line, square = probe["1x16777216"], probe["4096x4096"]
+  assert (line["status"], line["code"]) == (413, "too_many_pixels")  # aspect, from the header
+  assert line["peak_growth_mb"] < 20
+  # docs/serving.md: a 4096^2 RGB PNG decodes into 64 MiB, then 1024 px; its
+  # output is 2048^2 at most (16 MiB). The issue measured 0.6 GB.
+  assert square["status"] == 200 and square["peak_growth_mb"] < 200

@@ -9,53 +9,155 @@ the drawing page, on FastAPI.
   GET  /healthz      200 once warmed up, 503 before
   GET  /metrics      Prometheus text format
   GET  /             the drawing page (its scripts under /static/)
+  GET  /docs         the API described on one self-contained page
+                     (/openapi.json: the OpenAPI document)
 
 Every refusal is JSON {"error": {"code", "message"}} with a 4xx status,
-decided before any model work.
+decided before any model work; 503 "server_busy" (with Retry-After) when
+`Limits.max_queued` generation requests are already under way.
+
+What a request may cost is bounded by `Limits`, not by what it sends:
+images are decoded into at most `decode_side` on their longer side, at most
+`max_decodes` at a time (decoding and PNG encoding share those threads),
+outputs are encoded at most `max_output_pixels`, and a request whose client
+has gone away is dropped at the next step (before the model if it has not
+reached it). `docs/serving.md` adds up the worst case.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 from importlib import resources
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import fastapi
 from fastapi import File, Form, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 import numpy as np
 import pydantic
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tp2p_jax.serving import api_page
+from tp2p_jax.serving.access import Access, AccessGuard
 from tp2p_jax.serving.batcher import DynamicBatcher
 from tp2p_jax.serving.body_limit import BodySizeLimit
 from tp2p_jax.serving.errors import RequestError
-from tp2p_jax.serving.metrics import (CONTENT_TYPE, ERROR_CODE_STATE, MetricsMiddleware,
-                                      ServerMetrics)
+from tp2p_jax.serving.metrics import (CLIENT_GONE_STATUS, CONTENT_TYPE, ERROR_CODE_STATE,
+                                      MetricsMiddleware, ServerMetrics)
 from tp2p_jax.serving.model import Job, ServedModel
-from tp2p_jax.serving.uploads import decode_image
+from tp2p_jax.serving.uploads import ImageLimits, decode_image
+
+T = TypeVar("T")
 
 # The page's own files, served from memory by name (no request path ever
 # reaches the file system).
 _STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8",
                  "style.css": "text/css; charset=utf-8"}
-ENDPOINTS = ("/", "/v1/generate", "/v1/styles", "/healthz", "/metrics",
-             *(f"/static/{name}" for name in _STATIC_TYPES))
+ENDPOINTS = ("/", "/v1/generate", "/v1/styles", "/healthz", "/metrics", "/docs",
+             "/openapi.json", *(f"/static/{name}" for name in _STATIC_TYPES))
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-  """What one request may send.
+  """What one request may send, and what the server spends on requests.
 
   Attributes:
     max_upload_bytes: the whole request body.
     max_pixels: H * W of each uploaded image (from its header).
+    max_side: the longer side of each uploaded image.
+    max_aspect: longer / shorter side of each uploaded image.
+    decode_side: images are decoded into at most this on their longer side
+      (None: max(1024, 4 x the generator's and style encoder's input side),
+      which the sketch preparation and style encoder never exceed).
+    max_output_pixels: the output PNG is at the sketch's size unless that
+      is more pixels than this; then at the largest size of the same aspect
+      within it.
+    max_decodes: images decoded, prepared or PNG-encoded at a time (threads).
+    max_queued: generation requests past their upload at once (waiting for
+      a decode, decoding, in the batcher, in the model, encoding); one more
+      is answered 503 "server_busy" with Retry-After.
+    body_timeout_s: the longest a request body may take to arrive, from
+      the end of its headers (408 "body_timeout").
   """
   max_upload_bytes: int = 8 * 1024 * 1024
   max_pixels: int = 4096 * 4096
+  max_side: int = 8192
+  max_aspect: float = 16.0
+  decode_side: int | None = None
+  max_output_pixels: int = 2048 * 2048
+  max_decodes: int = 2
+  max_queued: int = 32
+  body_timeout_s: float = 60.0
+
+  def __post_init__(self) -> None:
+    for name in ("max_upload_bytes", "max_pixels", "max_side", "max_output_pixels",
+                 "max_decodes", "max_queued"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_aspect < 1 or self.body_timeout_s <= 0:
+      raise ValueError(f"need max_aspect >= 1 and body_timeout_s > 0, got {self}")
+
+  def images(self, model: ServedModel) -> ImageLimits:
+    """The per-image limits for `model`'s input sizes."""
+    sides = [model.predictor.image_size]
+    if model.has_encoder:
+      sides.append(model.photo_size)
+    decode_side = self.decode_side or max(1024, 4 * max(sides))
+    return ImageLimits(self.max_pixels, self.max_side, self.max_aspect, decode_side)
+
+
+class _ClientGone(Exception):
+  """The client closed its connection before its answer."""
+
+
+class _ImageWorkers:
+  """The threads that decode, prepare and encode images: at most `count` at
+  a time, and work not yet started is dropped when its request is."""
+
+  def __init__(self, count: int) -> None:
+    self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="images")
+
+  async def run(self, fn: Callable[[], T]) -> T:
+    work = self._pool.submit(fn)
+    try:
+      return await asyncio.shield(asyncio.wrap_future(work))
+    except asyncio.CancelledError:
+      if not work.cancel():
+        # Already running: the request's files stay open until it stops.
+        with contextlib.suppress(BaseException):
+          await asyncio.wrap_future(work)
+      raise
+
+  def shutdown(self) -> None:
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+  """Returns when the client closes its connection (the body is read by
+  then, so the next message the server has is the disconnect)."""
+  while (await receive())["type"] != "http.disconnect":
+    pass
+
+
+async def _unless_client_leaves(receive: Callable[[], Awaitable[dict[str, Any]]],
+                                work: Awaitable[T]) -> T:
+  """`work`'s result, or `_ClientGone` as soon as the client leaves (the work
+  is then cancelled: what has not started never will)."""
+  task = asyncio.ensure_future(work)
+  watch = asyncio.ensure_future(_until_disconnect(receive))
+  try:
+    await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+      return task.result()
+    raise _ClientGone()
+  finally:
+    for pending in (task, watch):
+      pending.cancel()
+    await asyncio.gather(task, watch, return_exceptions=True)
 
 
 class ErrorDetail(pydantic.BaseModel):
@@ -91,7 +193,7 @@ def _static_files() -> dict[str, bytes]:
 def _error_response(request: fastapi.Request, error: RequestError) -> JSONResponse:
   # The metrics middleware counts errors by this code.
   setattr(request.state, ERROR_CODE_STATE, error.code)
-  return JSONResponse(error.body(), status_code=error.status)
+  return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _given(value: str | None) -> str | None:
@@ -100,7 +202,7 @@ def _given(value: str | None) -> str | None:
 
 
 def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
-               limits: Limits = Limits()) -> fastapi.FastAPI:
+               limits: Limits = Limits(), access: Access = Access()) -> fastapi.FastAPI:
   """The application on `model`.
 
   Args:
@@ -108,13 +210,18 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       unless it already is (health reports 503 until then). Its compiled
       batch size is the most requests per generator call (1: batching off).
     batch_timeout_ms: how long a batch that is not full waits for more.
-    limits: upload limits.
+    limits: upload limits and the server's spending per request.
+    access: token, Host and Origin rules (default: none but same-origin
+      pages).
   """
   if batch_timeout_ms < 0:
     raise ValueError(f"batch_timeout_ms must be >= 0, got {batch_timeout_ms}")
   metrics = ServerMetrics(model.batch_size)
   batcher: DynamicBatcher[Job, np.ndarray] = DynamicBatcher(
       model.run_batch, model.batch_size, batch_timeout_ms / 1000.0, metrics.observe_batch)
+  image_limits = limits.images(model)
+  workers = _ImageWorkers(limits.max_decodes)
+  in_flight = [0]
   files = _static_files()
 
   @contextlib.asynccontextmanager
@@ -125,20 +232,32 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       yield
     finally:
       await batcher.stop()
+      workers.shutdown()
       with contextlib.suppress(Exception):
         await warming
 
+  # FastAPI's own /docs and /redoc load their scripts from a CDN.
   app = fastapi.FastAPI(title="tp2p_jax", summary="Sketch to photo with a trained run's "
-                        "EMA generator.", version="1", lifespan=lifespan)
+                        "EMA generator.", version="1", lifespan=lifespan, docs_url=None,
+                        redoc_url=None)
   error_responses: dict[int | str, dict[str, Any]] = {
       status: {"model": ErrorBody, "description": description}
-      for status, description in ((400, "A malformed request (the message names it)"),
-                                  (413, "An upload or image above the limits"),
-                                  (503, "Still warming up"))}
+      for status, description in (
+          (400, "A malformed request (the message names it)"),
+          (401, "A bearer token is needed (the server runs with one)"),
+          (403, "A page from an origin the server does not allow"),
+          (408, "The body did not arrive within the server's deadline"),
+          (413, "An upload or image above the limits"),
+          (503, "Still warming up, or too busy (see Retry-After)"))}
 
   @app.exception_handler(RequestError)
   async def request_error(request: fastapi.Request, error: RequestError) -> JSONResponse:
     return _error_response(request, error)
+
+  @app.exception_handler(_ClientGone)
+  async def client_gone(request: fastapi.Request, error: _ClientGone) -> Response:
+    del request, error
+    return Response(status_code=CLIENT_GONE_STATUS)  # nobody is there to read it
 
   @app.exception_handler(RequestValidationError)
   async def invalid_form(request: fastapi.Request, error: RequestValidationError
@@ -164,10 +283,13 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
 
   @app.post("/v1/generate", response_class=Response, responses={
       200: {"content": {"image/png": {}}, "description": "The generated photo, at the "
-            "sketch's size"}, **error_responses})
+            "sketch's size (scaled down to the server's output limit above it)"},
+      **error_responses})
   async def generate(
-      sketch: Annotated[UploadFile, File(description="The drawing (PNG, JPEG, ...; any "
-                                                     "size).")],
+      request: fastapi.Request,
+      sketch: Annotated[UploadFile, File(description="The drawing (PNG, JPEG, ...; within "
+                                                     "the server's pixel, side and aspect "
+                                                     "limits).")],
       style: Annotated[str | None, Form(description="A style class (GET /v1/styles).")] = None,
       style_image: Annotated[UploadFile | None, File(description="A reference photo whose "
                                                                  "style to use.")] = None,
@@ -180,19 +302,34 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       style_image = None  # an empty file input of an HTML form
     model.check_options(style=style, has_style_image=style_image is not None,
                         style_mix=style_mix, direction=direction)
-    sketch_bytes = await sketch.read()
-    photo_bytes = await style_image.read() if style_image is not None else None
+    if not model.ready:
+      raise RequestError(503, "warming_up", "the model is still compiling; retry shortly",
+                         headers={"Retry-After": "5"})
+    if in_flight[0] >= limits.max_queued:
+      raise RequestError(503, "server_busy", f"{limits.max_queued} requests are already "
+                         "being worked on; retry shortly", headers={"Retry-After": "1"})
+    # The uploads stay in their spooled files (on disk above 1 MiB) until a
+    # decode thread reads them.
+    sketch_file = sketch.file
+    photo_file = style_image.file if style_image is not None else None
 
     def decode_and_prepare() -> Job:
-      image = decode_image(sketch_bytes, "sketch", limits.max_pixels)
-      photo = (decode_image(photo_bytes, "style_image", limits.max_pixels)
-               if photo_bytes is not None else None)
-      return model.make_job(image, style=style, style_photo=photo, style_mix=style_mix,
-                            direction=direction)
+      image = decode_image(sketch_file, "sketch", image_limits)
+      photo = (decode_image(photo_file, "style_image", image_limits).pixels
+               if photo_file is not None else None)
+      return model.make_job(image.pixels, style=style, style_photo=photo,
+                            style_mix=style_mix, direction=direction, sketch_size=image.size)
 
-    job = await run_in_threadpool(decode_and_prepare)
-    output = await batcher.submit(job)
-    png = await run_in_threadpool(model.finish, job, output)
+    async def work() -> bytes:
+      job = await workers.run(decode_and_prepare)
+      output = await batcher.submit(job)
+      return await workers.run(lambda: model.finish(job, output, limits.max_output_pixels))
+
+    in_flight[0] += 1
+    try:
+      png = await _unless_client_leaves(request.receive, work())
+    finally:
+      in_flight[0] -= 1
     return Response(png, media_type="image/png")
 
   @app.get("/v1/styles", response_model=StylesBody)
@@ -215,6 +352,10 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
   async def metrics_text() -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
+  @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+  async def api_docs() -> HTMLResponse:
+    return HTMLResponse(api_page.render(app.openapi()))
+
   @app.get("/", response_class=HTMLResponse, include_in_schema=False)
   async def page() -> HTMLResponse:
     return HTMLResponse(files["index.html"])
@@ -225,8 +366,16 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       raise RequestError(404, "not_found", f"no file {name!r}")
     return Response(files[name], media_type=_STATIC_TYPES[name])
 
-  app.add_middleware(BodySizeLimit, max_bytes=limits.max_upload_bytes)
+  # Outermost last: metrics see every answer, CORS answers preflights, the
+  # guard refuses before any body is read.
+  app.add_middleware(BodySizeLimit, max_bytes=limits.max_upload_bytes,
+                     timeout_s=limits.body_timeout_s)
+  app.add_middleware(AccessGuard, access=access)
+  if access.allowed_origins:
+    app.add_middleware(CORSMiddleware, allow_origins=list(access.allowed_origins),
+                       allow_methods=["GET", "POST"], allow_headers=["Authorization"])
   app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
   app.state.metrics = metrics
   app.state.batcher = batcher
+  app.state.limits = limits
   return app

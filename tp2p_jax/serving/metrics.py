@@ -3,7 +3,9 @@
 Each application has a registry of its own (several servers in one
 process, as in tests, count separately). Names:
   tp2p_serve_requests_total{endpoint, status}
-  tp2p_serve_errors_total{endpoint, code}        4xx and 5xx answers by error code
+  tp2p_serve_errors_total{endpoint, code}        4xx and 5xx answers by error code;
+                                                 status 499, code "client_disconnected":
+                                                 the client left before its answer
   tp2p_serve_request_latency_seconds{endpoint}   histogram, receipt to last byte
   tp2p_serve_batch_size                          histogram, requests per generator call
   tp2p_serve_batch_seconds                       histogram, time per generator call
@@ -24,6 +26,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 # Where a request's error code is left for the middleware (scope["state"]).
 ERROR_CODE_STATE = "tp2p_error_code"
+# The status recorded for a request whose client left before its answer
+# started (nginx's convention; no such answer is ever sent).
+CLIENT_GONE_STATUS = 499
 
 
 class ServerMetrics:
@@ -86,17 +91,35 @@ class MetricsMiddleware:
     start = time.perf_counter()
     endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
     status = [500]
+    code: list[str | None] = [None]
+    started = [False]
+    gone = [False]
+
+    async def receive_noting_departure() -> dict[str, Any]:
+      message = await receive()
+      if message["type"] == "http.disconnect" and not started[0]:
+        gone[0] = True
+      return message
 
     async def send_recording_status(message: dict[str, Any]) -> None:
       if message["type"] == "http.response.start":
         status[0] = message["status"]
+        started[0] = True
       await send(message)
 
     try:
-      await self.app(scope, receive, send_recording_status)
+      await self.app(scope, receive_noting_departure, send_recording_status)
+    except Exception:
+      # The server's error handler, outside this middleware, answers it.
+      status[0], code[0] = 500, "internal_error"
+      raise
     finally:
+      if gone[0]:
+        # Whatever the application made of it, nobody received an answer.
+        status[0], code[0] = CLIENT_GONE_STATUS, "client_disconnected"
       self.metrics.requests.labels(endpoint, str(status[0])).inc()
       if status[0] >= 400:
-        code = scope.get("state", {}).get(ERROR_CODE_STATE, f"http_{status[0]}")
-        self.metrics.errors.labels(endpoint, code).inc()
+        code[0] = code[0] or scope.get("state", {}).get(ERROR_CODE_STATE,
+                                                        f"http_{status[0]}")
+        self.metrics.errors.labels(endpoint, code[0]).inc()
       self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -33,6 +33,9 @@ from tp2p_jax.serving.uploads import encode_png
 
 log = logging.getLogger("tp2p_jax.serving")
 
+# Outputs above this many pixels are PNG-compressed at zlib's fastest level.
+_FAST_PNG_PIXELS = 1 << 20
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -223,7 +226,7 @@ class ServedModel:
 
   def make_job(self, sketch: np.ndarray, *, style: str | None = None,
                style_photo: np.ndarray | None = None, style_mix: str | None = None,
-               direction: str = "AtoB") -> Job:
+               direction: str = "AtoB", sketch_size: tuple[int, int] | None = None) -> Job:
     """One request's checked options and prepared inputs.
 
     Args:
@@ -232,6 +235,9 @@ class ServedModel:
         style_mix: "A:B:T". Exactly one for style-conditioned runs, none
         for the others.
       direction: which generator.
+      sketch_size: the upload's (height, width) when `sketch` is a reduced
+        decode of it (`uploads.decode_image`); the output is restored to
+        this size. Default: the sketch's own.
 
     Raises:
       RequestError: as `check_options`; 503 "warming_up" before `warm_up`.
@@ -239,7 +245,8 @@ class ServedModel:
     self.check_options(style=style, has_style_image=style_photo is not None,
                        style_mix=style_mix, direction=direction)
     if not self.ready:
-      raise RequestError(503, "warming_up", "the model is still compiling; retry shortly")
+      raise RequestError(503, "warming_up", "the model is still compiling; retry shortly",
+                         headers={"Retry-After": "5"})
     vector = photo = None
     if self.has_style and style_photo is None:
       vector = style_choice.class_vector(self.bank, style, style_mix)
@@ -251,6 +258,10 @@ class ServedModel:
                                                                Image.Resampling.LANCZOS))
       photo = resized.astype(np.float32) / 127.5 - 1.0
     prepared = sketch_io.prepare_sketch(sketch, self.predictor.image_size, self.prepare)
+    if sketch_size is not None:
+      # The box stays the reduced sketch's: that is where the drawing sits
+      # in the square the generator saw.
+      prepared = dataclasses.replace(prepared, size=tuple(sketch_size))
     return Job(prepared, vector, photo, direction)
 
   def _call_generator(self, direction: str, sketches: np.ndarray,
@@ -276,9 +287,24 @@ class ServedModel:
     return results
 
   @staticmethod
-  def finish(job: Job, output: np.ndarray) -> bytes:
-    """A job's output (S, S, 3) in [-1, 1] -> PNG bytes at the upload's size."""
-    return encode_png(sketch_io.restore_size(output, job.sketch))
+  def finish(job: Job, output: np.ndarray, max_pixels: int | None = None) -> bytes:
+    """A job's output (S, S, 3) in [-1, 1] -> PNG bytes at the upload's size
+    (`sketch_io.restore_size`'s pixels), or, where that is above
+    `max_pixels`, at the largest size of the same aspect within it: the
+    generator made S x S pixels, so a larger PNG is only interpolation,
+    whose CPU and memory the server bounds."""
+    top, left, bh, bw = job.sketch.box
+    crop = Image.fromarray(float_to_uint8(np.asarray(output[top:top + bh, left:left + bw])))
+    h, w = job.sketch.size
+    if max_pixels is not None and h * w > max_pixels:
+      scale = (max_pixels / (h * w)) ** 0.5
+      h, w = max(1, int(h * scale)), max(1, int(w * scale))
+    if (h, w) != (bh, bw):
+      # Straight into PIL's raster and on to the encoder: one full-size copy.
+      crop = crop.resize((w, h), Image.Resampling.LANCZOS)
+    # zlib's default level takes seconds on a few megapixels of smooth
+    # interpolation; the fastest one is within ~25% of its size there.
+    return encode_png(crop, compress_level=6 if h * w <= _FAST_PNG_PIXELS else 1)
 
   def _style_of(self, job: Job) -> np.ndarray:
     """A job's (E,) float32 style: its class or mix embedding, or its

@@ -3,6 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// A server started with a token is opened as /#token=TOKEN: the fragment
+// never reaches the server or its logs, and every API call carries it.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const auth = token ? {headers: {Authorization: `Bearer ${token}`}} : {};
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 
@@ -203,7 +207,7 @@ async function generate() {
     if (choice && choice.kind === "image") form.append("style_image", state.styleFile);
     if (choice && choice.kind === "mix") form.append("style_mix", mixText());
     if (state.info && state.info.directions.length > 1) form.append("direction", $("direction").value);
-    const response = await fetch("/v1/generate", {method: "POST", body: form});
+    const response = await fetch("/v1/generate", {method: "POST", body: form, ...auth});
     if (!response.ok) {
       const body = await response.json().catch(() => null);
       throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
@@ -246,7 +250,7 @@ $("generate").addEventListener("click", generate);
 // --- start ---------------------------------------------------------------------------
 
 clearCanvas();
-fetch("/v1/styles").then((r) => r.json()).then((info) => {
+fetch("/v1/styles", auth).then((r) => r.json()).then((info) => {
   state.info = info;
   $("model-info").textContent = `${info.model}, step ${info.step}, ${info.image_size}px`;
   buildStyles(info);

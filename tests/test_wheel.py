@@ -58,7 +58,7 @@ def test_the_wheel_trains_predicts_and_exports_from_an_empty_folder(installed, t
 
   dry = _tp2p(installed, elsewhere, "train", "--config=transpix2pix", "--dry_run")
   assert dry.returncode == 0, dry.stderr[-2000:]
-  assert json.loads(dry.stdout.splitlines()[-1])["params"]["generator"] == 54_413_955
+  assert json.loads(dry.stdout.splitlines()[-1])["params"]["generator"] == 129_034_960
 
   run = elsewhere / "run"
   train = _tp2p(installed, elsewhere, "train", "--config=pix2pix:tiny",

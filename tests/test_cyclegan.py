@@ -273,6 +273,7 @@ def _rows(workdir: pathlib.Path) -> dict[int, dict]:
   return {r["step"]: r for r in rows}
 
 
+@pytest.mark.slow
 def test_few_step_run_checkpoints_samples_and_predicts_both_ways(tmp_path):
   straight = tmp_path / "straight"
   assert train_and_evaluate(_tiny(4), str(straight)) == 0

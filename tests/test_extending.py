@@ -1,5 +1,5 @@
 """The README's "Adding a model", "Adding a dataset" and "Adding a method"
-code, run as written: a script of each section's code in a process of its
+code, run as written: a script of the sections' code in a process of its
 own (one CPU device, as a user's), in a temporary folder where its
 `runs/...` land, so the guide cannot drift from the registries it shows."""
 from __future__ import annotations
@@ -29,19 +29,21 @@ def section_code(title: str, readme: pathlib.Path = README) -> str:
   return "\n".join(blocks)
 
 
-@pytest.mark.parametrize("title, made", [
-    ("Adding a model", "runs/two_conv/checkpoints/2"),
-    ("Adding a dataset", "runs/stripes/checkpoints/2"),
-    ("Adding a method", "runs/painter/checkpoints/4"),
-])
-def test_the_readmes_extension_code_runs(title, made, tmp_path):
-  script = tmp_path / "section.py"
-  script.write_text(section_code(title))
+_SECTIONS = {"Adding a model": "runs/two_conv/checkpoints/2",
+             "Adding a dataset": "runs/stripes/checkpoints/2",
+             "Adding a method": "runs/painter/checkpoints/4"}
+
+
+def test_the_readmes_extension_code_runs(tmp_path):
+  """The three sections' code, in order, in one process (one start-up)."""
+  script = tmp_path / "sections.py"
+  script.write_text("\n".join(f"# --- README.md, {title}\n{section_code(title)}"
+                              for title in _SECTIONS))
   env = cli_env()
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
   out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert (tmp_path / made).is_dir()
-  if title == "Adding a method":
-    assert out.stdout.strip().splitlines()[-1] == "('AtoB',)"
+  for made in _SECTIONS.values():
+    assert (tmp_path / made).is_dir(), made
+  assert out.stdout.strip().splitlines()[-1] == "('AtoB',)"

@@ -332,6 +332,7 @@ def test_a_save_on_a_full_disk_cleans_up_and_keeps_the_earlier_checkpoints(small
   ckpt.close()
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_stops_in_one_line(painter, small_filesystem, capsys):
   config = painter_method.config(400)
   config.features = 64  # ~200 KiB per checkpoint: the disk fills within a few saves

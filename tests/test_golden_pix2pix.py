@@ -19,7 +19,7 @@ from tp2p_jax.interop.synthetic import synthetic_state_dict
 from tp2p_jax.interop.torch_weights import WeightImportError, convert, import_network
 
 FIXTURES = [
-    "unet_256", "unet_128",
+    pytest.param("unet_256", marks=pytest.mark.slow), "unet_128",
     "patchgan_basic_batch", "patchgan_basic_instance", "patchgan_n_layers_5",
     "resnet_9blocks", "resnet_6blocks",
     "pix2pixhd_global", "pix2pixhd_global_batch", "pix2pixhd_local",

@@ -149,6 +149,7 @@ def test_pix2pix_cli_run_restores_and_predicts(tmp_path, capsys, images):
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["7"]
 
 
+@pytest.mark.slow
 def test_transpix2pix_run_styles_by_reference_photo(tmp_path, capsys, images):
   workdir = tmp_path / "release"
   generator = _narrow_transpix2pix()
@@ -194,6 +195,7 @@ def test_transpix2pix_run_styles_by_reference_photo(tmp_path, capsys, images):
   assert summary["styles"] == [] and summary["style_dim"] == 8
 
 
+@pytest.mark.slow
 def test_transpix2pix_without_style_encoder_needs_embeddings(tmp_path, capsys, images):
   release_width = synthetic_state_dict(load("transpix2pix_generator")["layout"])
   # The committed encoder's 8-d embeddings do not fit a 256-d style input.
@@ -212,6 +214,7 @@ def test_transpix2pix_without_style_encoder_needs_embeddings(tmp_path, capsys, i
   _assert_one_line_error(status, err, "without a style encoder", "256-d")
 
 
+@pytest.mark.slow
 def test_cyclegan_run_translates_with_the_imported_generator(tmp_path, capsys, images):
   config = run_import.load_family_config("cyclegan")
   config.image_size = 32

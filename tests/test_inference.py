@@ -311,6 +311,7 @@ def pix2pix_run(tmp_path_factory) -> pathlib.Path:
   return workdir
 
 
+@pytest.mark.slow
 def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_path,
                                                      capsys):
   from tp2p_jax.inference import exporting
@@ -343,6 +344,7 @@ def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cyclegan_runs_predict_both_ways(sketches, tmp_path, capsys):
   import jax
   from tp2p_jax.experiments import cyclegan as cyclegan_config

@@ -49,6 +49,7 @@ def test_legacy_run_loads_and_predicts(name, method, directions, tmp_path):
     assert out.shape == x.shape and np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, experiment", [("cyclegan", cyclegan), ("pix2pixhd", pix2pixhd)])
 def test_legacy_run_resumes_to_the_earlier_trainers_losses(name, experiment, tmp_path):
   workdir = _copy(name, tmp_path)

@@ -57,6 +57,7 @@ def runs():
   return {dtype: _run(config, dtype) for dtype in ("float32", "bfloat16_everywhere")}
 
 
+@pytest.mark.slow
 def test_bfloat16_losses_agree_with_float32(runs):
   _, _, h32 = runs["float32"]
   _, _, h16 = runs["bfloat16_everywhere"]

@@ -171,6 +171,7 @@ def g32() -> G32:
   return G32()
 
 
+@pytest.mark.slow
 @given(st.integers(0, 2**31 - 1), st.floats(0.1, 50.0))
 def test_property_output_in_range(g32, seed, scale):
   k1, k2 = jax.random.split(jax.random.key(seed))
@@ -229,6 +230,7 @@ def test_property_batchnorm_stats_update_only_in_training(g32, seed):
     g32.g.apply({"params": g32.v["params"]}, x, g32.s, train=False)
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_parameter(g32):
   g = g32.g
   w = jax.random.normal(jax.random.key(5), (4, 32, 32, 3))

@@ -84,6 +84,7 @@ def test_random_jitter_crops_and_mirrors_the_pair_alike():
   assert len({o["photo"].tobytes() for o in outs}) > 1  # the crop position varies
 
 
+@pytest.mark.slow
 def test_tiny_run_through_the_trainer(tmp_path):
   config = pix2pix.get_config("tiny")
   with config.unlocked():

@@ -98,6 +98,7 @@ def _flat(tree) -> dict[str, np.ndarray]:
           for p, v in jax.tree_util.tree_leaves_with_path(jax.device_get(tree))}
 
 
+@pytest.mark.slow
 def test_staged_run_freezes_g1_then_trains_jointly(tmp_path):
   """The tiny pix2pixHD run through the trainer: G1 frozen for 2 steps, then
   joint. Checkpoint 2 keeps G1 bit-identical to its initial value while the

@@ -77,6 +77,7 @@ def train_steps() -> dict[str, Any]:
   return out
 
 
+@pytest.mark.slow
 def test_remat_keeps_the_parameter_tree(train_steps):
   # Checkpoints must be interchangeable between the two settings: the whole
   # train state, initialised from one key, is the same tree with the same
@@ -107,6 +108,7 @@ def test_train_step_same_losses_gradients_and_statistics(train_steps):
   _assert_trees_close(none["state"].g_opt_state, blocks["state"].g_opt_state, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_generator_gradients_agree_leaf_by_leaf(train_steps):
   # The train step's metrics hold G's gradient norm only; compare every
   # leaf of G's gradient through the perceptual loss and dropout.

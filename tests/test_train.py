@@ -128,6 +128,7 @@ def tiny_gan() -> TinyGan:
   return TinyGan()
 
 
+@pytest.mark.slow
 def test_overfits_one_fixed_batch(tiny_gan):
   mesh = parallel.make_mesh(jax.devices()[:1])
   state, step, _, _ = tiny_gan.on_mesh(mesh)

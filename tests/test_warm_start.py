@@ -48,6 +48,7 @@ def stage1_run(tmp_path_factory):
   return workdir, state
 
 
+@pytest.mark.slow
 def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
   source_dir, source = stage1_run
   src_params = _flat(source.g_params["global"])
@@ -90,6 +91,7 @@ def test_stage2_starts_from_stage1_g1_and_keeps_it_frozen(stage1_run, tmp_path):
   assert training.train_and_evaluate(config, str(workdir)) == 0
 
 
+@pytest.mark.slow
 def test_init_from_errors_name_the_path(stage1_run, tmp_path):
   source_dir, _ = stage1_run
   config = _stage2_config(str(source_dir))

@@ -1,6 +1,6 @@
 """`tp2p COMMAND [FLAGS]`: one console script for every command.
 
-  tp2p train --config=experiments/toycats.py:tiny --workdir=/tmp/tiny
+  tp2p train --config=toycats:tiny --workdir=/tmp/tiny
   tp2p predict --workdir=runs/toycats --input=sketches/ --output=out/ --style=ginger
   tp2p evaluate --workdir=runs/toycats
   tp2p export --workdir=runs/toycats --output=generator.jaxexport

@@ -105,3 +105,17 @@ def test_pytorch_fid_weight_file_gives_pytorch_fid_features() -> None:
   ours = inception.inception_features(_to_unit_range(data[f"input/{size}"]), variables)
   err = assert_close(ours, data[f"pth_features/{size}"], "pool3 features, weight file")
   print(f"weight file: max rel error {err:.3g}")
+
+
+def test_wrong_or_broken_pth_is_refused_in_one_line(tmp_path: pathlib.Path) -> None:
+  # A torch checkpoint of another network: the first missing key.
+  other = GOLDEN / "import" / "resnet_6blocks_ngf2.pth"
+  with pytest.raises(inception.InceptionWeightError,
+                     match=r"resnet_6blocks_ngf2.pth: missing key 'Conv2d_1a_3x3"):
+    inception.load_inception_weights(other)
+  # A truncated weight file: the reader's one line, naming the file.
+  cut = tmp_path / "pt_inception.pth"
+  cut.write_bytes(PTH.read_bytes()[:100_000])
+  with pytest.raises(inception.InceptionWeightError) as e:
+    inception.load_inception_weights(cut)
+  assert str(cut) in str(e.value) and "\n" not in str(e.value)

@@ -12,8 +12,11 @@ centres, no antialiasing, as ``F.interpolate(..., align_corners=False)``) to
 weights expect exactly that [-1, 1] normalisation (pytorch-fid maps [0, 1]
 inputs to ``2 x - 1``).
 
-Nothing is downloaded. Weights come from a local file, see
-`load_inception_weights` for the format.
+Nothing is downloaded. Weights come from a local file, pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` as it is or an ``.npz``, see
+`load_inception_weights`. tests/test_fid_golden.py checks the pool3
+features and the resize against pytorch-fid 0.3.0's own code (fixtures from
+tools/make_fid_fixtures.py).
 """
 from __future__ import annotations
 

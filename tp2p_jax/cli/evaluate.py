@@ -2,7 +2,7 @@ r"""Evaluates a trained run on held-out sketch/photo pairs.
 
   python -m tp2p_jax.cli.evaluate --workdir=runs/toycats
   python -m tp2p_jax.cli.evaluate --workdir=RUN --split=validation \
-      --inception_weights=pt_inception.npz       # adds FID and KID
+      --inception_weights=pt_inception-2015-12-05-6726825d.pth  # adds FID and KID
 
 (`tp2p evaluate FLAGS` is the same.) Metrics (the last stdout line is one
 JSON object with all of them, also written to `RUN/eval/<step>.json`):
@@ -20,8 +20,10 @@ JSON object with all of them, also written to `RUN/eval/<step>.json`):
   its own CosFace head. `RUN/eval/embeddings_<step>.png` maps the held-out
   embeddings to 2-D (UMAP if installed, else PCA), coloured by class.
 * `fid`, `kid`, `kid_std` (with `--inception_weights`, a local Inception-v3
-  `.npz`; nothing is downloaded): generated vs real photos; the real
-  photos' features are cached in `RUN/eval/`.
+  file: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` as it is, read
+  without torch, or an `.npz`; nothing is downloaded): generated vs real
+  photos, resized to 299x299 as pytorch-fid does; the real photos' features
+  are cached in `RUN/eval/`.
 
 Every network call takes `--batch_size` images (rounded up to a multiple
 of the device count) split over all of this process's devices, the
@@ -74,7 +76,8 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_integer("batch_size", 16, "Images per network call over all of this "
                        "process's devices, rounded up to a multiple of their number (each "
                        "device takes an equal share).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_string("inception_weights", None, "Local Inception-v3 weights (.npz, see "
+  flags.DEFINE_string("inception_weights", None, "Local Inception-v3 weights: pytorch-fid's "
+                      "pt_inception-2015-12-05-6726825d.pth, or an .npz (see "
                       "tp2p_jax.metrics.load_inception_weights); enables FID and KID.",
                       flag_values=fv)
   flags.DEFINE_integer("inception_size", 299, "Inception input side (>= 75; keep 299 for "

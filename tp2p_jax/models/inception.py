@@ -12,8 +12,11 @@ centres, no antialiasing, as ``F.interpolate(..., align_corners=False)``) to
 weights expect exactly that [-1, 1] normalisation (pytorch-fid maps [0, 1]
 inputs to ``2 x - 1``).
 
-Nothing is downloaded. Weights come from a local file, see
-`load_inception_weights` for the format.
+Nothing is downloaded. Weights come from a local file, pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` as it is or an ``.npz``, see
+`load_inception_weights`. tests/test_fid_golden.py checks the pool3
+features and the resize against pytorch-fid 0.3.0's own code (fixtures from
+tools/make_fid_fixtures.py).
 """
 from __future__ import annotations
 
@@ -433,24 +436,38 @@ def to_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
+def _is_torch_zip(path: str) -> bool:
+  """Whether a zip archive is a torch.save checkpoint (``<top>/data.pkl``)."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in archive.namelist())
+  except (OSError, zipfile.BadZipFile):
+    return False
+
+
 def load_inception_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
-  """Loads Inception-v3 weights from a local ``.npz`` file.
+  """Loads Inception-v3 weights from a local ``.npz`` or ``.pth`` file.
 
-  Format: an uncompressed or compressed ``.npz`` (read with
-  ``allow_pickle=False``) holding one float array per torch state_dict entry,
-  keyed by the torch name, e.g. ``Conv2d_1a_3x3.conv.weight`` (shape
-  (32, 3, 3, 3), OIHW), ``Conv2d_1a_3x3.bn.weight``, ``...bn.bias``,
-  ``...bn.running_mean``, ``...bn.running_var``, ``Mixed_5b.branch1x1.conv.weight``
-  and so on through ``Mixed_7c``. Extra ``fc.*``, ``AuxLogits.*`` and
-  ``*.num_batches_tracked`` entries are allowed and ignored. With PyTorch at
-  hand, pytorch-fid's FID weights (``pt_inception-2015-12-05-6726825d.pth``)
-  convert with::
+  Formats:
 
-    sd = torch.load("pt_inception-2015-12-05-6726825d.pth", map_location="cpu")
-    np.savez("pt_inception.npz", **{k: v.numpy() for k, v in sd.items()})
+  * pytorch-fid's weight file, ``pt_inception-2015-12-05-6726825d.pth``
+    (what ``pytorch_fid.inception.FID_WEIGHTS_URL`` downloads), or any
+    ``torch.save``'d Inception-v3 state_dict in torchvision's names (zip or
+    legacy format): read with `tp2p_jax.interop.pth_reader.read_state_dict`,
+    which needs no torch and executes nothing from the file. With it the
+    features, and so FID, are pytorch-fid's (see docs/inference.md).
+  * an uncompressed or compressed ``.npz`` (read with ``allow_pickle=False``)
+    holding one float array per torch state_dict entry, keyed by the torch
+    name, e.g. ``Conv2d_1a_3x3.conv.weight`` (shape (32, 3, 3, 3), OIHW),
+    ``Conv2d_1a_3x3.bn.weight``, ``...bn.bias``, ``...bn.running_mean``,
+    ``...bn.running_var``, ``Mixed_5b.branch1x1.conv.weight`` and so on
+    through ``Mixed_7c`` (e.g. ``np.savez(f, **to_torch_state_dict(v))``).
+
+  Either way, extra ``fc.*``, ``AuxLogits.*`` and ``*.num_batches_tracked``
+  entries are allowed and ignored.
 
   Args:
-    path: The ``.npz`` file.
+    path: The ``.pth`` or ``.npz`` file (told apart by content, not name).
 
   Returns:
     `InceptionV3` variables as host numpy arrays, see
@@ -460,31 +477,38 @@ def load_inception_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    InceptionWeightError: The file is not a readable ``.npz`` or does not
-      match the layout; the message names the file and the first offending key.
+    InceptionWeightError: The file is not a readable ``.npz`` or torch
+      checkpoint or does not match the layout; the message names the file
+      and the first offending key.
   """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"Inception weight file {path!r} not found")
   if os.path.isdir(path):
-    raise InceptionWeightError(f"{path}: is a folder, not Inception weights (.npz)")
+    raise InceptionWeightError(f"{path}: is a folder, not Inception weights (.npz or .pth)")
   try:
     with open(path, "rb") as f:
       magic = f.read(4)
   except OSError as e:
     raise InceptionWeightError(f"{path}: cannot read Inception weights: {e}") from e
-  if not magic.startswith(b"PK"):
-    # np.load would take any other file for a pickle and say so, which
-    # misleads: an .npz is a zip archive.
-    raise InceptionWeightError(f"{path}: not Inception weights: not an .npz (zip) archive")
-  try:
-    data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-      raise InceptionWeightError("not an .npz archive")
-    with data:
-      state_dict = {k: data[k] for k in data.files}
-  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-    raise InceptionWeightError(f"{path}: cannot read Inception weights: {e}") from e
+  if not magic.startswith(b"PK") or _is_torch_zip(path):
+    # A torch checkpoint: zip with <top>/data.pkl, or the legacy pickle
+    # stream (which np.load would refuse as a pickle, misleadingly).
+    from tp2p_jax.interop.pth_reader import CheckpointFormatError, read_state_dict
+    try:
+      state_dict = read_state_dict(path)
+    except CheckpointFormatError as e:
+      raise InceptionWeightError(
+          f"not Inception weights (.npz or torch .pth): {e}") from e
+  else:
+    try:
+      data = np.load(path, allow_pickle=False)
+      if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InceptionWeightError("not an .npz archive")
+      with data:
+        state_dict = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+      raise InceptionWeightError(f"{path}: cannot read Inception weights: {e}") from e
   try:
     return convert_torch_state_dict(state_dict)
   except InceptionWeightError as e:

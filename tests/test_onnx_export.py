@@ -124,7 +124,8 @@ def _export_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, st
 
 
 def test_cli_writes_an_onnx_model_of_the_run(tiny_run: pathlib.Path, tmp_path: pathlib.Path,
-                                             capsys: pytest.CaptureFixture) -> None:
+                                             capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
   """`tp2p export --format=onnx` on the tiny trained run: the model runs in
   onnxruntime like the run's EMA generator; refusals are one line."""
   from tp2p_jax.inference.run_loading import load_trained_run
@@ -154,4 +155,8 @@ def test_cli_writes_an_onnx_model_of_the_run(tiny_run: pathlib.Path, tmp_path: p
     status, out, err = _export_cli(capsys, f"--workdir={workdir}",
                                    f"--output={tmp_path / 'h.onnx'}", "--format=onnx", *args)
     assert status == 2 and err.count("\n") == 1 and fragment in err, err
+  monkeypatch.setattr(onnx_export, "converter_available", lambda: False)
+  status, out, err = _export_cli(capsys, f"--workdir={workdir}",
+                                 f"--output={tmp_path / 'h.onnx'}", "--format=onnx")
+  assert status == 2 and err.count("\n") == 1 and "pip install 'tp2p_jax[onnx]'" in err, err
   assert not (tmp_path / "h.onnx").exists()

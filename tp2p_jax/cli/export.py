@@ -22,8 +22,23 @@ the run's own files (`--output=RUN/config` would put `config.json` over
 the run's) or a device behind a link; one line on stderr, checked before
 anything is traced or written).
 
+`--format=onnx` writes an ONNX model instead (converted by jax2onnx: the
+`onnx` extra, `pip install -e ".[onnx]"`), for onnxruntime, TensorRT,
+CoreML and the like, with the same signature: inputs `images` (batch, S, S, 3)
+float32 in [-1, 1] and, for style-conditioned generators, `style`
+(batch, E) float32; output `output` (batch, S, S, 3) float32 in [-1, 1];
+NHWC, `batch` symbolic, stated in the model's metadata (`tp2p.*` keys);
+the same `.styles.npz` and `.json` beside it. It is computed in float32
+unless `--dtype` says otherwise; `--platforms` does not apply. Without the
+converter it is a usage error (exit 2, before the run is loaded); a
+generator the converter cannot convert exits 1 with one line naming the
+operation.
+
+  python -m tp2p_jax.cli.export --workdir=runs/toycats --output=toycats_generator.onnx --format=onnx
+
 From Python: `tp2p_jax.inference.exporting.write_export(run, output,
-platforms, direction)` on a run loaded with
+platforms, direction)` (ONNX: `tp2p_jax.inference.onnx_export.write_onnx_export(run,
+output, direction)`) on a run loaded with
 `tp2p_jax.inference.run_loading.load_trained_run(workdir, step, dtype)`;
 `main(argv)` parses the flags into their arguments.
 """
@@ -50,10 +65,14 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
                        flag_values=fv)
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
-                    "Generator compute dtype baked into the program (default: the run's).",
+                    "Generator compute dtype baked into the program (default: the run's; "
+                    "float32 for --format=onnx).",
                     flag_values=fv)
   flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
                     "Which generator of a two-way (CycleGAN) run.", flag_values=fv)
+  flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
+                    "jax: a jax.export (StableHLO) program; onnx: an ONNX model (the onnx "
+                    "extra).", flag_values=fv)
   flags.DEFINE_list("platforms", None, "Lowering platforms, e.g. cpu,cuda,tpu (default: "
                     "this machine's).", flag_values=fv)
   return fv
@@ -61,10 +80,17 @@ def _define_flags() -> flags.FlagValues:
 
 def _export(fv: flags.FlagValues) -> int:
   from tp2p_jax.cli import checks, output_paths
-  from tp2p_jax.inference import exporting
+  from tp2p_jax.inference import exporting, onnx_export
   from tp2p_jax.inference.run_loading import load_trained_run
   # Before the run is loaded and the program traced; nothing is created.
   checks.run_dir(fv.workdir)
+  onnx = fv.format == "onnx"
+  if onnx and fv.platforms:
+    raise command.UsageError("--platforms applies to --format=jax only (an ONNX model runs "
+                             "wherever its runtime does)")
+  if onnx and not onnx_export.converter_available():
+    raise command.UsageError("--format=onnx needs jax2onnx and onnx: "
+                             "pip install 'tp2p_jax[onnx]'")
   try:
     exporting.check_platforms(fv.platforms)
   except ValueError as e:
@@ -81,8 +107,17 @@ def _export(fv: flags.FlagValues) -> int:
       + [output_paths.Output("output", fv.output, output + sidecar,
                              f"{output + sidecar}, written beside it,")
          for sidecar in (".styles.npz", ".json")], run=fv.workdir)
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype)
-  print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
+  if not onnx:
+    run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+    print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
+    return 0
+  # ONNX runtimes' bfloat16 convolutions are rare: float32 unless asked.
+  run = load_trained_run(fv.workdir, fv.step, fv.dtype or "float32")
+  try:
+    summary = onnx_export.write_onnx_export(run, output, fv.direction)
+  except onnx_export.OnnxExportError as e:
+    return command.fail(str(e), 1)
+  print(json.dumps(summary))
   return 0
 
 
@@ -91,7 +126,8 @@ def main(argv: Sequence[str]) -> int:
 
   Returns:
     The exit status: 0 written (or help shown; the summary as JSON on the
-    last stdout line), 2 usage error (one line on stderr).
+    last stdout line), 2 usage error, 1 a generator the ONNX converter
+    cannot convert (one line on stderr).
   """
   from tp2p_jax.core.run_dir import RunError
   # ValueError: a direction the run lacks.

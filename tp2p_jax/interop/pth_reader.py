@@ -3,7 +3,9 @@ without executing anything from the file.
 
 `read_state_dict(path)` returns {tensor name: numpy array}, in the file's key
 order, from a bare state_dict or from {"state_dict": ..., ...} (the
-TransPix2Pix release's {"state_dict": ..., "optimizer": ...}).
+TransPix2Pix release's {"state_dict": ..., "optimizer": ...}); a
+`.safetensors` file (by its name, or by its content: a header length, then
+JSON) goes to `tp2p_jax.interop.safetensors_reader` instead.
 
 The two formats torch.save writes:
 
@@ -77,6 +79,8 @@ from collections import OrderedDict
 from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
+
+from tp2p_jax.interop import safetensors_reader
 
 __all__ = ["CheckpointFormatError", "read_state_dict", "ALLOWED_GLOBALS"]
 
@@ -749,13 +753,15 @@ _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a soc
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads the state_dict of a torch.save checkpoint as numpy arrays.
+  """Reads the state_dict of a torch.save checkpoint (or the tensors of a
+  `.safetensors` file) as numpy arrays.
 
   Args:
     path: a `.pth`/`.pt` file in zip or legacy format holding a state_dict,
       or a mapping with a "state_dict" entry (other entries, e.g. the
       optimizer's, are parsed through the same restricted unpickler but not
-      returned).
+      returned); or a `.safetensors` file (by its name or its content,
+      read by `tp2p_jax.interop.safetensors_reader`: every tensor).
 
   Returns:
     Tensor name -> array, in the file's order; each array owns its memory.
@@ -781,11 +787,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       if is_kind(mode):
         raise _Malformed(f"is {kind}, not a regular file")
     with open(source, "rb") as f:
-      if f.read(4) == b"PK\x03\x04":
-        return _read_zip(source, source, os.fstat(f.fileno()).st_size)
+      head = f.read(9)
+      size = os.fstat(f.fileno()).st_size
+      if head[:4] == b"PK\x03\x04":
+        return _read_zip(source, source, size)
+      if (source.lower().endswith(".safetensors")
+          or safetensors_reader.looks_like_safetensors(head, size)):
+        return safetensors_reader.read_safetensors(source, f)
       f.seek(0)
       return _read_legacy(f, source)
-  except _Malformed as e:
+  except (_Malformed, safetensors_reader.SafetensorsFormatError) as e:
     raise CheckpointFormatError(f"{source}: {e}") from None
   except CheckpointFormatError:
     raise

@@ -1,0 +1,233 @@
+"""A run's EMA generator as an ONNX model, converted from its JAX function by
+`jax2onnx` (the `onnx` extra: `pip install -e ".[onnx]"`); the library behind
+`tp2p export --format=onnx`.
+
+The model has the signature of the `jax.export` artifact
+(`tp2p_jax.inference.exporting`), in NHWC:
+
+  inputs:  `images` (batch, S, S, 3) float32, RGB in [-1, 1]
+           `style`  (batch, E) float32 (style-conditioned generators only)
+  output:  `output` (batch, S, S, 3) float32, RGB in [-1, 1]
+
+`batch` is symbolic (any batch size); the weights are initializers inside
+the model. The model's metadata (`metadata_props`) states the same: keys
+`tp2p.inputs`, `tp2p.outputs`, `tp2p.layout` ("NHWC"), `tp2p.range`, and the
+generator's `tp2p.model`, `tp2p.direction`, `tp2p.image_size`,
+`tp2p.style_dim` (and `tp2p.step`, `tp2p.workdir` for a run's export).
+
+Nothing here is written by hand: every operation comes from jax2onnx's
+conversion of the generator's traced function. One adjustment: jax2onnx
+replaces `flax.linen.pool`/`avg_pool` while it traces with versions that
+accept only 'SAME'/'VALID' padding and a keyword `window_shape`, which the
+padded, pad-excluding average pooling of pix2pixHD's input pyramid
+(`tp2p_jax.models.layers.avg_pool_downsample`) is not; flax's own functions
+are put back for the generator's call, so that pooling traces to
+`lax.reduce_window_sum`, which jax2onnx converts.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from typing import Any, Iterator, Mapping
+
+import flax.linen as nn
+import flax.linen.pooling as flax_pooling
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tp2p_jax.core import storage
+from tp2p_jax.core.atomic_files import replacing, write_npz_atomically
+from tp2p_jax.inference import styles
+from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
+
+# The ONNX graph's input and output names.
+IMAGES = "images"
+STYLE = "style"
+OUTPUT = "output"
+# The symbolic batch dimension's name.
+BATCH = "batch"
+# ONNX operator set the models target (onnxruntime >= 1.20 runs it).
+OPSET = 21
+
+# flax's pooling functions as flax defines them, taken before any conversion
+# has replaced them (see the module docstring).
+_FLAX_POOLING = {(module, name): getattr(module, name)
+                 for module in (nn, flax_pooling) for name in ("pool", "avg_pool")}
+
+
+class OnnxExportError(RuntimeError):
+  """The converter is missing or could not convert the generator; the
+  message is one line."""
+
+
+def converter_available() -> bool:
+  """Whether jax2onnx and onnx import (the `onnx` extra is installed)."""
+  try:
+    import jax2onnx  # noqa: F401
+    import onnx  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def _require_converter() -> None:
+  if not converter_available():
+    raise OnnxExportError("ONNX export needs jax2onnx and onnx: pip install 'tp2p_jax[onnx]'")
+
+
+@contextlib.contextmanager
+def _flax_pooling() -> Iterator[None]:
+  """For the block: flax's own pooling functions in place of the converter's
+  (restored on exit, whatever they were)."""
+  current = {key: getattr(*key) for key in _FLAX_POOLING}
+  try:
+    for (module, name), function in _FLAX_POOLING.items():
+      setattr(module, name, function)
+    yield
+  finally:
+    for (module, name), function in current.items():
+      setattr(module, name, function)
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+  """For the block: jax2onnx and onnx_ir keep their warnings (plugins for
+  libraries this JAX release has outgrown, types of folded constants) and
+  prints (some plugins print DEBUG lines) off the console; errors still
+  raise."""
+  loggers = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir")]
+  saved = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)
+      yield
+  finally:
+    for logger, level in zip(loggers, saved):
+      logger.setLevel(level)
+
+
+def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_size: int,
+                      style_dim: int | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> Any:
+  """The ONNX model (`onnx.ModelProto`) of `generator.apply(variables,
+  images[, style], train=False)` in float32, with a symbolic batch.
+
+  Args:
+    generator: netG (any registered generator; its compute dtype is kept).
+    variables: its variables ({"params", "batch_stats", ...}), baked in as
+      initializers.
+    image_size: S: images are (batch, S, S, 3) float32 in [-1, 1].
+    style_dim: E for a style-conditioned generator (a second input `style`,
+      (batch, E) float32), None for one without a style input.
+    metadata: more `tp2p.<key>` entries for the model's metadata (values
+      written as JSON unless strings).
+
+  Raises:
+    OnnxExportError: jax2onnx is not installed, or it cannot convert an
+      operation of the generator (the message names it, one line).
+  """
+  _require_converter()
+  from jax2onnx import to_onnx
+  variables = jax.tree.map(jnp.asarray, variables)
+
+  def generate(images: jax.Array, *style: jax.Array) -> jax.Array:
+    with _flax_pooling():
+      return generator.apply(variables, images, *style, train=False).astype(jnp.float32)
+
+  inputs: list[tuple[str | int, ...]] = [(BATCH, image_size, image_size, 3)]
+  names = [IMAGES]
+  if style_dim is not None:
+    inputs.append((BATCH, style_dim))
+    names.append(STYLE)
+  try:
+    with _quiet_converter():
+      model = to_onnx(generate, inputs, model_name="tp2p_generator", opset=OPSET,
+                      input_names=names, output_names=[OUTPUT])
+  except Exception as e:  # the converter's own errors (unsupported primitives, ...)
+    text = str(e).strip().splitlines()
+    raise OnnxExportError(f"jax2onnx could not convert the generator: {type(e).__name__}"
+                          f"{': ' + text[0] if text else ''}") from e
+  style_shape = f"{STYLE}: ({BATCH}, {style_dim}) float32" if style_dim is not None else None
+  props = {
+      "inputs": "; ".join(filter(None, [f"{IMAGES}: ({BATCH}, {image_size}, {image_size}, 3) "
+                                        "float32 RGB in [-1, 1]", style_shape])),
+      "outputs": f"{OUTPUT}: ({BATCH}, {image_size}, {image_size}, 3) float32 RGB in [-1, 1]",
+      "layout": "NHWC", "range": "[-1, 1]", "image_size": image_size, "style_dim": style_dim,
+      **(metadata or {})}
+  del model.metadata_props[:]
+  for key, value in props.items():
+    entry = model.metadata_props.add()
+    entry.key = f"tp2p.{key}"
+    entry.value = value if isinstance(value, str) else json.dumps(value)
+  model.doc_string = (f"tp2p_jax generator: {props['inputs']} -> {props['outputs']}; "
+                      f"NHWC, symbolic batch '{BATCH}'.")
+  return model
+
+
+def export_onnx(run: TrainedRun, direction: str = "AtoB") -> Any:
+  """The ONNX model (`onnx.ModelProto`) of the run's EMA generator for
+  `direction` (see `generator_to_onnx`), with the run's model name,
+  direction, step and workdir in its metadata.
+
+  Raises:
+    ValueError: a direction the run lacks.
+    OnnxExportError: jax2onnx is missing or cannot convert the generator.
+  """
+  predictor = run.predictor
+  if direction not in predictor.directions:
+    raise ValueError(f"this run's generator translates {'/'.join(predictor.directions)}, "
+                     f"not {direction}")
+  return generator_to_onnx(predictor.generator, predictor.variables[direction],
+                           predictor.image_size, predictor.style_dim,
+                           {"model": predictor.model_name, "direction": direction,
+                            "step": run.step, "workdir": str(run.workdir)})
+
+
+def write_onnx_export(run: TrainedRun, output: str, direction: str = "AtoB") -> dict:
+  """Writes `output` (the ONNX model), `output.styles.npz` (class-average
+  styles of a style-conditioned run, as `exporting.write_export`) and
+  `output.json`, each atomically; returns the JSON summary.
+
+  Raises:
+    ValueError: a direction the run lacks.
+    IsADirectoryError: one of the three paths is a folder (checked before
+      the generator is converted).
+    OnnxExportError: jax2onnx is missing or cannot convert the generator.
+    OSError: a file cannot be written.
+  """
+  predictor = run.predictor
+  for path in (output, output + ".styles.npz", output + ".json"):
+    if not storage.is_url(path) and os.path.isdir(path):
+      raise IsADirectoryError(f"{path}: is a folder; give a file name")
+  model = export_onnx(run, direction)
+  data = model.SerializeToString()
+  with replacing(output, "wb") as f:
+    f.write(data)
+  s, e = predictor.image_size, predictor.style_dim
+  inputs = [{"name": IMAGES, "shape": [BATCH, s, s, 3], "dtype": "float32"}]
+  if e is not None:
+    inputs.append({"name": STYLE, "shape": [BATCH, e], "dtype": "float32"})
+  summary = {"output": storage.text(output), "format": "onnx", "bytes": len(data),
+             "model": predictor.model_name, "direction": direction, "step": run.step,
+             "workdir": run.workdir, "image_size": s, "style_dim": e,
+             "opset": OPSET, "layout": "NHWC", "inputs": inputs,
+             "outputs": [{"name": OUTPUT, "shape": [BATCH, s, s, 3], "dtype": "float32"}]}
+  if e is not None:
+    if names_no_dataset(run.config) or predictor.style_encoder is None:
+      summary["styles"] = []
+    else:
+      bank = styles.class_embeddings(run)
+      write_npz_atomically(output + ".styles.npz", {"names": np.asarray(bank.names),
+                                                    "means": bank.means,
+                                                    "counts": bank.counts})
+      summary["styles"] = list(bank.names)
+  with replacing(output + ".json", "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary

@@ -91,6 +91,7 @@ def test_max_pool_2x2_equals_reduce_window(h, w):
   np.testing.assert_array_equal(jax.vjp(max_pool_2x2, x)[1](cot)[0], jax.vjp(ref, x)[1](cot)[0])
 
 
+@pytest.mark.slow
 def test_train_step_has_no_dilated_convolutions():
   """An input-dilated convolution (what XLA makes of a transposed conv and of
   a strided conv's input gradient) is the slow path on CPU; the generator,

@@ -18,12 +18,13 @@ from tests.golden_check import GOLDEN_DIR, check, load
 from tp2p_jax.interop.synthetic import synthetic_state_dict
 from tp2p_jax.interop.torch_weights import WeightImportError, convert, import_network
 
+# The development loop keeps one network of each kind; the others are slow.
 FIXTURES = [
-    pytest.param("unet_256", marks=pytest.mark.slow), "unet_128",
-    "patchgan_basic_batch", "patchgan_basic_instance", "patchgan_n_layers_5",
-    "resnet_9blocks", "resnet_6blocks",
-    "pix2pixhd_global", "pix2pixhd_global_batch", "pix2pixhd_local",
-    "pix2pixhd_multiscale_d",
+    pytest.param("unet_256", marks=pytest.mark.slow), pytest.param("unet_128", marks=pytest.mark.slow),
+    "patchgan_basic_batch", "patchgan_basic_instance", pytest.param("patchgan_n_layers_5", marks=pytest.mark.slow),
+    pytest.param("resnet_9blocks", marks=pytest.mark.slow), "resnet_6blocks",
+    "pix2pixhd_global", pytest.param("pix2pixhd_global_batch", marks=pytest.mark.slow), pytest.param("pix2pixhd_local", marks=pytest.mark.slow),
+    pytest.param("pix2pixhd_multiscale_d", marks=pytest.mark.slow),
 ]
 
 

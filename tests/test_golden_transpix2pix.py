@@ -10,7 +10,8 @@ from tests.golden_check import check
 
 # The 256x256 generator's float64 input gradients take most of a minute.
 FIXTURES = [pytest.param("transpix2pix_generator", marks=pytest.mark.slow),
-            "transpix2pix_discriminator", "transpix2pix_style_encoder",
+            "transpix2pix_discriminator",
+            pytest.param("transpix2pix_style_encoder", marks=pytest.mark.slow),
             "transpix2pix_style_encoder_checkpoint"]
 
 

@@ -68,6 +68,7 @@ def test_bfloat16_losses_agree_with_float32(runs):
                                  err_msg=f"step {step} {name}")
 
 
+@pytest.mark.slow
 def test_bfloat16_actually_computes_in_bfloat16(runs):
   parts16, state16, _ = runs["bfloat16_everywhere"]
   parts32, state32, _ = runs["float32"]
@@ -79,6 +80,7 @@ def test_bfloat16_actually_computes_in_bfloat16(runs):
   assert max(jax.tree.leaves(diff)) > 0
 
 
+@pytest.mark.slow
 def test_bfloat16_keeps_float32_state(runs):
   _, state16, _ = runs["bfloat16_everywhere"]
   tree = {"g_params": state16.g_params, "d_params": state16.d_params,

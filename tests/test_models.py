@@ -126,6 +126,7 @@ def test_same_pads_match_reference_layout():
 
 # --- generator behaviour at several sizes --------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,batch", [(64, 3), (128, 2), (256, 1)])
 def test_generator_shapes_and_range(size, batch):
   depth = int(math.log2(size))

@@ -129,6 +129,7 @@ def test_staged_run_freezes_g1_then_trains_jointly(tmp_path):
   assert any(np.any(g4["global"][n] != v) for n, v in g0["global"].items())
 
 
+@pytest.mark.slow
 def test_transpix2pix_takes_the_multiscale_discriminator_and_feature_matching():
   config = toycats.get_config("tiny")
   with config.unlocked():

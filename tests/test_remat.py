@@ -87,6 +87,7 @@ def test_remat_keeps_the_parameter_tree(train_steps):
   assert paired_gan.build(_tiny_config("none")).generator.remat == "none"
 
 
+@pytest.mark.slow
 def test_train_step_same_losses_gradients_and_statistics(train_steps):
   none, blocks = train_steps["none"], train_steps["blocks"]
   assert set(none["metrics"]) == set(blocks["metrics"])
@@ -135,6 +136,7 @@ def test_generator_gradients_agree_leaf_by_leaf(train_steps):
   _assert_trees_close(g_none, g_blocks)
 
 
+@pytest.mark.slow
 def test_remat_lowers_the_train_steps_temporary_memory(train_steps):
   none, blocks = train_steps["none"]["memory"], train_steps["blocks"]["memory"]
   # Activations kept for the backward pass are XLA temporaries: remat keeps
@@ -167,6 +169,7 @@ def test_perceptual_loss_remat_same_value_and_gradient():
                                  n_local_enhancers=1, n_blocks_local=1, norm="batch",
                                  remat=r),
 ], ids=["resnet", "pix2pixhd"])
+@pytest.mark.slow
 def test_residual_generators_remat(make):
   x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
   keys = {"params": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}

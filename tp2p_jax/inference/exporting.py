@@ -77,19 +77,34 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
     OSError: a file cannot be written.
   """
   predictor = run.predictor
-  for path in (output, output + ".styles.npz", output + ".json"):
-    if not storage.is_url(path) and os.path.isdir(path):
-      raise IsADirectoryError(f"{path}: is a folder; give a file name")
+  check_artifact_paths(output)
   exported = export_generator(run, platforms, direction)
-  data = exported.serialize()
-  with replacing(output, "wb") as f:
-    f.write(data)
-  summary = {"output": storage.text(output), "bytes": len(data),
-             "model": predictor.model_name, "direction": direction, "step": run.step,
+  summary = {"model": predictor.model_name, "direction": direction, "step": run.step,
              "workdir": run.workdir, "image_size": predictor.image_size,
              "style_dim": predictor.style_dim, "inputs": [str(a) for a in exported.in_avals],
              "outputs": [str(a) for a in exported.out_avals],
              "platforms": list(exported.platforms)}
+  return write_artifact(run, output, exported.serialize(), summary)
+
+
+def check_artifact_paths(output: str) -> None:
+  """`IsADirectoryError` if `output` or one of its side files
+  (`.styles.npz`, `.json`) is a local folder: checked before the (slow)
+  export, so a mistake costs nothing."""
+  for path in (output, output + ".styles.npz", output + ".json"):
+    if not storage.is_url(path) and os.path.isdir(path):
+      raise IsADirectoryError(f"{path}: is a folder; give a file name")
+
+
+def write_artifact(run: TrainedRun, output: str, data: bytes, summary: dict) -> dict:
+  """Writes an exported model's files, each atomically: `output` (`data`),
+  `output.styles.npz` (the class-average styles of a style-conditioned run
+  with training data and an encoder) and `output.json` (`summary` with the
+  output's name, its size and the style names first). Returns the JSON."""
+  predictor = run.predictor
+  summary = {"output": storage.text(output), **summary, "bytes": len(data)}
+  with replacing(output, "wb") as f:
+    f.write(data)
   if predictor.style_dim is not None:
     if names_no_dataset(run.config) or predictor.style_encoder is None:
       # An imported run without training data or encoder: no class averages.

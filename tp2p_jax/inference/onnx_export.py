@@ -30,7 +30,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -38,12 +37,9 @@ import flax.linen as nn
 import flax.linen.pooling as flax_pooling
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from tp2p_jax.core import storage
-from tp2p_jax.core.atomic_files import replacing, write_npz_atomically
-from tp2p_jax.inference import styles
-from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
+from tp2p_jax.inference import exporting
+from tp2p_jax.inference.run_loading import TrainedRun
 
 # The ONNX graph's input and output names.
 IMAGES = "images"
@@ -203,31 +199,14 @@ def write_onnx_export(run: TrainedRun, output: str, direction: str = "AtoB") -> 
     OSError: a file cannot be written.
   """
   predictor = run.predictor
-  for path in (output, output + ".styles.npz", output + ".json"):
-    if not storage.is_url(path) and os.path.isdir(path):
-      raise IsADirectoryError(f"{path}: is a folder; give a file name")
+  exporting.check_artifact_paths(output)
   model = export_onnx(run, direction)
-  data = model.SerializeToString()
-  with replacing(output, "wb") as f:
-    f.write(data)
   s, e = predictor.image_size, predictor.style_dim
   inputs = [{"name": IMAGES, "shape": [BATCH, s, s, 3], "dtype": "float32"}]
   if e is not None:
     inputs.append({"name": STYLE, "shape": [BATCH, e], "dtype": "float32"})
-  summary = {"output": storage.text(output), "format": "onnx", "bytes": len(data),
-             "model": predictor.model_name, "direction": direction, "step": run.step,
-             "workdir": run.workdir, "image_size": s, "style_dim": e,
+  summary = {"format": "onnx", "model": predictor.model_name, "direction": direction,
+             "step": run.step, "workdir": run.workdir, "image_size": s, "style_dim": e,
              "opset": OPSET, "layout": "NHWC", "inputs": inputs,
              "outputs": [{"name": OUTPUT, "shape": [BATCH, s, s, 3], "dtype": "float32"}]}
-  if e is not None:
-    if names_no_dataset(run.config) or predictor.style_encoder is None:
-      summary["styles"] = []
-    else:
-      bank = styles.class_embeddings(run)
-      write_npz_atomically(output + ".styles.npz", {"names": np.asarray(bank.names),
-                                                    "means": bank.means,
-                                                    "counts": bank.counts})
-      summary["styles"] = list(bank.names)
-  with replacing(output + ".json", "w") as f:
-    json.dump(summary, f, indent=2)
-  return summary
+  return exporting.write_artifact(run, output, model.SerializeToString(), summary)

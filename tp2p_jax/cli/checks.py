@@ -22,6 +22,7 @@ from etils import epath
 
 from tp2p_jax.cli.command import UsageError
 from tp2p_jax.core import storage
+from tp2p_jax.inference.files import special_file_problem
 
 AnyPath = Union[pathlib.Path, epath.Path]
 
@@ -127,6 +128,14 @@ def output_file_writable(path: str | os.PathLike[str], flag: str) -> AnyPath:
   return p
 
 
+def _refuse_special(path: str | os.PathLike[str], flag: str) -> None:
+  """`UsageError` for an input that must not be opened: a FIFO (its open
+  blocks until a writer comes), a socket, a device or a symbolic link loop."""
+  problem = special_file_problem(path)
+  if problem is not None:
+    raise UsageError(f"{_named(flag, path)}: is {problem}")
+
+
 def input_file(path: str | os.PathLike[str], flag: str) -> AnyPath:
   """Checks that the file `path` exists and is readable.
 
@@ -134,8 +143,10 @@ def input_file(path: str | os.PathLike[str], flag: str) -> AnyPath:
     The path, `~` expanded.
 
   Raises:
-    UsageError: `path` is missing, a folder or unreadable.
+    UsageError: `path` is missing, a folder, unreadable, or a file that
+      must not be opened (`_refuse_special`).
   """
+  _refuse_special(path, flag)
   if storage.is_url(path):
     return _url_input(path, flag, "file")
   p = pathlib.Path(path).expanduser()
@@ -156,8 +167,10 @@ def input_path(path: str | os.PathLike[str], flag: str) -> AnyPath:
     The path, `~` expanded.
 
   Raises:
-    UsageError: `path` is missing or unreadable.
+    UsageError: `path` is missing, unreadable, or a file that must not be
+      opened (`_refuse_special`).
   """
+  _refuse_special(path, flag)
   if storage.is_url(path):
     return _url_input(path, flag, "file or folder")
   p = pathlib.Path(path).expanduser()

@@ -105,7 +105,6 @@ def _evaluate(fv: flags.FlagValues) -> int:
       raise command.UsageError(f"--workdir={fv.workdir}: cannot write the results into "
                                f"its eval/ folder: {reason}") from None
   if fv.inception_weights:
-    output_paths.regular_input(fv.inception_weights, "inception_weights")
     checks.input_file(fv.inception_weights, "inception_weights")
     # evaluate writes RUN/eval/ (results, plots, feature caches): weights
     # kept there could be replaced by its next write.

@@ -23,7 +23,9 @@ An output path that is a symbolic link to a regular file (or to nothing
 yet) is written through (`atomic_files.replacing`); a link loop, a link to
 anything else (`/dev/stdout`) and a FIFO, socket or device as the output
 itself are refused. An input that is a FIFO, socket, device or link loop is
-refused too (`regular_input`): opening a FIFO blocks until a writer comes.
+refused too (`checks.input_file`/`input_path`, or `regular_input` where a
+command's inputs do not go through those): opening a FIFO blocks until a
+writer comes.
 """
 from __future__ import annotations
 
@@ -86,8 +88,8 @@ def _inode(path: storage.PathLike) -> tuple[int, int] | None:
 
 
 def regular_input(path: storage.PathLike | None, flag: str) -> None:
-  """Refuses an input that must not be opened: a FIFO (its open blocks
-  until a writer comes), a socket, a device or a symbolic link loop.
+  """Refuses an input that must not be opened, for commands whose inputs do
+  not go through `checks.input_file`/`input_path` (which refuse them too).
 
   Raises:
     UsageError: `--FLAG=PATH: is a FIFO (named pipe), not a regular file`.

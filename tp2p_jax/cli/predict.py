@@ -429,16 +429,12 @@ def _check_before_loading(fv: flags.FlagValues) -> list[epath.Path]:
       or one of the run's own files, a malformed --style_mix.
   """
   from tp2p_jax.cli import checks
-  from tp2p_jax.core import storage
   from tp2p_jax.data.image_files import IMAGE_SUFFIXES
   from tp2p_jax.inference import files as files_lib, styles
-  from tp2p_jax.cli import output_paths
   checks.run_dir(fv.workdir)
-  output_paths.regular_input(fv.input, "input")
   checks.input_path(fv.input, "input")
   checks.output_dir_writable(fv.output, "output")
   if fv.style_image:
-    output_paths.regular_input(fv.style_image, "style_image")
     checks.input_file(fv.style_image, "style_image")
     reason = files_lib.header_problem(fv.style_image)
     if reason is not None:

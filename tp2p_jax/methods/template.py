@@ -15,7 +15,7 @@ built-in methods); register it for a block, or for good in your own code:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -129,13 +129,10 @@ def _predictor(config: ml_collections.ConfigDict, restore, dtype: str | None) ->
       prepare="pad")
 
 
-@contextlib.contextmanager
-def registered() -> Iterator[Method]:
-  """The method registered for the block."""
-  method = methods.register(Method(
-      name=NAME, description="a two-conv L1 regression: the template method",
-      stages=_stages, param_counts=param_counts, predictor=_predictor))
-  try:
-    yield method
-  finally:
-    methods.unregister(NAME)
+METHOD = Method(name=NAME, description="a two-conv L1 regression: the template method",
+                stages=_stages, param_counts=param_counts, predictor=_predictor)
+
+
+def registered() -> contextlib.AbstractContextManager[Method]:
+  """The method registered for a `with` block (`methods.registered`)."""
+  return methods.registered(METHOD)

@@ -29,6 +29,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # first step comes about twice as soon and each step runs slower (tiny
   # smoke and test configs; tp2p_jax.core.compile_effort). May change on resume.
   c.fast_compile = False
+  # How predict, evaluate, serve and export run netG (tp2p_jax.methods.test_mode):
+  # "eval" (running BatchNorm statistics, no dropout) or "train" (each image
+  # normalised with its own statistics, seeded dropout on: the default of
+  # pix2pix's and pix2pixHD's test.py). Their --test_mode flag overrides it.
+  c.test_mode = "eval"
 
   # --- data -----------------------------------------------------------------
   c.data = ml_collections.ConfigDict()

@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.generator_kwargs.norm = "batch"  # "batch" | "instance" (no affine, convs with bias).
   c.generator_kwargs.use_dropout = True  # Dropout 0.5 in the decoder blocks after the innermost.
   c.generator_kwargs.norm_scale_mean = 1.0  # BatchNorm scale init N(this, 0.02), as pix2pix.
+  # junyanz's test.py calls eval() only with --eval: by default each test image is
+  # normalised with its own BatchNorm statistics and dropout stays on (pix2pix sec. 3.3).
+  c.test_mode = "train"
 
   # --- discriminator (netD): pix2pix's `basic` D, the 70x70 PatchGAN ---------
   c.discriminator_kwargs.padding_mode = "zeros"  # pix2pix pads with zeros.

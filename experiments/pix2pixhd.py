@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.generator_kwargs.n_local_enhancers = 1  # G2s, each doubling the resolution (0: G1 alone).
   c.generator_kwargs.n_blocks_local = 3  # Residual blocks per G2.
   c.generator_kwargs.norm = "instance"  # Instance norm without affine parameters.
+  # NVIDIA's test.py never calls eval() (and its generator has no dropout): with
+  # instance norm the same as "eval"; with --norm batch, per-image statistics.
+  c.test_mode = "train"
 
   c.discriminator = "multiscale_patchgan"  # num_d PatchGANs on 1, 1/2, 1/4 ... scale.
   c.num_d = 3  # Scales.

@@ -96,6 +96,21 @@ def define_generator_flags(fv: flags.FlagValues) -> None:
                     "(default for CycleGAN).", flag_values=fv)
 
 
+def define_test_mode_flags(fv: flags.FlagValues, seed: bool = True) -> None:
+  """--test_mode and (with `seed`) --seed in `fv`: how the commands that run
+  a trained generator (predict, evaluate, serve; export, whose program takes
+  the seeds as input, without --seed) run it (`tp2p_jax.methods.test_mode`)."""
+  flags.DEFINE_enum("test_mode", None, ["eval", "train"],
+                    "eval: running BatchNorm statistics, no dropout; train: each image "
+                    "normalised with its own statistics and seeded dropout on, as the "
+                    "pix2pix/pix2pixHD test.py without --eval (default: the run's "
+                    "config.test_mode: train for pix2pix and pix2pixHD, else eval).",
+                    flag_values=fv)
+  if seed:
+    flags.DEFINE_integer("seed", 0, "--test_mode=train: the dropout seed (the k-th input, "
+                         "0-based in input order, gets seed + k).", flag_values=fv)
+
+
 def loaded_config(fv: flags.FlagValues, name: str = "config") -> Any:
   """The value of an ml_collections config-file flag, which loads lazily;
   a file that is missing or fails to load is a `UsageError` naming it."""

@@ -41,7 +41,10 @@ each network call's rows on its own devices, every process gets all rows
 back (one all-gather per call) and computes the same metrics; process 0
 writes `RUN/eval/`. The JSON then holds `processes` too.
 
-Generators without a style input get the reconstruction metrics only.
+`--test_mode` and `--seed` run the generator as `predict` does (the JSON
+says which: `test_mode`); in train mode held-out pair k gets the dropout
+seed `--seed` + k. Generators without a style input get the reconstruction
+metrics only.
 Exit status: 0 evaluated; 2 a usage error (unknown or missing flag, bad
 run, a run whose eval/ folder is not writable, missing or unreadable
 Inception weights, weights that are a FIFO or device or lie in the run's
@@ -86,6 +89,7 @@ def _define_flags() -> flags.FlagValues:
                        flag_values=fv)
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Generator compute dtype (default: the run's).", flag_values=fv)
+  command.define_test_mode_flags(fv)
   command.define_job_flags(fv, "the held-out pairs (process i scores the i-th slice)")
   return fv
 
@@ -116,7 +120,8 @@ def _evaluate(fv: flags.FlagValues) -> int:
   result = evaluation.evaluate(
       fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
       batch_size=fv.batch_size, inception_weights=fv.inception_weights,
-      inception_size=fv.inception_size, dtype=fv.dtype, show_progress=True)
+      inception_size=fv.inception_size, dtype=fv.dtype, show_progress=True,
+      test_mode=fv.test_mode, seed=fv.seed)
   print(json.dumps(result, sort_keys=True))
   return 0
 

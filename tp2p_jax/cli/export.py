@@ -36,6 +36,12 @@ operation.
 
   python -m tp2p_jax.cli.export --workdir=runs/toycats --output=toycats_generator.onnx --format=onnx
 
+`--test_mode` (default: the run's `config.test_mode`) is baked into either
+format. In train mode a generator with dropout (pix2pix's U-Net) takes one
+more input, `seed` (B,) int32, each image's dropout seed (`predict
+--seed=S` gives its k-th input S + k; the JSON's `seed` says so); BatchNorm
+normalises each image with its own statistics.
+
 From Python: `tp2p_jax.inference.exporting.write_export(run, output,
 platforms, direction)` (ONNX: `tp2p_jax.inference.onnx_export.write_onnx_export(run,
 output, direction)`) on a run loaded with
@@ -75,13 +81,14 @@ def _define_flags() -> flags.FlagValues:
                     "extra).", flag_values=fv)
   flags.DEFINE_list("platforms", None, "Lowering platforms, e.g. cpu,cuda,tpu (default: "
                     "this machine's).", flag_values=fv)
+  command.define_test_mode_flags(fv, seed=False)
   return fv
 
 
 def _export(fv: flags.FlagValues) -> int:
   from tp2p_jax.cli import checks, output_paths
   from tp2p_jax.inference import exporting, onnx_export
-  from tp2p_jax.inference.run_loading import load_trained_run
+  from tp2p_jax.inference.run_loading import load_trained_run, with_test_mode
   # Before the run is loaded and the program traced; nothing is created.
   checks.run_dir(fv.workdir)
   onnx = fv.format == "onnx"
@@ -109,10 +116,12 @@ def _export(fv: flags.FlagValues) -> int:
          for sidecar in (".styles.npz", ".json")], run=fv.workdir)
   if not onnx:
     run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+    run = with_test_mode(run, fv.test_mode)
     print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
     return 0
   # ONNX runtimes' bfloat16 convolutions are rare: float32 unless asked.
   run = load_trained_run(fv.workdir, fv.step, fv.dtype or "float32")
+  run = with_test_mode(run, fv.test_mode)
   try:
     summary = onnx_export.write_onnx_export(run, output, fv.direction)
   except onnx_export.OnnxExportError as e:

@@ -23,6 +23,13 @@ take no style option; CycleGAN runs translate either way (`--direction`).
 Runs imported from PyTorch checkpoints (`python -m tp2p_jax.cli.import_torch`)
 without training data have no class averages: they style by `--style_image`.
 
+`--test_mode=train` runs the generator as pix2pix's and pix2pixHD's
+test.py do without --eval (each image normalised with its own BatchNorm
+statistics, dropout on, seeded by `--seed` and the input's position in the
+sorted list); `--test_mode=eval` with running statistics and no dropout.
+The default is the run's `config.test_mode` (train for pix2pix and
+pix2pixHD runs, eval for TransPix2Pix and CycleGAN).
+
 Each batch of `--batch_size` images (rounded up to a multiple of the
 device count) is split over all of this process's devices, with the
 weights replicated on each; inputs are decoded in a background thread and
@@ -229,7 +236,10 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
 
   What the run's predictor can do decides which options apply, whatever its
   method: a style for style-conditioned generators, `direction` among its
-  directions.
+  directions. The generator runs in the predictor's `test_mode`
+  (`run_loading.with_test_mode`); in train mode the input at position k of
+  `files` gets the dropout seed `image_seeds(predictor.seed, k)`, so no
+  output depends on the batch size, the device count or the other inputs.
 
   Every generator call takes one batch split over `devices` (weights
   replicated); inputs are decoded up to two batches ahead in a background
@@ -281,6 +291,7 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   from tp2p_jax.cli import checks
   from tp2p_jax.core import storage
   from tp2p_jax.inference import parallel, run_loading, styles
+  from tp2p_jax.methods.test_mode import image_seeds
 
   if batch_size < 1:
     raise UsageError(f"batch_size must be >= 1, got {batch_size}")
@@ -304,8 +315,12 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   predictor = run_loading.replicated_on(run, mesh).predictor
   global_batch = parallel.global_batch_size(batch_size, mesh)
   share = parallel.process_share(list(zip(paths, names)))
+  # Train mode's dropout seeds follow each input's place in the whole sorted
+  # list, whatever the process, batch or device count.
+  positions = parallel.process_share(range(len(paths)))
   prepare_mode = prepare or predictor.prepare
-  generate = lambda *x: predictor.generate(*x, direction=direction)  # noqa: E731
+  generate = lambda x, seeds, *style: predictor.generate(  # noqa: E731
+      x, *style, direction=direction, seeds=seeds)
   classes = per = None
   if bank is not None:
     classes = [i for i in range(len(bank.names)) if bank.counts[i] > 0]
@@ -315,27 +330,28 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
   written: list[epath.Path] = []
   failed: list[tuple[epath.Path, str]] = []
 
-  def generated(chunk: list[tuple[str, Any]], writer: parallel.BoundedWriter) -> None:
+  def generated(chunk: list[tuple[str, Any, int]], writer: parallel.BoundedWriter) -> None:
     if not written:
       # Only now: a run of unreadable inputs leaves no empty folder behind.
       out_dir.mkdir(parents=True, exist_ok=True)
-    sketches = np.stack([p.image for _, p in chunk])
+    sketches = np.stack([p.image for _, p, _ in chunk])
+    seeds = image_seeds(predictor.seed, [k for _, _, k in chunk])
     if bank is not None:
       tiled = np.repeat(sketches, per, axis=0)
       vectors = np.tile(bank.means[classes], (len(chunk), 1))
-      outputs = run_loading.in_fixed_batches(generate, [tiled, vectors], global_batch,
-                                             mesh=mesh)
+      outputs = run_loading.in_fixed_batches(generate, [tiled, np.repeat(seeds, per), vectors],
+                                             global_batch, mesh=mesh)
       names = [bank.names[c] for c in classes]
-      for i, (name, _) in enumerate(chunk):
+      for i, (name, _, _) in enumerate(chunk):
         written.append(out_dir / f"{name}_styles.png")
         writer.submit(_write_grid, written[-1], sketches[i], outputs[i * per:(i + 1) * per],
                       names)
     else:
-      inputs = [sketches]
+      inputs = [sketches, seeds]
       if vector is not None:
         inputs.append(np.repeat(vector[None], len(chunk), axis=0))
       outputs = run_loading.in_fixed_batches(generate, inputs, global_batch, mesh=mesh)
-      for (name, prepared), out in zip(chunk, outputs):
+      for (name, prepared, _), out in zip(chunk, outputs):
         written.append(out_dir / f"{name}.png")
         writer.submit(_write_restored, written[-1], out, prepared)
 
@@ -344,12 +360,12 @@ def predict_files(run: TrainedRun, files: Sequence[str | os.PathLike[str]],
                              depth=2 * per_call)
   with contextlib.closing(stream), parallel.BoundedWriter(
       workers=2, max_pending=2 * per_call) as writer:
-    chunk: list[tuple[str, Any]] = []
-    for path, name, prepared, reason in stream:
+    chunk: list[tuple[str, Any, int]] = []
+    for (path, name, prepared, reason), position in zip(stream, positions):
       if prepared is None:
         failed.append((path, reason))
         continue
-      chunk.append((name, prepared))
+      chunk.append((name, prepared, position))
       if len(chunk) == per_call:
         generated(chunk, writer)
         chunk = []
@@ -412,6 +428,7 @@ def _define_flags() -> flags.FlagValues:
                        "process's devices, rounded up to a multiple of their number (each "
                        "device takes an equal share).", lower_bound=1, flag_values=fv)
   command.define_generator_flags(fv)
+  command.define_test_mode_flags(fv)
   flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
                     "CycleGAN: which generator (A->B or B->A).", flag_values=fv)
   command.define_job_flags(fv, "the inputs (process i takes inputs i, i + N, ...)")
@@ -463,10 +480,11 @@ def _predict(fv: flags.FlagValues) -> int:
   import jax
 
   from tp2p_jax.inference import parallel
-  from tp2p_jax.inference.run_loading import load_trained_run
+  from tp2p_jax.inference.run_loading import load_trained_run, with_test_mode
   files = _check_before_loading(fv)
   command.join_job(fv)
   run = load_trained_run(fv.workdir, fv.step, fv.dtype, mesh=parallel.local_mesh())
+  run = with_test_mode(run, fv.test_mode, fv.seed)
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,
                          style_image=fv.style_image or None, style_mix=fv.style_mix or None,
@@ -486,6 +504,7 @@ def _predict(fv: flags.FlagValues) -> int:
                     "output": os.fspath(epath.Path(fv.output)), "step": run.step,
                     "devices": result.devices, "processes": jax.process_count(),
                     "process_index": jax.process_index(), "batch_size": result.batch_size,
+                    "test_mode": run.predictor.test_mode,
                     "seconds": round(result.seconds, 3),
                     "images_per_s": round(result.images_per_s, 3)}))
   return 1 if result.failed else 0

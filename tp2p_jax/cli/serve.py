@@ -15,7 +15,10 @@ the API is described at /docs (OpenAPI at /openapi.json):
 The run's EMA generator (any family: TransPix2Pix with its style classes,
 reference photos and mixes; pix2pix and pix2pixHD; CycleGAN with
 `direction`) is compiled once at start-up for `--max_batch_size` images;
-/healthz answers 200 once that is done. Requests arriving within
+/healthz answers 200 once that is done. The generator runs in the run's
+test mode (`--test_mode`, `--seed` as for predict; in train mode each
+request's sketch is the first image of its own input, dropout seed
+`--seed`, whatever it is batched with). Requests arriving within
 `--batch_timeout_ms` of each other share one generator call. Sketches are
 prepared and outputs restored to the upload's size as `predict` does.
 The server listens on 127.0.0.1 unless --host says otherwise (and then
@@ -110,6 +113,7 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_list("allowed_origins", [], "Web origins (https://example.org) whose pages "
                     "may call the API besides the server's own ('*': any).", flag_values=fv)
   command.define_generator_flags(fv)
+  command.define_test_mode_flags(fv)
   return fv
 
 
@@ -143,7 +147,7 @@ def _serve(fv: flags.FlagValues) -> int:
 
   from tp2p_jax.cli import checks
   from tp2p_jax.core.run_dir import read_run_config
-  from tp2p_jax.inference.run_loading import load_trained_run
+  from tp2p_jax.inference.run_loading import load_trained_run, with_test_mode
   from tp2p_jax.serving.app import Limits, create_app
   from tp2p_jax.serving.connections import (ConnectionLimits, fit_to_file_limit,
                                             uvicorn_config)
@@ -160,6 +164,7 @@ def _serve(fv: flags.FlagValues) -> int:
                                  fv.keep_alive_timeout_s)
   start = time.perf_counter()
   run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+  run = with_test_mode(run, fv.test_mode, fv.seed)
   model = ServedModel(run, fv.max_batch_size, fv.prepare)
   log.info("loaded %s step %d in %.1f s", run.workdir, run.step, time.perf_counter() - start)
   app = create_app(model, batch_timeout_ms=fv.batch_timeout_ms, limits=limits, access=access)

@@ -73,8 +73,8 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
              step: int | None = None, num_examples: int | None = None, batch_size: int = 16,
              inception_weights: str | os.PathLike[str] | None = None,
              inception_size: int = 299, dtype: str | None = None,
-             show_progress: bool = False, devices: Sequence[jax.Device] | None = None
-             ) -> dict[str, Any]:
+             show_progress: bool = False, devices: Sequence[jax.Device] | None = None,
+             test_mode: str | None = None, seed: int = 0) -> dict[str, Any]:
   """All metrics of a run (see `tp2p_jax.cli.evaluate`); writes
   `RUN/eval/<step>.json` and the embedding plot, returns the metrics.
 
@@ -88,6 +88,9 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
   writing of the result) and `images_per_s` (generated_images / seconds).
   `show_progress`: a line per phase and a progress bar over its batches on
   stderr. `workdir` may be a local path or a URL such as gs://.
+  `test_mode` ("eval" | "train"; None: the run's `config.test_mode`) and
+  `seed` say how the generator runs (`run_loading.with_test_mode`); in
+  train mode held-out pair k gets the dropout seed `image_seeds(seed, k)`.
 
   Raises:
     RunError: the run cannot be loaded or has no held-out pairs.
@@ -100,6 +103,7 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
   from tp2p_jax.core.atomic_files import write_json_atomically
   from tp2p_jax.core.run_dir import RunError
   from tp2p_jax.inference import parallel, run_loading
+  from tp2p_jax.methods.test_mode import image_seeds
 
   start = time.perf_counter()
   # Read and checked in full first: a wrong file would otherwise be found
@@ -108,6 +112,7 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
   mesh = parallel.local_mesh(devices)
   batch_size = parallel.global_batch_size(batch_size, mesh)
   run = run_loading.load_trained_run(workdir, step, dtype, mesh=mesh)
+  run = run_loading.with_test_mode(run, test_mode, seed)
   predictor = run.predictor
   c = run.config
   if run_loading.names_no_dataset(c):
@@ -141,22 +146,30 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
         lambda rows: run_loading.in_fixed_batches(
             fn, rows, batch_size, desc=desc if show_progress else None, mesh=mesh), arrays)
 
+  # Train mode's dropout seeds follow each pair's place in the split, so the
+  # metrics do not depend on the batch size, the device or process count.
+  seeds = image_seeds(predictor.seed, np.arange(n))
+
+  def generate(x: jax.Array, row_seeds: jax.Array, *style: jax.Array,
+               variables: Any = None) -> jax.Array:
+    return predictor.generate(x, *style, variables=variables, seeds=row_seeds)
+
   # Reconstruction: each sketch in the style of its own target photo (if
   # the generator takes a style).
-  inputs = [real_a]
+  inputs = [real_a, seeds]
   if predictor.style_dim is not None:
     phase("embedding the target photos")
     embeddings = fixed(run.embed, real_b, desc="embed")
     inputs.append(embeddings)
   phase("generating")
-  fake = fixed(predictor.generate, *inputs, desc="generate")
+  fake = fixed(generate, *inputs, desc="generate")
   phase("generating with the untrained generator (the baseline)")
   untrained = predictor.initial_variables()["AtoB"]
-  fake_untrained = fixed(lambda x, *s: predictor.generate(x, *s, variables=untrained), *inputs,
-                         desc="baseline")
+  fake_untrained = fixed(lambda *x: generate(*x, variables=untrained), *inputs, desc="baseline")
   phase("image metrics (L1, PSNR, SSIM, LPIPS)")
   result: dict[str, Any] = {"model": predictor.model_name, "step": run.step, "split": split,
-                            "num_examples": n, "image_size": predictor.image_size}
+                            "num_examples": n, "image_size": predictor.image_size,
+                            "test_mode": predictor.test_mode}
   result["l1"] = float(np.mean(fixed(metrics.l1, fake, real_b)))
   result["l1_untrained"] = float(np.mean(fixed(metrics.l1, fake_untrained, real_b)))
   result["psnr"] = metrics.mean_psnr(fixed(metrics.psnr, fake, real_b))
@@ -167,7 +180,8 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
 
   generated = 2 * n
   if predictor.style_dim is not None:
-    result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed, phase))
+    result.update(_style_metrics(run, real_a, real_b, labels, embeddings, split, fixed, phase,
+                                 generate, seeds))
     generated += n * len(result["style_accuracy_per_class"])
   if inception is not None:
     phase("FID and KID (Inception-v3 features)")
@@ -196,9 +210,11 @@ def _phase_reporter(enabled: bool, num_examples: int) -> Callable[[str], None]:
 
 def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarray,
                    embeddings: np.ndarray, split: str, fixed: Callable[..., np.ndarray],
-                   phase: Callable[[str], None]) -> dict[str, Any]:
+                   phase: Callable[[str], None], generate: Callable[..., jax.Array],
+                   seeds: np.ndarray) -> dict[str, Any]:
   """Style adaptation accuracy, the style encoder's EER and accuracies, and
-  the embedding map of a style-conditioned run."""
+  the embedding map of a style-conditioned run; `generate(sketches, seeds,
+  style)` is the run's generator, `seeds` the pairs' dropout seeds."""
   from tp2p_jax import metrics
   from tp2p_jax.inference import styles
   n = len(real_a)
@@ -212,7 +228,7 @@ def _style_metrics(run, real_a: np.ndarray, real_b: np.ndarray, labels: np.ndarr
   for k, name in enumerate(bank.names):
     if bank.counts[k] == 0:
       continue
-    styled = fixed(run.predictor.generate, real_a, np.repeat(bank.means[k][None], n, axis=0),
+    styled = fixed(generate, real_a, seeds, np.repeat(bank.means[k][None], n, axis=0),
                    desc=f"style {name}")
     predicted = np.argmax(fixed(run.classify, styled), axis=-1)
     per_class[name] = float(np.mean(predicted == k))

@@ -14,6 +14,7 @@ from tp2p_jax.core import storage
 from tp2p_jax.core.atomic_files import replacing, write_npz_atomically
 from tp2p_jax.inference import styles
 from tp2p_jax.inference.run_loading import TrainedRun, names_no_dataset
+from tp2p_jax.methods import test_mode
 
 
 # The platforms `jax.export` lowers for; it takes any other name too and
@@ -29,11 +30,21 @@ def check_platforms(platforms: Sequence[str] | None) -> None:
                        f"{', '.join(PLATFORMS)}")
 
 
+def takes_seed(run: TrainedRun, direction: str = "AtoB") -> bool:
+  """Whether the run's export takes a `seed` input: in train mode, where
+  its generator draws dropout (`test_mode.draws_dropout`)."""
+  p = run.predictor
+  return p.test_mode == "train" and test_mode.draws_dropout(
+      p.generator, p.variables[direction], p.image_size, p.style_dim)
+
+
 def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
                      direction: str = "AtoB") -> jax.export.Exported:
-  """`jax.export` of the run's EMA generator with a symbolic batch size:
-  `generate(images[, style])`, images (B, S, S, 3) float32 in [-1, 1] and
-  style (B, E) for style-conditioned generators.
+  """`jax.export` of the run's EMA generator in its predictor's test mode
+  with a symbolic batch size: `generate(images[, style][, seed])`, images
+  (B, S, S, 3) float32 in [-1, 1], style (B, E) for style-conditioned
+  generators and seed (B,) int32, each image's dropout seed, in train mode
+  for generators with dropout (`takes_seed`).
 
   Args:
     run: a loaded run.
@@ -50,16 +61,21 @@ def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
     raise ValueError(f"this run's generator translates {'/'.join(predictor.directions)}, "
                      f"not {direction}")
   variables = jax.tree.map(jnp.asarray, predictor.variables[direction])
+  seeded = takes_seed(run, direction)
 
-  def generate(images: jax.Array, *style: jax.Array) -> jax.Array:
-    args = (images, *style)
-    return predictor.generator.apply(variables, *args, train=False).astype(jnp.float32)
+  def generate(images: jax.Array, *rest: jax.Array) -> jax.Array:
+    style = rest[0] if predictor.style_dim is not None else None
+    seeds = rest[-1] if seeded else jnp.zeros(images.shape[:1], jnp.int32)
+    return test_mode.apply_generator(predictor.generator, variables, images, style,
+                                     predictor.test_mode, seeds)
 
   (batch,) = jax.export.symbolic_shape("b")
   s = predictor.image_size
   args = [jax.ShapeDtypeStruct((batch, s, s, 3), jnp.float32)]
   if predictor.style_dim is not None:
     args.append(jax.ShapeDtypeStruct((batch, predictor.style_dim), jnp.float32))
+  if seeded:
+    args.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
   kwargs = {"platforms": tuple(platforms)} if platforms else {}
   return jax.export.export(jax.jit(generate), **kwargs)(*args)
 
@@ -81,10 +97,21 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
   exported = export_generator(run, platforms, direction)
   summary = {"model": predictor.model_name, "direction": direction, "step": run.step,
              "workdir": run.workdir, "image_size": predictor.image_size,
-             "style_dim": predictor.style_dim, "inputs": [str(a) for a in exported.in_avals],
+             "style_dim": predictor.style_dim, **test_mode_summary(run, direction),
+             "inputs": [str(a) for a in exported.in_avals],
              "outputs": [str(a) for a in exported.out_avals],
              "platforms": list(exported.platforms)}
   return write_artifact(run, output, exported.serialize(), summary)
+
+
+def test_mode_summary(run: TrainedRun, direction: str = "AtoB") -> dict:
+  """The JSON summary's account of the test mode: `test_mode`, and `seed`
+  (what the seed input is; None where there is none)."""
+  seed = None
+  if takes_seed(run, direction):
+    seed = ("(batch,) int32, each image's dropout seed: predict --seed=S gives its k-th "
+            "input S + k")
+  return {"test_mode": run.predictor.test_mode, "seed": seed}
 
 
 def check_artifact_paths(output: str) -> None:
@@ -122,6 +149,6 @@ def write_artifact(run: TrainedRun, output: str, data: bytes, summary: dict) -> 
 
 def load_exported(path: str) -> jax.export.Exported:
   """Reads a file written by `write_export` (a local path or a gs:// URL);
-  call `.call(images[, style])`."""
+  call `.call(images[, style][, seed])`."""
   with storage.path(path).open("rb") as f:
     return jax.export.deserialize(bytearray(f.read()))

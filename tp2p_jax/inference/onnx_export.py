@@ -7,22 +7,29 @@ The model has the signature of the `jax.export` artifact
 
   inputs:  `images` (batch, S, S, 3) float32, RGB in [-1, 1]
            `style`  (batch, E) float32 (style-conditioned generators only)
+           `seed`   (batch,) int32, each image's dropout seed (test mode
+                    "train" of a generator with dropout only)
   output:  `output` (batch, S, S, 3) float32, RGB in [-1, 1]
 
 `batch` is symbolic (any batch size); the weights are initializers inside
 the model. The model's metadata (`metadata_props`) states the same: keys
 `tp2p.inputs`, `tp2p.outputs`, `tp2p.layout` ("NHWC"), `tp2p.range`, and the
 generator's `tp2p.model`, `tp2p.direction`, `tp2p.image_size`,
-`tp2p.style_dim` (and `tp2p.step`, `tp2p.workdir` for a run's export).
+`tp2p.style_dim`, `tp2p.test_mode` (and `tp2p.step`, `tp2p.workdir` for a
+run's export).
 
 Nothing here is written by hand: every operation comes from jax2onnx's
-conversion of the generator's traced function. One adjustment: jax2onnx
+conversion of the generator's traced function. Two adjustments: jax2onnx
 replaces `flax.linen.pool`/`avg_pool` while it traces with versions that
 accept only 'SAME'/'VALID' padding and a keyword `window_shape`, which the
 padded, pad-excluding average pooling of pix2pixHD's input pyramid
-(`tp2p_jax.models.layers.avg_pool_downsample`) is not; flax's own functions
-are put back for the generator's call, so that pooling traces to
-`lax.reduce_window_sum`, which jax2onnx converts.
+(`tp2p_jax.models.layers.avg_pool_downsample`) is not; and it replaces
+`flax.linen.Dropout.__call__` with an ONNX Dropout (the identity at
+inference) outside flax's method interception, by which the train test
+mode draws its seeded masks (`tp2p_jax.methods.test_mode`). flax's own
+functions are put back for the generator's call, so that pooling traces to
+`lax.reduce_window_sum` and the masks to integer hashing, which jax2onnx
+converts (onnxruntime computes the same bits).
 """
 from __future__ import annotations
 
@@ -40,20 +47,23 @@ import jax.numpy as jnp
 
 from tp2p_jax.inference import exporting
 from tp2p_jax.inference.run_loading import TrainedRun
+from tp2p_jax.methods import test_mode
 
 # The ONNX graph's input and output names.
 IMAGES = "images"
 STYLE = "style"
+SEED = "seed"
 OUTPUT = "output"
 # The symbolic batch dimension's name.
 BATCH = "batch"
 # ONNX operator set the models target (onnxruntime >= 1.20 runs it).
 OPSET = 21
 
-# flax's pooling functions as flax defines them, taken before any conversion
-# has replaced them (see the module docstring).
-_FLAX_POOLING = {(module, name): getattr(module, name)
-                 for module in (nn, flax_pooling) for name in ("pool", "avg_pool")}
+# flax's pooling functions and dropout call as flax defines them, taken
+# before any conversion has replaced them (see the module docstring).
+_FLAX_ORIGINALS = {(module, name): getattr(module, name)
+                   for module in (nn, flax_pooling) for name in ("pool", "avg_pool")}
+_FLAX_ORIGINALS[(nn.Dropout, "__call__")] = nn.Dropout.__call__
 
 
 class OnnxExportError(RuntimeError):
@@ -77,12 +87,12 @@ def _require_converter() -> None:
 
 
 @contextlib.contextmanager
-def _flax_pooling() -> Iterator[None]:
-  """For the block: flax's own pooling functions in place of the converter's
-  (restored on exit, whatever they were)."""
-  current = {key: getattr(*key) for key in _FLAX_POOLING}
+def _flax_originals() -> Iterator[None]:
+  """For the block: flax's own pooling functions and dropout call in place
+  of the converter's (restored on exit, whatever they were)."""
+  current = {key: getattr(*key) for key in _FLAX_ORIGINALS}
   try:
-    for (module, name), function in _FLAX_POOLING.items():
+    for (module, name), function in _FLAX_ORIGINALS.items():
       setattr(module, name, function)
     yield
   finally:
@@ -111,9 +121,10 @@ def _quiet_converter() -> Iterator[None]:
 
 def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_size: int,
                       style_dim: int | None = None,
-                      metadata: Mapping[str, Any] | None = None) -> Any:
-  """The ONNX model (`onnx.ModelProto`) of `generator.apply(variables,
-  images[, style], train=False)` in float32, with a symbolic batch.
+                      metadata: Mapping[str, Any] | None = None, mode: str = "eval") -> Any:
+  """The ONNX model (`onnx.ModelProto`) of the generator at test time,
+  `test_mode.apply_generator(generator, variables, images, style, mode,
+  seed)`, in float32, with a symbolic batch.
 
   Args:
     generator: netG (any registered generator; its compute dtype is kept).
@@ -124,6 +135,9 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
       (batch, E) float32), None for one without a style input.
     metadata: more `tp2p.<key>` entries for the model's metadata (values
       written as JSON unless strings).
+    mode: the test mode, "eval" or "train"; in train mode a generator with
+      dropout (`test_mode.draws_dropout`) takes a third input `seed`
+      (batch,) int32, each image's dropout seed.
 
   Raises:
     OnnxExportError: jax2onnx is not installed, or it cannot convert an
@@ -132,16 +146,24 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
   _require_converter()
   from jax2onnx import to_onnx
   variables = jax.tree.map(jnp.asarray, variables)
+  seeded = mode == "train" and test_mode.draws_dropout(generator, variables, image_size,
+                                                       style_dim)
 
-  def generate(images: jax.Array, *style: jax.Array) -> jax.Array:
-    with _flax_pooling():
-      return generator.apply(variables, images, *style, train=False).astype(jnp.float32)
+  def generate(images: jax.Array, *rest: jax.Array) -> jax.Array:
+    style = rest[0] if style_dim is not None else None
+    seeds = rest[-1] if seeded else jnp.zeros(images.shape[:1], jnp.int32)
+    with _flax_originals():
+      return test_mode.apply_generator(generator, variables, images, style, mode, seeds)
 
-  inputs: list[tuple[str | int, ...]] = [(BATCH, image_size, image_size, 3)]
+  (batch,) = jax.export.symbolic_shape(BATCH)
+  inputs = [jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)]
   names = [IMAGES]
   if style_dim is not None:
-    inputs.append((BATCH, style_dim))
+    inputs.append(jax.ShapeDtypeStruct((batch, style_dim), jnp.float32))
     names.append(STYLE)
+  if seeded:
+    inputs.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
+    names.append(SEED)
   try:
     with _quiet_converter():
       model = to_onnx(generate, inputs, model_name="tp2p_generator", opset=OPSET,
@@ -151,12 +173,14 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
     raise OnnxExportError(f"jax2onnx could not convert the generator: {type(e).__name__}"
                           f"{': ' + text[0] if text else ''}") from e
   style_shape = f"{STYLE}: ({BATCH}, {style_dim}) float32" if style_dim is not None else None
+  seed_shape = (f"{SEED}: ({BATCH},) int32, each image's dropout seed (predict --seed=S "
+                "gives its k-th input S + k)") if seeded else None
   props = {
       "inputs": "; ".join(filter(None, [f"{IMAGES}: ({BATCH}, {image_size}, {image_size}, 3) "
-                                        "float32 RGB in [-1, 1]", style_shape])),
+                                        "float32 RGB in [-1, 1]", style_shape, seed_shape])),
       "outputs": f"{OUTPUT}: ({BATCH}, {image_size}, {image_size}, 3) float32 RGB in [-1, 1]",
       "layout": "NHWC", "range": "[-1, 1]", "image_size": image_size, "style_dim": style_dim,
-      **(metadata or {})}
+      "test_mode": mode, **(metadata or {})}
   del model.metadata_props[:]
   for key, value in props.items():
     entry = model.metadata_props.add()
@@ -169,7 +193,8 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
 
 def export_onnx(run: TrainedRun, direction: str = "AtoB") -> Any:
   """The ONNX model (`onnx.ModelProto`) of the run's EMA generator for
-  `direction` (see `generator_to_onnx`), with the run's model name,
+  `direction` in its predictor's test mode (see `generator_to_onnx`), with
+  the run's model name,
   direction, step and workdir in its metadata.
 
   Raises:
@@ -183,7 +208,8 @@ def export_onnx(run: TrainedRun, direction: str = "AtoB") -> Any:
   return generator_to_onnx(predictor.generator, predictor.variables[direction],
                            predictor.image_size, predictor.style_dim,
                            {"model": predictor.model_name, "direction": direction,
-                            "step": run.step, "workdir": str(run.workdir)})
+                            "step": run.step, "workdir": str(run.workdir)},
+                           predictor.test_mode)
 
 
 def write_onnx_export(run: TrainedRun, output: str, direction: str = "AtoB") -> dict:
@@ -205,8 +231,11 @@ def write_onnx_export(run: TrainedRun, output: str, direction: str = "AtoB") -> 
   inputs = [{"name": IMAGES, "shape": [BATCH, s, s, 3], "dtype": "float32"}]
   if e is not None:
     inputs.append({"name": STYLE, "shape": [BATCH, e], "dtype": "float32"})
+  if exporting.takes_seed(run, direction):
+    inputs.append({"name": SEED, "shape": [BATCH], "dtype": "int32"})
   summary = {"format": "onnx", "model": predictor.model_name, "direction": direction,
              "step": run.step, "workdir": run.workdir, "image_size": s, "style_dim": e,
+             **exporting.test_mode_summary(run, direction),
              "opset": OPSET, "layout": "NHWC", "inputs": inputs,
              "outputs": [{"name": OUTPUT, "shape": [BATCH, s, s, 3], "dtype": "float32"}]}
   return exporting.write_artifact(run, output, model.SerializeToString(), summary)

@@ -5,7 +5,8 @@ method.
 method it names and lets the method restore, from the latest checkpoint
 under `<workdir>/checkpoints/` (or a chosen step), what inference needs: a
 `Predictor` (the EMA generator per direction, and the frozen style encoder
-of style-conditioned models). Optimiser states and discriminators are read
+of style-conditioned models), run in the config's `test_mode` unless
+`with_test_mode` says otherwise. Optimiser states and discriminators are read
 and dropped at once.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core.run_dir import RunError, restore_run_state
 from tp2p_jax.core import storage
 from tp2p_jax.inference import parallel
+from tp2p_jax.methods import test_mode
 from tp2p_jax.methods.base import Predictor
 
 
@@ -129,9 +131,28 @@ def load_trained_run(workdir: str | os.PathLike[str], step: int | None = None,
     restored_step.append(at)
     return state
 
-  predictor = method.predictor(config, restore, dtype)
+  try:
+    test_mode.check_test_mode(config.test_mode)
+  except ValueError as e:
+    raise RunError(f"{workdir}/config.json: test_mode: {e}") from None
+  predictor = dataclasses.replace(method.predictor(config, restore, dtype),
+                                  test_mode=config.test_mode)
   run = TrainedRun(workdir=workdir, config=config, step=restored_step[0], predictor=predictor)
   return run if mesh is None else replicated_on(run, mesh)
+
+
+def with_test_mode(run: TrainedRun, mode: str | None = None, seed: int = 0) -> TrainedRun:
+  """`run` with its generator run in test mode `mode` ("eval" or "train",
+  `tp2p_jax.methods.test_mode`; None: the run's own, `config.test_mode`)
+  and the train mode's dropout `seed`.
+
+  Raises:
+    ValueError: an unknown mode.
+  """
+  mode = run.predictor.test_mode if mode is None else mode
+  test_mode.check_test_mode(mode)
+  return dataclasses.replace(run, predictor=dataclasses.replace(run.predictor, test_mode=mode,
+                                                                seed=int(seed)))
 
 
 def replicated_on(run: TrainedRun, mesh: Mesh) -> TrainedRun:

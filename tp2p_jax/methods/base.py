@@ -21,17 +21,18 @@ import jax.numpy as jnp
 import ml_collections
 
 from tp2p_jax.core.stage import Stage
+from tp2p_jax.methods import test_mode
 
 Variables = Mapping[str, Any]
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def _apply(generator: nn.Module, variables: Variables, images: jax.Array,
-           style: jax.Array | None) -> jax.Array:
-  """netG in eval mode, float32 output; the module is static, the variables
-  an argument (not baked into the program as constants)."""
-  args = (images,) if style is None else (images, style)
-  return generator.apply(variables, *args, train=False).astype(jnp.float32)
+           style: jax.Array | None, mode: str, seeds: jax.Array) -> jax.Array:
+  """netG in test mode `mode` (`test_mode.apply_generator`), float32 output;
+  the module is static, the variables an argument (not baked into the
+  program as constants)."""
+  return test_mode.apply_generator(generator, variables, images, style, mode, seeds)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -69,6 +70,11 @@ class Predictor:
     style_variables: its {"params", "batch_stats"} ({} without one).
     prepare: how inputs are fitted to the model by default: "hand_drawn"
       (redrawn in the training line style) or "pad" (resized and padded).
+    test_mode: how netG runs (`tp2p_jax.methods.test_mode`): "eval"
+      (running BatchNorm statistics, no dropout) or "train" (each image
+      normalised with its own statistics, seeded dropout on).
+    seed: the train mode's dropout seed; the image at position k of the
+      input gets `test_mode.image_seeds(seed, k)`.
   """
   model_name: str
   image_size: int
@@ -79,20 +85,27 @@ class Predictor:
   style_encoder: nn.Module | None = None
   style_variables: Variables = dataclasses.field(default_factory=dict)
   prepare: str = "hand_drawn"
+  test_mode: str = "eval"
+  seed: int = 0
 
   @property
   def directions(self) -> tuple[str, ...]:
     return tuple(self.variables)
 
   def generate(self, images: jax.Array, style: jax.Array | None = None,
-               direction: str = "AtoB", variables: Variables | None = None) -> jax.Array:
-    """The EMA generator in eval mode (jitted; compiles once per shape).
+               direction: str = "AtoB", variables: Variables | None = None,
+               seeds: jax.Array | None = None) -> jax.Array:
+    """The EMA generator in `test_mode` (jitted; compiles once per shape).
 
     Args:
       images: (B, S, S, 3) in [-1, 1].
       style: (B, E) style embeddings for style-conditioned generators.
       direction: one of `directions`.
       variables: other generator variables (e.g. `initial_variables()[d]`).
+      seeds: (B,) int32 dropout seed per image (train mode; callers that
+        batch pass `test_mode.image_seeds(self.seed, positions)`, so that
+        each image's output is independent of its batch). Default: the
+        rows as positions 0 .. B - 1.
 
     Returns:
       (B, S, S, 3) float32 in [-1, 1].
@@ -104,7 +117,10 @@ class Predictor:
       raise ValueError(f"{self.model_name} " + ("needs (B, E) style embeddings"
                                                 if style is None else "takes no style"))
     v = self.variables[direction] if variables is None else variables
-    return _apply(self.generator, v, jnp.asarray(images, jnp.float32), style)
+    if seeds is None:
+      seeds = test_mode.image_seeds(self.seed, range(len(images)))
+    return _apply(self.generator, v, jnp.asarray(images, jnp.float32), style, self.test_mode,
+                  jnp.asarray(seeds, jnp.int32))
 
   def encoder_outputs(self, photos: jax.Array) -> dict[str, jax.Array]:
     """{"embedding": (B, E), "cosine": (B, C)} of photos (B, H, W, 3) in [-1, 1]."""

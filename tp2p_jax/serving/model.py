@@ -28,6 +28,7 @@ from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import run_loading, sketch_io, style_choice, styles
 from tp2p_jax.inference.run_loading import TrainedRun
 from tp2p_jax.methods.base import encoder_outputs
+from tp2p_jax.methods.test_mode import image_seeds
 from tp2p_jax.serving.errors import RequestError
 from tp2p_jax.serving.uploads import encode_png
 
@@ -121,17 +122,19 @@ class ServedModel:
   # --- start-up ---------------------------------------------------------------------
 
   def _compile_generator(self, direction: str) -> Callable[..., Any]:
-    """`generate(images (B, S, S, 3), [style (B, E)]) -> (B, S, S, 3)`
-    compiled ahead of time for B = batch_size: another shape is an error,
-    never a compilation."""
+    """`generate(images (B, S, S, 3), seeds (B,) int32, [style (B, E)]) ->
+    (B, S, S, 3)` in the predictor's test mode, compiled ahead of time for
+    B = batch_size: another shape is an error, never a compilation."""
     s, b = self.predictor.image_size, self.batch_size
-    specs = [jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)]
+    specs = [jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
+             jax.ShapeDtypeStruct((b,), jnp.int32)]
     if self.has_style:
       specs.append(jax.ShapeDtypeStruct((b, self.predictor.style_dim), jnp.float32))
     variables = self.predictor.variables[direction]
 
-    def generate(v: Any, *inputs: jax.Array) -> jax.Array:
-      return self.predictor.generate(*inputs, direction=direction, variables=v)
+    def generate(v: Any, images: jax.Array, seeds: jax.Array, *style: jax.Array) -> jax.Array:
+      return self.predictor.generate(images, *style, direction=direction, variables=v,
+                                     seeds=seeds)
 
     compiled = jax.jit(generate).lower(variables, *specs).compile()
     return lambda *inputs: compiled(variables, *inputs)
@@ -267,8 +270,12 @@ class ServedModel:
   def _call_generator(self, direction: str, sketches: np.ndarray,
                       vectors: np.ndarray | None) -> np.ndarray:
     """(N, S, S, 3) sketches [and (N, E) styles] -> (N, S, S, 3) outputs in
-    [-1, 1], through the compiled program in padded batches."""
-    arrays = [sketches] if vectors is None else [sketches, vectors]
+    [-1, 1], through the compiled program in padded batches. In train mode
+    every request is the first image of its own input (dropout seed
+    `image_seeds(seed, 0)`), so a sketch's output does not depend on the
+    requests it is batched with."""
+    seeds = np.repeat(image_seeds(self.predictor.seed, [0]), len(sketches))
+    arrays = [sketches, seeds] + ([] if vectors is None else [vectors])
     return run_loading.in_fixed_batches(self._generate[direction], arrays, self.batch_size)
 
   def run_batch(self, jobs: Sequence[Job]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.golden_check import GOLDEN_DIR, check, load
+from tests.golden_check import GOLDEN_DIR, RTOL, assert_close, check, load
 from tp2p_jax.interop.synthetic import synthetic_state_dict
 from tp2p_jax.interop.torch_weights import WeightImportError, convert, import_network
 
@@ -209,3 +209,30 @@ def test_import_network_generator_apply() -> None:
   module, variables = import_network("resnet_6blocks", _weights("resnet_6blocks"))
   out = module.apply(variables, jnp.zeros((1, 16, 16, 1)), train=False)
   assert out.shape == (1, 16, 16, 3) and out.dtype == jnp.float32
+
+
+def test_train_test_mode_of_an_imported_unet_256_is_junyanz_test_py() -> None:
+  """junyanz's test.py without --eval: the U-Net in .train() on one image at
+  a time (each normalised with its own BatchNorm statistics; dropout p set
+  to 0 on both sides to compare) equals the imported U-Net in test mode
+  "train" on the pair of images at once."""
+  from tp2p_jax.methods.test_mode import apply_generator, image_seeds
+  data = load("unet_256_test_mode")
+  meta = data["meta"]
+  conversion = convert(meta["kind"], synthetic_state_dict(data["layout"]), **meta["options"])
+  module = conversion.module.clone(**meta["train_overrides"])
+  x = jnp.asarray(data["input/real_a"])  # (2, 256, 256, 1), two different images
+
+  @jax.jit
+  def per_image_and_joint(variables, x):
+    per_image = apply_generator(module, variables, x, None, "train", image_seeds(0, [0, 1]))
+    joint, _ = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    return per_image, joint
+
+  per_image, joint = per_image_and_joint(conversion.variables, x)
+  expected = data["train/0"]
+  error = assert_close(per_image, expected, "unet_256 test mode train")
+  assert error < 1e-4
+  # Statistics over the pair are another function: far outside the tolerance.
+  scale = np.max(np.abs(expected))
+  assert np.max(np.abs(np.asarray(joint) - expected)) > 100 * RTOL * scale

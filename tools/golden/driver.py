@@ -14,6 +14,7 @@ inputs, and how to call the original. `record(case, out_dir)` writes
   eval/<i>        eval-mode outputs (flattened list, NHWC)
   train/<i>       train-mode outputs with every dropout rate 0
   grad64/<name>   d/d input of sum_i <train/i, output_weights(i)>, float64
+                  (cases with `gradients`)
   stats/<tensor>  BatchNorm running statistics after that train-mode pass
 
 Only torch, numpy and tp2p_jax.interop.synthetic are needed; the original is
@@ -46,6 +47,8 @@ class Case:
     train_overrides: fields our module is cloned with for the train-mode
       checks (its dropout rates set to 0, as the original's).
     apply_kwargs: extra keyword arguments of our module's call (JSON).
+    gradients: also record the input gradients (off for a case that checks
+      outputs only, which keeps its fixture small).
   """
   name: str
   kind: str
@@ -56,6 +59,7 @@ class Case:
   train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
   apply_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
   checkpoint: bool = False  # also torch.save the weights, as the release does
+  gradients: bool = True
 
 
 def uniform_inputs(seed: int, **shapes: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -120,15 +124,18 @@ def _run(case: Case, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], dict[st
 
   _zero_dropout(net)
   net.train()
-  tin = {k: _to_torch(v).to(dtype).requires_grad_(True) for k, v in case.inputs.items()}
+  tin = {k: _to_torch(v).to(dtype).requires_grad_(case.gradients)
+         for k, v in case.inputs.items()}
   outs = _flatten(case.call(net, tin))
-  scalar = sum((o * _to_torch(output_weights(i, _to_numpy(o).shape)).to(o.dtype)).sum()
-               for i, o in enumerate(outs))
-  scalar.backward()
+  if case.gradients:
+    scalar = sum((o * _to_torch(output_weights(i, _to_numpy(o).shape)).to(o.dtype)).sum()
+                 for i, o in enumerate(outs))
+    scalar.backward()
   for i, o in enumerate(outs):
     arrays[f"train/{i}"] = _to_numpy(o)
   for k, t in tin.items():
-    arrays[f"grad/{k}"] = _to_numpy(t.grad)
+    if case.gradients:
+      arrays[f"grad/{k}"] = _to_numpy(t.grad)
   for k, v in net.state_dict().items():
     if k.endswith(("running_mean", "running_var")):
       arrays[f"stats/{k}"] = v.detach().cpu().numpy().astype(np.float32)

@@ -15,7 +15,8 @@ Sizes are the smallest each architecture accepts, with narrow widths, so
 that fixtures stay small and the tests fast:
   * unet_256 needs 256x256 (8 stride-2 levels down to 1x1); batch 1 and one
     channel in and out keep its fixture near 1 MB (its smallest normalised
-    map is 2x2, so BatchNorm still sees several values per channel).
+    map is 2x2, so BatchNorm still sees several values per channel). Its
+    test-mode case runs two images one at a time and stores no gradients.
   * unet_128 needs 128x128.
   * the ResNet and pix2pixHD generators run at 32 and 64 px.
 """
@@ -71,6 +72,12 @@ def _single(net: nn.Module, x: dict[str, torch.Tensor]) -> Any:
   return net(value)
 
 
+def _one_at_a_time(net: nn.Module, x: dict[str, torch.Tensor]) -> Any:
+  """The images of the batch one by one, as junyanz's test.py (batch size 1)."""
+  (value,) = x.values()
+  return torch.cat([net(value[i:i + 1]) for i in range(value.shape[0])])
+
+
 def junyanz_cases(root: pathlib.Path) -> list[Case]:
   nets = _load_networks(root / "models" / "networks.py", "_golden_junyanz_networks")
   return [
@@ -78,6 +85,13 @@ def junyanz_cases(root: pathlib.Path) -> list[Case]:
            lambda: nets.UnetGenerator(1, 1, 8, 8, norm_layer=BATCH, use_dropout=True),
            uniform_inputs(11, real_a=(1, 256, 256, 1)), _single,
            options={"use_dropout": True}, train_overrides=UNET_NO_DROPOUT),
+      # junyanz's test.py without --eval: .train() on one image at a time, so
+      # each of the two is normalised with its own BatchNorm statistics
+      # (dropout p set to 0 to compare; outputs only).
+      Case("unet_256_test_mode", "unet_256",
+           lambda: nets.UnetGenerator(1, 1, 8, 8, norm_layer=BATCH, use_dropout=True),
+           uniform_inputs(18, real_a=(2, 256, 256, 1)), _one_at_a_time,
+           options={"use_dropout": True}, train_overrides=UNET_NO_DROPOUT, gradients=False),
       Case("unet_128", "unet_128",
            lambda: nets.UnetGenerator(1, 3, 7, 8, norm_layer=INSTANCE, use_dropout=False),
            uniform_inputs(12, real_a=(2, 128, 128, 1)), _single,

@@ -10,6 +10,7 @@ training.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -20,7 +21,8 @@ from PIL import Image
 import pytest
 
 from tp2p_jax import methods
-from tp2p_jax.cli import predict as predict_cli
+from tp2p_jax.cli import evaluate as evaluate_cli, export as export_cli
+from tp2p_jax.cli import predict as predict_cli, serve as serve_cli
 from tp2p_jax.core.checkpoints import Checkpointer
 from tp2p_jax.core.run_dir import config_to_dict, save_run_config
 from tp2p_jax.data.toycats import render_example
@@ -48,10 +50,17 @@ def _pix2pix_config():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> pathlib.Path:
-  """The untrained run as a run directory (checkpoint 0 and config.json)."""
+  """The untrained run as a run directory (checkpoint 0 and config.json):
+  an initialised EMA generator, every other leaf zero (inference reads the
+  EMA generator only)."""
   config = _pix2pix_config()
   workdir = tmp_path_factory.mktemp("test_mode") / "run"
-  state = jax.jit(paired_gan.build(config).init)(jax.random.PRNGKey(0), {})
+  shapes = paired_gan.state_shapes(config)
+  state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  generator = generator_from_config(config)
+  g = jax.jit(lambda key: generator.init(key, np.zeros((1, SIZE, SIZE, 3), np.float32),
+                                         train=False))(jax.random.key(0))
+  state = dataclasses.replace(state, ema={**state.ema, "g": g})
   ckpt = Checkpointer(str(workdir / "checkpoints"), keep=1, writer=True)
   try:
     ckpt.save(0, state, IMPORTED_DATA_STATE, config_to_dict(config))
@@ -87,6 +96,18 @@ def test_defaults_per_family_legacy_runs_and_the_flag():
     assert config.test_mode == mode, fields
   kept = methods.with_test_mode_field(cyclegan.get_config())
   assert kept.test_mode == "eval"
+  # The four commands take it; export's program takes the seeds as input.
+  for module in (predict_cli, evaluate_cli, serve_cli, export_cli):
+    fv = module._define_flags()  # pylint: disable=protected-access
+    fv(["x", "--test_mode=train", *(["--seed=5"] if module is not export_cli else [])])
+    assert fv.test_mode == "train" and ("seed" in fv) == (module is not export_cli)
+
+
+def test_an_unknown_test_mode_is_one_line(tmp_path, capsys):
+  status = predict_cli.main(["predict", f"--workdir={tmp_path}", f"--input={tmp_path}",
+                             f"--output={tmp_path / 'out'}", "--test_mode=test"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 2 and len(err) == 1 and "--test_mode" in err[0], err
 
 
 def test_train_mode_is_per_image_seeded_and_unlike_eval(run):
@@ -147,22 +168,27 @@ def _pixels(folder: pathlib.Path) -> dict[str, np.ndarray]:
   return {p.stem: np.asarray(Image.open(p), np.int16) for p in sorted(folder.iterdir())}
 
 
-def test_predict_flags_batching_and_seed(run_dir, tmp_path, capsys):
+def test_predict_flags_devices_batching_and_seed(run, run_dir, tmp_path, capsys):
   inputs = tmp_path / "in"
   inputs.mkdir()
   for i, sketch in enumerate(_sketches(3)):
     Image.fromarray(((sketch + 1) * 127.5).round().astype(np.uint8)).save(inputs / f"s{i}.png")
+  # The command line: all 8 test devices, one batch of 8 (5 padding rows).
   common = [f"--workdir={run_dir}", f"--input={inputs}", "--prepare=pad"]
-  outputs = {}
-  for name, flags in {"batch1": ["--batch_size=1"], "batch2": ["--batch_size=2"],
-                      "seed1": ["--batch_size=2", "--seed=1"],
-                      "eval": ["--batch_size=2", "--test_mode=eval"]}.items():
-    summary = _predict(capsys, *common, f"--output={tmp_path / name}", *flags)
-    assert summary["test_mode"] == ("eval" if name == "eval" else "train")
-    outputs[name] = _pixels(tmp_path / name)
-  for stem, image in outputs["batch1"].items():
-    # Batch 2 pads its second batch: the same outputs to float rounding.
-    assert np.max(np.abs(outputs["batch2"][stem] - image)) <= 1, stem
+  assert _predict(capsys, *common, f"--output={tmp_path / 'all'}")["test_mode"] == "train"
+  assert _predict(capsys, *common, f"--output={tmp_path / 'eval'}",
+                  "--test_mode=eval")["test_mode"] == "eval"
+  # One device, batches of 1.
+  files = sorted(inputs.iterdir())
+  one = [jax.devices()[0]]
+  predict_cli.predict_files(run, files, tmp_path / "one", batch_size=1, prepare="pad",
+                            devices=one)
+  predict_cli.predict_files(run_loading.with_test_mode(run, seed=1), files, tmp_path / "seed1",
+                            batch_size=1, prepare="pad", devices=one)
+  outputs = {name: _pixels(tmp_path / name) for name in ("all", "eval", "one", "seed1")}
+  for stem, image in outputs["all"].items():
+    # The same outputs to float rounding, whatever the devices and batches.
+    assert np.max(np.abs(outputs["one"][stem] - image)) <= 1, stem
     assert np.max(np.abs(outputs["seed1"][stem] - image)) > 8, stem
     assert np.max(np.abs(outputs["eval"][stem] - image)) > 8, stem
 
@@ -177,9 +203,6 @@ def test_serve_and_both_export_formats_reproduce_predict(run, tmp_path):
   served = np.stack(model.run_batch(jobs))
   expected = np.asarray(predictor.generate(x, seeds=image_seeds(7, [0, 0])))
   np.testing.assert_allclose(served, expected, atol=1e-5)
-  eval_model = ServedModel(run_loading.with_test_mode(run, "eval"), batch_size=2, prepare="pad")
-  eval_model.warm_up()
-  assert np.max(np.abs(np.stack(eval_model.run_batch(jobs)) - served)) > 0.02
 
   # jax.export: the seeds are an input; the summary says what they are.
   seeds = image_seeds(7, [0, 1])

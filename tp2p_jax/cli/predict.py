@@ -46,7 +46,7 @@ among them, none of them opened) are named on stderr and skipped. The second-to-
 stdout line counts the images written; the last is JSON: `written`,
 `failed`, `output`, `step`, `devices` (this process's devices used),
 `processes`, `process_index`, `batch_size` (the global batch per generator
-call), `seconds` and `images_per_s` (images written per second, from the
+call), `test_mode`, `seconds` and `images_per_s` (images written per second, from the
 first input read to the last output written; see `PredictResult`).
 
 Exit status: 1 if some inputs failed (each named on stderr) and the others

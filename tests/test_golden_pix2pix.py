@@ -211,6 +211,7 @@ def test_import_network_generator_apply() -> None:
   assert out.shape == (1, 16, 16, 3) and out.dtype == jnp.float32
 
 
+@pytest.mark.slow  # 256x256, as the unet_256 fixture above
 def test_train_test_mode_of_an_imported_unet_256_is_junyanz_test_py() -> None:
   """junyanz's test.py without --eval: the U-Net in .train() on one image at
   a time (each normalised with its own BatchNorm statistics; dropout p set

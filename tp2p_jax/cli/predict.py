@@ -464,9 +464,10 @@ def _predict(fv: flags.FlagValues) -> int:
 
   from tp2p_jax.inference import parallel
   from tp2p_jax.inference.run_loading import load_trained_run
+  checkpoint = command.checkpoint_choice(fv)
   files = _check_before_loading(fv)
   command.join_job(fv)
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype, mesh=parallel.local_mesh())
+  run = load_trained_run(fv.workdir, checkpoint, fv.dtype, mesh=parallel.local_mesh())
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,
                          style_image=fv.style_image or None, style_mix=fv.style_mix or None,

@@ -167,18 +167,59 @@ def test_cli_help_and_usage_errors(module, capsys, tmp_path):
         args, err)
 
 
+def test_checkpoint_picks_the_best_the_latest_or_a_step(run_dir, sketches, tmp_path, capsys):
+  best = _best_step(run_dir)
+  assert best in (20, 40)  # the tiny run validates at 20 and 40
+  for choice, step in (("best", best), ("latest", 40), (10, 10), (None, 40)):
+    assert run_loading.load_trained_run(str(run_dir), choice).step == step, choice
+  status, out, err = _cli(capsys, predict_cli, f"--workdir={run_dir}", "--style=ginger",
+                          f"--input={sketches / 'cat0.png'}", f"--output={tmp_path}",
+                          "--checkpoint=10")
+  assert status == 0, err
+  assert json.loads(out.strip().splitlines()[-1])["step"] == 10
+  for module, args in ((evaluate_cli, []), (export_cli, [f"--output={tmp_path / 'g'}"])):
+    status, out, err = _cli(capsys, module, f"--workdir={run_dir}", *args, "--checkpoint=best",
+                            "--step=10")
+    assert status == 2 and err.splitlines() == [
+        "error: --checkpoint=best and --step=10: --step is the older spelling of "
+        "--checkpoint=STEP; give one of them"]
+    status, out, err = _cli(capsys, module, f"--workdir={run_dir}", *args, "--checkpoint=top")
+    assert status == 2 and err.splitlines() == [
+        "error: --checkpoint=top: expected best, latest or a step number"]
+
+
+def test_a_run_without_best_says_how_to_get_one(tmp_path, capsys):
+  from tests import painter_method
+  from tp2p_jax import training
+  with painter_method.registered():
+    training.train_and_evaluate(painter_method.config(2), str(tmp_path / "run"))
+    capsys.readouterr()  # the training's progress bar
+    status, out, err = _cli(capsys, evaluate_cli, f"--workdir={tmp_path / 'run'}",
+                            "--checkpoint=best")
+  assert status == 2 and out == "" and len(err.splitlines()) == 1
+  assert err.startswith(f"error: {tmp_path / 'run'}: no best checkpoint (best/ is kept only by "
+                        "runs trained with keep_best): resume the run with "
+                        "--config.eval_every=N --config.keep_best=eval/lpips")
+
+
 def _inception_npz(path: pathlib.Path) -> pathlib.Path:
   from tp2p_jax.metrics import init_inception_variables, to_torch_state_dict
   np.savez(path, **to_torch_state_dict(init_inception_variables(0)))
   return path
 
 
+def _best_step(run: pathlib.Path) -> int:
+  (step,) = [int(p.name) for p in (run / "best").iterdir() if p.name.isdigit()]
+  return step
+
+
 def test_evaluate_reports_every_metric(run_dir, tmp_path):
-  """The subprocess smoke test of evaluate: `python -m tp2p_jax.cli.evaluate`."""
+  """The subprocess smoke test of evaluate: `python -m tp2p_jax.cli.evaluate`,
+  on the run's best checkpoint."""
   weights = _inception_npz(tmp_path / "inception.npz")
   out = run_module("tp2p_jax.cli.evaluate", [f"--workdir={run_dir}", "--batch_size=4",
                                              f"--inception_weights={weights}",
-                                             "--inception_size=75"])
+                                             "--inception_size=75", "--checkpoint=best"])
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Traceback" not in out.stderr
   # A line per phase while it works (8 pairs in batches of 4: bars too).
@@ -186,7 +227,8 @@ def test_evaluate_reports_every_metric(run_dir, tmp_path):
                 "evaluate: style accuracy: every sketch in each of", "evaluate: FID and KID"):
     assert phase in out.stderr, (phase, out.stderr[-2000:])
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  assert result["step"] == 40 and result["split"] == "validation"
+  best = _best_step(run_dir)
+  assert result["step"] == best and result["split"] == "validation"
   assert result["num_examples"] == 8
   for key in ("l1", "l1_untrained", "psnr", "ssim", "lpips", "style_accuracy",
               "encoder_eer", "encoder_accuracy", "encoder_centroid_accuracy", "fid", "kid",
@@ -196,7 +238,7 @@ def test_evaluate_reports_every_metric(run_dir, tmp_path):
   assert 0.0 <= result["style_accuracy"] <= 1.0 and 0.0 <= result["encoder_eer"] <= 1.0
   assert set(result["style_accuracy_per_class"]) <= set(STYLE_NAMES)
   assert result["ssim"] <= 1.0 and result["lpips"] >= 0.0 and result["fid"] >= 0.0
-  assert json.loads((run_dir / "eval" / "40.json").read_text()) == result
+  assert json.loads((run_dir / "eval" / f"{best}.json").read_text()) == result
   assert pathlib.Path(result["projection"]).is_file()
   assert pathlib.Path(result["inception_real_cache"]).is_file()
 

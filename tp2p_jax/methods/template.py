@@ -111,6 +111,9 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
       frozen={"weight": np.float32(1.0)},
       samples=lambda state, jit: run_log.image_grid([batch["real_a"], np.asarray(
           module.apply({"params": state.ema}, batch["real_a"])), batch["real_b"]]),
+      # Held-out scores while training (`eval_every`, `keep_best`) would be
+      # `validate=tp2p_jax.methods.validation.held_out_validation(...)`;
+      # left off here.
       sample_every=config.sample_every)]
 
 

@@ -105,3 +105,24 @@ def test_train_refuses_an_unknown_keep_best_metric_in_one_line(tmp_path, capsys)
       "error: --config.keep_best='lpips': not a validation metric; one of "
       + ", ".join(METRIC_DIRECTIONS) + " (or '' for none)"]
   assert not (tmp_path / "run").exists()
+
+
+def test_cyclegan_validation_needs_held_out_pairs(tmp_path, capsys):
+  from PIL import Image
+
+  from tp2p_jax.cli import train as train_cli
+  for domain in ("trainA", "trainB"):
+    (tmp_path / "data" / domain).mkdir(parents=True)
+    for i in range(2):
+      Image.fromarray(np.full((32, 32, 3), 100 * i, np.uint8)).save(
+          tmp_path / "data" / domain / f"{i}.png")
+  status = train_cli.main(["train", "--config=cyclegan:tiny", f"--workdir={tmp_path / 'run'}",
+                           "--config.data.source=folders",
+                           f"--config.data.data_dir={tmp_path / 'data'}",
+                           "--config.eval_every=2"])
+  err = capsys.readouterr().err
+  assert status == 2 and err.splitlines() == [
+      "error: --config.eval_every=2: validation scores A->B against held-out pairs, and data "
+      "source 'folders' has no sketch/photo pairs (it gives two unpaired domains, for method "
+      "'cyclegan'); set --config.eval_every=0"]
+  assert not (tmp_path / "run").exists()

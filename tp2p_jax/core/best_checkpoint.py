@@ -66,9 +66,9 @@ class BestCheckpoint:
     if self.step is not None:
       saved = self._ckpt.metrics(self.step) or {}
       self.value = saved.get(metric)
-      if self.value is None:  # kept by another metric (keep_best changed on resume)
-        log.warning("%s/%d was kept for another metric than %s; the next validation "
-                    "replaces it", self._ckpt.directory, self.step, metric)
+      if self.value is None:  # kept for another metric (keep_best changed on resume)
+        log.warning("%s/%d holds no %s score (kept for another metric); the next "
+                    "validation replaces it", self._ckpt.directory, self.step, metric)
 
   def offer(self, step: int, metrics: Mapping[str, float], state: Any, data_state: str,
             config: dict[str, Any]) -> bool:

@@ -393,6 +393,10 @@ def test_keep_best_without_validation_is_one_line(tmp_path):
   with pytest.raises(RunError, match="keep_best='eval/l1' needs validation, which this "
                      "method does not provide"):
     _loop(tmp_path, CountingIterator(), keep_best="eval/l1")
+  with pytest.raises(RunError, match="keep_best='eval/psnr', and its validation gives eval/l1; "
+                     "choose one of those"):
+    _loop(tmp_path / "other", CountingIterator(), keep_best="eval/psnr", eval_every=2,
+          validate=lambda state, mesh, jit: {"l1": 1.0})
   _loop(tmp_path, CountingIterator(), total=4)
   with pytest.raises(RunError, match="no best checkpoint .*keep_best.*--checkpoint=latest"):
     restore_run_state(str(tmp_path), {"w": jax.ShapeDtypeStruct((), jnp.float32),

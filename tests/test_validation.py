@@ -126,3 +126,14 @@ def test_cyclegan_validation_needs_held_out_pairs(tmp_path, capsys):
       "source 'folders' has no sketch/photo pairs (it gives two unpaired domains, for method "
       "'cyclegan'); set --config.eval_every=0"]
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("keep_best, given", [
+    ("eval/lpips", "eval/l1, eval/psnr, eval/ssim"),  # 12x12: too small for LPIPS
+    ("eval/fid", "eval/l1, eval/psnr, eval/ssim (eval/fid and eval/kid need "
+                 "--config.eval_inception_weights)")])
+def test_keep_best_must_be_a_metric_the_run_validates(keep_best, given):
+  with pytest.raises(RunError) as e:
+    held_out_validation(ToyCatsSource(2, 16), num_examples=2, image_size=12, batch_size=2,
+                        generate=_generate, keep_best=keep_best)
+  assert str(e.value) == f"--config.keep_best={keep_best!r}: this run's validation gives {given}"

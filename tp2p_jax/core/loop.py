@@ -256,6 +256,9 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
           # The best first: a run killed before its checkpoint redoes this
           # step and finds the same value, which does not replace it.
           if best is not None and scores:
+            if best.metric not in scores:
+              raise RunError(f"{stage.name}: keep_best={best.metric!r}, and its validation "
+                             f"gives {', '.join(scores)}; choose one of those")
             best.offer(step, scores, state, data_state, config_dict)
           if save:
             ckpt.save(step, state, data_state, config_dict)

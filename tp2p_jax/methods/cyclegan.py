@@ -177,7 +177,8 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
         _paired_held_out(config), num_examples=config.eval_examples,
         image_size=config.image_size, batch_size=config.batch_size,
         generate=lambda state, real_a, real_b: to_b(state, real_a),
-        inception_weights=config.get("eval_inception_weights", ""))
+        inception_weights=config.get("eval_inception_weights", ""),
+        keep_best=config.get("keep_best", ""))
   return [Stage(
       name="cyclegan", directory="", init=parts.init, train_step=parts.train_step,
       make_iterator=lambda: pipeline.make_dataset_iterator(

@@ -230,7 +230,8 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
         classify=None if encoder is None else (
             lambda state, images: encoder_outputs(encoder, state.style_variables,
                                                   images)["cosine"]),
-        inception_weights=config.get("eval_inception_weights", ""))
+        inception_weights=config.get("eval_inception_weights", ""),
+        keep_best=config.get("keep_best", ""))
 
   return Stage(
       name=config.generator, directory="", init=gan.init, train_step=gan.train_step,

@@ -75,7 +75,7 @@ def process_rows(num_examples: int, batch_size: int, num_devices: int,
 def held_out_validation(source: Any, *, num_examples: int, image_size: int,
                         batch_size: int, generate: Generate,
                         classify: Classify | None = None,
-                        inception_weights: str = "") -> Validate:
+                        inception_weights: str = "", keep_best: str = "") -> Validate:
   """`validate(state, mesh, jit) -> {metric: value}` over the first
   `num_examples` records of the held-out `source` (all if fewer).
 
@@ -90,16 +90,26 @@ def held_out_validation(source: Any, *, num_examples: int, image_size: int,
       None (no style_accuracy).
     inception_weights: a local Inception-v3 weights file for fid and kid
       ("" for none); read and checked here, at once.
+    keep_best: the run's `keep_best` ("" for none), checked against the
+      metrics these arguments give.
 
   Raises:
-    RunError: an empty held-out split, or unusable Inception weights.
+    RunError: an empty held-out split, unusable Inception weights, or a
+      `keep_best` metric this validation does not give.
   """
   n = min(int(num_examples), len(source))
   if n < 1:
     raise RunError("--config.eval_every: the data source's held-out split is empty, so there "
                    "is nothing to validate on; set --config.eval_every=0")
-  inception = load_inception(inception_weights) if inception_weights else None
   names = metrics.reconstruction_metric_names(image_size)
+  given = [*names, *(["style_accuracy"] if classify is not None else []),
+           *(["fid", "kid"] if inception_weights else [])]
+  if keep_best and keep_best.removeprefix("eval/") not in given:
+    raise RunError(f"--config.keep_best={keep_best!r}: this run's validation gives "
+                   f"{', '.join('eval/' + g for g in given)}"
+                   + (" (eval/fid and eval/kid need --config.eval_inception_weights)"
+                      if keep_best in ("eval/fid", "eval/kid") else ""))
+  inception = load_inception(inception_weights) if inception_weights else None
   # One process's view, made at the first validation: its rows of every
   # batch, the networks' weights on the mesh, the programs.
   made: dict[str, Any] = {}

@@ -121,6 +121,7 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
           held_out, num_examples=config.eval_examples, image_size=config.image_size,
           batch_size=config.batch_size,
           generate=lambda state, real_a, real_b: module.apply({"params": state.ema}, real_a),
+          keep_best=config.get("keep_best", ""),
       ) if config.get("eval_every", 0) > 0 else None,
       eval_every=config.get("eval_every", 0), keep_best=config.get("keep_best", ""))]
 

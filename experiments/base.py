@@ -69,6 +69,18 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3  # Checkpoints kept per stage.
   c.sample_every = 5000  # Steps between sample grids (and at the end).
   c.num_samples = 8  # Held-out examples in each sample grid.
+
+  # --- validation (docs/training.md, "Validation and the best checkpoint") -----
+  # Steps between held-out scores of the EMA generator (eval/l1, eval/psnr, eval/ssim,
+  # eval/lpips, ... in metrics.jsonl; also at the last step); 0: off. May change on resume.
+  c.eval_every = 0
+  c.eval_examples = 64  # The first N held-out pairs, the same at every validation.
+  # A local Inception-v3 weights file (as evaluate's --inception_weights) adds eval/fid
+  # and eval/kid; "": none. May change on resume.
+  c.eval_inception_weights = ""
+  # An eval/ metric whose best step is kept in best/ (e.g. "eval/lpips", lower is
+  # better; tp2p_jax.core.best_checkpoint); needs eval_every. "": none. May change on resume.
+  c.keep_best = ""
   return c
 
 

@@ -60,6 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_decay_steps = 100_000  # ... then linearly to zero over this many steps.
   c.total_steps = 200_000  # Steps to train (normally constant + decay).
   c.ema_decay = 0.999  # Per-step EMA of both generators (used for samples and predict).
+  # Held-out scores of G_AB at every checkpoint (experiments/base.py); they need a
+  # data source with A/B pairs (toycats): 0 for "folders".
+  c.eval_every = 5000
+  c.keep_best = "eval/lpips"  # best/: the step whose A->B outputs look closest to B.
   return c
 
 
@@ -76,6 +80,7 @@ def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.log_every = 50
   c.checkpoint_every = 500
   c.sample_every = 500
+  c.eval_every = 500  # At every checkpoint.
   return c
 
 
@@ -102,6 +107,8 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 5
   c.sample_every = 2
   c.num_samples = 2
+  c.eval_every = 0  # No validation (a test turns it on).
+  c.keep_best = ""
   c.fast_compile = True  # Seconds of work per run: compiling is most of it.
   return c
 

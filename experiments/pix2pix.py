@@ -58,6 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.g_clip_norm = 0.0  # No gradient clipping.
   c.ema_decay = 0.0  # pix2pix keeps no average: 0 makes the "EMA" the trained nets.
   c.total_steps = 200_000  # pix2pix: 200 epochs; facades = 80k at batch 1.
+  c.eval_every = 5000  # Held-out scores at every checkpoint (experiments/base.py).
+  c.keep_best = "eval/lpips"  # best/: the step whose outputs look closest to the targets.
   return c
 
 
@@ -75,6 +77,7 @@ def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.sample_every = 500
   c.num_samples = 9
+  c.eval_every = 500  # At every checkpoint.
   return c
 
 
@@ -96,6 +99,8 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.sample_every = 2
   c.num_samples = 4
+  c.eval_every = 0  # No validation (a test turns it on).
+  c.keep_best = ""
   c.fast_compile = True  # Seconds of work per run: compiling is most of it.
   return c
 

@@ -103,6 +103,8 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.sample_every = 2
   c.num_samples = 4
+  c.eval_every = 0  # No validation (a test turns it on).
+  c.keep_best = ""
   c.fast_compile = True  # Seconds of work per run: compiling is most of it.
   return c
 

@@ -56,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.style.lr_decay_every = 1000  # ... every this many steps.
   c.style.weight_decay = 1e-4  # L2 on conv/dense kernels (not biases, norms).
   c.style.checkpoint_every = 2000  # Stage-1 checkpoint interval (steps).
+  c.eval_every = 5000  # Held-out scores at every checkpoint (experiments/base.py).
+  c.keep_best = "eval/lpips"  # best/: the step whose outputs look closest to the targets.
   return c
 
 
@@ -92,6 +94,8 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 5
   c.sample_every = 10
   c.num_samples = 4
+  c.eval_every = 0  # No validation (a test turns it on).
+  c.keep_best = ""
   c.fast_compile = True  # Seconds of work per run: compiling is most of it.
   return c
 
@@ -128,6 +132,7 @@ def slim_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.sample_every = 500
   c.num_samples = 9
+  c.eval_every = 500  # At every checkpoint.
   return c
 
 

@@ -71,8 +71,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> pathlib.Path:
   """A finished tiny toy-cats run (`run_train.py` with tests/subprocess_runs.TINY:
-  10 style-encoder steps, 40 GAN steps, checkpoints every 10). Tests that
-  write into a run work on a copy.
+  10 style-encoder steps, 40 GAN steps, checkpoints every 10, validation at
+  20 and 40 with the best step in best/). Tests that write into a run work
+  on a copy.
 
   Built once per test session: under pytest-xdist the workers share the
   session's base temporary folder (the parent of each worker's own), and the

@@ -140,11 +140,14 @@ def test_predict_evaluate_and_export_read_a_gs_run(gs_tiny_run, gcs, tmp_path, c
   assert status == 0, err
   assert gcs.filesystem().exists(gcs.url("predicted/a.png"))
 
+  # The run validated at its last step and kept it in the bucket's best/.
   status, out, err = _command(evaluate.main, capsys, f"--workdir={gs_tiny_run}",
-                              "--batch_size=8")
+                              "--batch_size=8", "--checkpoint=best")
   assert status == 0, err
-  assert 0 <= json.loads(out.strip().splitlines()[-1])["l1"] <= 2
+  result = json.loads(out.strip().splitlines()[-1])
+  assert 0 <= result["l1"] <= 2 and result["step"] == 10
   assert gcs.filesystem().exists(f"{gs_tiny_run}/eval/10.json")
+  assert gcs.filesystem().exists(f"{gs_tiny_run}/best/10/metrics/metrics")
 
   exported = gcs.url("export/g.jaxexport")
   status, _, err = _command(export.main, capsys, f"--workdir={gs_tiny_run}",

@@ -47,6 +47,12 @@ def loaded(run_dir) -> run_loading.TrainedRun:
   return run_loading.load_trained_run(str(run_dir))
 
 
+def _best_step(run: pathlib.Path) -> int:
+  (step,) = [int(p.name) for p in (run / "best").iterdir() if p.name.isdigit()]
+  assert step in (20, 40)  # the tiny run validates at 20 and 40
+  return step
+
+
 def _cli(capsys, module, *args: str) -> tuple[int, str, str]:
   """`python -m MODULE ARGS` in-process: (status, stdout, stderr)."""
   status = module.main([module.__name__.rsplit(".", 1)[-1], *args])
@@ -77,16 +83,18 @@ def test_predict_writes_each_input_at_its_own_size(run_dir, sketches, tmp_path):
 
 
 def test_predict_style_image_mix_and_grid(run_dir, sketches, tmp_path, capsys):
+  """Each on another checkpoint: --checkpoint=best|STEP (or --step=STEP)."""
   single = sketches / "cat1.png"
   photo = tmp_path / "photo.png"
   Image.fromarray(render_example(5, 40, style=5)["photo"]).save(photo)
-  for name, extra in [("image", [f"--style_image={photo}"]),
-                      ("mix", ["--style_mix=black:white:0.3"]),
-                      ("grid", ["--grid"])]:
+  for name, extra, step in [("image", [f"--style_image={photo}", "--checkpoint=best"],
+                             _best_step(run_dir)),
+                            ("mix", ["--style_mix=black:white:0.3", "--checkpoint=10"], 10),
+                            ("grid", ["--grid", "--step=30"], 30)]:
     status, out, err = _cli(capsys, predict_cli, f"--workdir={run_dir}", f"--input={single}",
                             f"--output={tmp_path / name}", *extra)
     assert status == 0, (name, err)
-    assert f"wrote 1 image(s) to {tmp_path / name}" in out
+    assert f"wrote 1 image(s) to {tmp_path / name} (run step {step})" in out
   assert Image.open(tmp_path / "image" / "cat1.png").size == (64, 64)
   assert Image.open(tmp_path / "mix" / "cat1.png").size == (64, 64)
   grid = Image.open(tmp_path / "grid" / "cat1_styles.png")
@@ -167,6 +175,33 @@ def test_cli_help_and_usage_errors(module, capsys, tmp_path):
         args, err)
 
 
+def test_checkpoint_flags_that_cannot_work_are_one_line(run_dir, tmp_path, capsys):
+  assert run_loading.load_trained_run(str(run_dir), "latest").step == 40
+  for module, args in ((evaluate_cli, []), (export_cli, [f"--output={tmp_path / 'g'}"])):
+    status, out, err = _cli(capsys, module, f"--workdir={run_dir}", *args, "--checkpoint=best",
+                            "--step=10")
+    assert status == 2 and err.splitlines() == [
+        "error: --checkpoint=best and --step=10: --step is the older spelling of "
+        "--checkpoint=STEP; give one of them"]
+    status, out, err = _cli(capsys, module, f"--workdir={run_dir}", *args, "--checkpoint=top")
+    assert status == 2 and err.splitlines() == [
+        "error: --checkpoint=top: expected best, latest or a step number"]
+
+
+def test_a_run_without_best_says_how_to_get_one(tmp_path, capsys):
+  from tests import painter_method
+  from tp2p_jax import training
+  with painter_method.registered():
+    training.train_and_evaluate(painter_method.config(2), str(tmp_path / "run"))
+    capsys.readouterr()  # the training's progress bar
+    status, out, err = _cli(capsys, evaluate_cli, f"--workdir={tmp_path / 'run'}",
+                            "--checkpoint=best")
+  assert status == 2 and out == "" and len(err.splitlines()) == 1
+  assert err.startswith(f"error: {tmp_path / 'run'}: no best checkpoint (best/ is kept only by "
+                        "runs trained with keep_best): resume the run with "
+                        "--config.eval_every=N --config.keep_best=eval/lpips")
+
+
 def _inception_npz(path: pathlib.Path) -> pathlib.Path:
   from tp2p_jax.metrics import init_inception_variables, to_torch_state_dict
   np.savez(path, **to_torch_state_dict(init_inception_variables(0)))
@@ -174,11 +209,12 @@ def _inception_npz(path: pathlib.Path) -> pathlib.Path:
 
 
 def test_evaluate_reports_every_metric(run_dir, tmp_path):
-  """The subprocess smoke test of evaluate: `python -m tp2p_jax.cli.evaluate`."""
+  """The subprocess smoke test of evaluate: `python -m tp2p_jax.cli.evaluate`,
+  on the run's best checkpoint."""
   weights = _inception_npz(tmp_path / "inception.npz")
   out = run_module("tp2p_jax.cli.evaluate", [f"--workdir={run_dir}", "--batch_size=4",
                                              f"--inception_weights={weights}",
-                                             "--inception_size=75"])
+                                             "--inception_size=75", "--checkpoint=best"])
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Traceback" not in out.stderr
   # A line per phase while it works (8 pairs in batches of 4: bars too).
@@ -186,7 +222,8 @@ def test_evaluate_reports_every_metric(run_dir, tmp_path):
                 "evaluate: style accuracy: every sketch in each of", "evaluate: FID and KID"):
     assert phase in out.stderr, (phase, out.stderr[-2000:])
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  assert result["step"] == 40 and result["split"] == "validation"
+  best = _best_step(run_dir)
+  assert result["step"] == best and result["split"] == "validation"
   assert result["num_examples"] == 8
   for key in ("l1", "l1_untrained", "psnr", "ssim", "lpips", "style_accuracy",
               "encoder_eer", "encoder_accuracy", "encoder_centroid_accuracy", "fid", "kid",
@@ -196,7 +233,7 @@ def test_evaluate_reports_every_metric(run_dir, tmp_path):
   assert 0.0 <= result["style_accuracy"] <= 1.0 and 0.0 <= result["encoder_eer"] <= 1.0
   assert set(result["style_accuracy_per_class"]) <= set(STYLE_NAMES)
   assert result["ssim"] <= 1.0 and result["lpips"] >= 0.0 and result["fid"] >= 0.0
-  assert json.loads((run_dir / "eval" / "40.json").read_text()) == result
+  assert json.loads((run_dir / "eval" / f"{best}.json").read_text()) == result
   assert pathlib.Path(result["projection"]).is_file()
   assert pathlib.Path(result["inception_real_cache"]).is_file()
 

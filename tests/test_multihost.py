@@ -116,27 +116,29 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _command(workdir: pathlib.Path | str) -> list[str]:
+def _command(workdir: pathlib.Path | str, *config_args: str) -> list[str]:
   return [sys.executable, "-m", "tests.test_multihost", "--config=tests/test_multihost.py",
-          f"--workdir={workdir}"]
+          f"--workdir={workdir}", *config_args]
 
 
 def _run_processes(workdir: pathlib.Path | str, *, via_environment: bool = False,
                    signal_after_save: dict[int, str] | None = None,
                    non_finite_at: dict[int, int] | None = None,
                    devices_per_process: int = 1, extra_env: dict[str, str] | None = None,
-                   log_dir: pathlib.Path | None = None,
+                   log_dir: pathlib.Path | None = None, config_args: tuple[str, ...] = (),
                    timeout: float = 600) -> list[tuple[int, str]]:
   """Trains the painter in `workdir` (a folder or a gs:// URL) on two
   processes of `devices_per_process` CPU devices each; returns each one's
   (exit status, stderr). `signal_after_save`: process -> "STEP:SIGNAL";
   `non_finite_at`: process -> the step whose l1 that process sees as NaN;
-  logs go to `log_dir` (default: beside a local workdir)."""
+  logs go to `log_dir` (default: beside a local workdir); `config_args`
+  (`--config.FIELD=VALUE`) go to both."""
   port, procs = _free_port(), []
   logs = log_dir if log_dir is not None else pathlib.Path(workdir).parent
   name = str(workdir).rstrip("/").rsplit("/", 1)[-1]
   for i in range(2):
-    env, command = {**cli_env(devices_per_process), **(extra_env or {})}, _command(workdir)
+    env = {**cli_env(devices_per_process), **(extra_env or {})}
+    command = _command(workdir, *config_args)
     if via_environment:
       env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                  JAX_PROCESS_ID=str(i))
@@ -269,11 +271,16 @@ def _gcs_rows(gcs, url: str) -> dict[int, dict]:
 def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   """2 processes x 4 devices (an 8-device mesh, as on TPU v4/v5p hosts) on one
   gs:// run directory are killed after a checkpoint and resume (process 0
-  taking over the killed run's lock object) to the losses of the same pair's
-  uninterrupted run in a local folder; its first step equals one process
-  with 8 devices."""
+  taking over the killed run's lock object) to the losses, held-out scores
+  and best checkpoint of the same pair's uninterrupted run in a local
+  folder; its first step equals one process with 8 devices. Validation: 5
+  held-out pairs in a padded batch of 8, each process scoring its devices'
+  rows, at the last step (one device against eight: tests/test_validation.py)."""
   straight, resumed = tmp_path / "straight", gcs.url("pod")
-  pod = dict(devices_per_process=4, extra_env=gcs.env, log_dir=tmp_path)
+  validation = ("--config.eval_every=6", "--config.eval_examples=5",
+                "--config.keep_best=eval/l1")
+  pod = dict(devices_per_process=4, extra_env=gcs.env, log_dir=tmp_path,
+             config_args=validation)
   for status, err in _run_processes(straight, **pod):
     assert status == 0, err[-3000:]
     assert "8 device(s)" in err  # one global mesh over both hosts
@@ -289,8 +296,12 @@ def test_two_hosts_of_four_devices_share_a_gs_run_and_resume(gcs, tmp_path):
   rows, expected = _gcs_rows(gcs, resumed), _rows(straight)
   assert sorted(rows) == list(range(1, STEPS + 1))  # each step once
   for step in (5, 6):
-    assert rows[step] == expected[step], step  # bit for bit
+    assert rows[step] == expected[step], step  # bit for bit, eval/ scores at 6 too
+  assert "eval/lpips" in rows[6]
+  assert again[0][1].count("eval in") == again[1][1].count("eval in") == 1
   fs = gcs.filesystem()
+  assert [p.rsplit("/", 1)[-1] for p in fs.ls(f"{resumed}/best")] == ["6"]
+  assert sorted(p.name for p in (straight / "best").iterdir()) == ["6"]
   names = {p.rsplit("/", 1)[-1] for p in fs.find(resumed)}
   assert {"config.json", "step_0000006.png", "commit_success.txt"} <= names
   assert any(n.startswith("events.out.tfevents") for n in names)

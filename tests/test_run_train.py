@@ -39,6 +39,15 @@ def test_tiny_run_writes_its_outputs(uninterrupted):
               "g_grad_norm", "d_grad_norm", "g_param_norm", "d_param_norm", "lr"):
     assert key in rows[-1], key
   assert rows[-1]["g_l1"] < rows[0]["g_l1"]
+  scored = {r["step"]: r for r in rows if "eval/l1" in r}
+  assert sorted(scored) == [20, 40]
+  for r in scored.values():
+    assert 0 < r["eval/l1"] <= 2 and 0 < r["eval/psnr"] < 100 and -1 <= r["eval/ssim"] <= 1
+    assert 0 < r["eval/lpips"] and 0 <= r["eval/style_accuracy"] <= 1
+  # The EMA generator hardly moves in 40 steps ("What the tiny run shows"):
+  # step 40 does not beat step 20 by a margin that could replace it.
+  assert sorted(p.name for p in (w / "best").iterdir() if p.name.isdigit()) == [
+      "40" if scored[40]["eval/lpips"] < scored[20]["eval/lpips"] else "20"]
   assert sorted(p.name for p in (w / "samples").iterdir()) == [
       "step_0000010.png", "step_0000020.png", "step_0000030.png", "step_0000040.png"]
   assert list((w / "tensorboard" / "metrics").glob("events.out.tfevents.*"))
@@ -63,8 +72,12 @@ def test_sigkill_after_checkpoint_20_then_restart_matches(uninterrupted, tmp_pat
   resumed, reference = _rows(workdir), _rows(uninterrupted)
   assert [r["step"] for r in resumed] == [r["step"] for r in reference]
   for a, b in zip(resumed, reference):
+    assert a.keys() == b.keys(), a["step"]  # eval/ scores at the same steps
     for key in a:
       assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+  # The best step survives the kill and the resume, as in the run without them.
+  assert sorted(p.name for p in (workdir / "best").iterdir()) == sorted(
+      p.name for p in (uninterrupted / "best").iterdir())
 
 
 def test_few_steps_on_a_prepared_folder(tmp_path):

@@ -316,7 +316,7 @@ class CountingIterator:
     self.position = json.loads(state)["position"]
 
 
-def _loop(tmp_path, iterator, total=10, ownership_lost=None):
+def _loop(tmp_path, iterator, total=10, ownership_lost=None, **stage_fields):
   mesh = parallel.make_mesh(jax.devices()[:1])
   init = lambda key, handoff: {"w": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}  # noqa: E731
 
@@ -327,7 +327,7 @@ def _loop(tmp_path, iterator, total=10, ownership_lost=None):
   stage = Stage(name="test", directory="", init=init, train_step=step,
                 make_iterator=lambda: iterator, batch_size=1, seed=0, total_steps=total,
                 log_every=2, checkpoint_every=4, keep_checkpoints=3,
-                frozen={"scale": np.float32(1.0)})
+                frozen={"scale": np.float32(1.0)}, **stage_fields)
   return train_loop(stage, str(tmp_path), mesh, {}, config_dict={"test": True},
                     ownership_lost=ownership_lost)
 
@@ -358,3 +358,46 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     _loop(tmp_path, CountingIterator(values=values))
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), 3)
   assert ckpt.all_steps() == [4]
+
+
+def test_validation_keeps_the_best_step_through_resumes(tmp_path):
+  """eval/ rows at every eval_every-th step and the last; best/ holds the
+  best step's state (beside the rolling checkpoints/), and a resumed run
+  replaces it only with a strictly better one."""
+  from tp2p_jax.core.run_dir import restore_run_state
+  scores = {3: 0.5, 6: 0.2, 9: 0.4, 10: 0.3, 12: 0.25, 15: 0.1}  # eval/l1 by step
+  best = dict(validate=lambda state, mesh, jit: {"l1": scores[int(state["step"])]},
+              eval_every=3, keep_best="eval/l1")
+  _loop(tmp_path, CountingIterator(), **best)
+  rows = {r["step"]: r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))}
+  assert sorted(rows) == [2, 3, 4, 6, 8, 9, 10]
+  assert {s: r["eval/l1"] for s, r in rows.items() if "eval/l1" in r} == {
+      3: 0.5, 6: 0.2, 9: 0.4, 10: 0.3}
+  assert "w" in rows[3]  # the step's training metrics share its row
+  assert Checkpointer(str(tmp_path / "checkpoints"), 3).all_steps() == [4, 8, 10]
+  assert Checkpointer(str(tmp_path / "best"), 1).all_steps() == [6]
+  # A resume knows the best so far: 0.25 at step 12 does not replace 0.2.
+  _loop(tmp_path, CountingIterator(), total=12, **best)
+  assert Checkpointer(str(tmp_path / "best"), 1).all_steps() == [6]
+  _loop(tmp_path, CountingIterator(), total=15, **best)
+  kept = Checkpointer(str(tmp_path / "best"), 1)
+  assert kept.all_steps() == [15] and kept.metrics(15) == {"eval/l1": 0.1}
+  abstract = {"w": jax.ShapeDtypeStruct((), jnp.float32),
+              "step": jax.ShapeDtypeStruct((), jnp.int32)}
+  state, step = restore_run_state(str(tmp_path), abstract, "best")
+  assert step == 15 and float(state["w"]) == sum(range(15))
+
+
+def test_keep_best_without_validation_is_one_line(tmp_path):
+  from tp2p_jax.core.run_dir import RunError, restore_run_state
+  with pytest.raises(RunError, match="keep_best='eval/l1' needs validation, which this "
+                     "method does not provide"):
+    _loop(tmp_path, CountingIterator(), keep_best="eval/l1")
+  with pytest.raises(RunError, match="keep_best='eval/psnr', and its validation gives eval/l1; "
+                     "choose one of those"):
+    _loop(tmp_path / "other", CountingIterator(), keep_best="eval/psnr", eval_every=2,
+          validate=lambda state, mesh, jit: {"l1": 1.0})
+  _loop(tmp_path, CountingIterator(), total=4)
+  with pytest.raises(RunError, match="no best checkpoint .*keep_best.*--checkpoint=latest"):
+    restore_run_state(str(tmp_path), {"w": jax.ShapeDtypeStruct((), jnp.float32),
+                                      "step": jax.ShapeDtypeStruct((), jnp.int32)}, "best")

@@ -17,7 +17,8 @@ import jax
 import ml_collections
 
 from tp2p_jax import methods
-from tp2p_jax.core import compile_effort, loop, mesh as mesh_lib
+from tp2p_jax.core import compile_effort, loop, mesh as mesh_lib, storage
+from tp2p_jax.core.best_checkpoint import keep_best_problem
 from tp2p_jax.core.run_dir import (RunError, check_workdir_usable, resolve_run_config,
                                    write_run_config)
 from tp2p_jax.core.workdir_lock import WorkdirLock
@@ -33,15 +34,28 @@ def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
 # Config fields every method reads, and the least each may be.
 _AT_LEAST = {"batch_size": 1, "image_size": 1, "total_steps": 0, "log_every": 1,
              "checkpoint_every": 1, "keep_checkpoints": 1, "sample_every": 0,
-             "num_samples": 0}
+             "num_samples": 0, "eval_every": 0, "eval_examples": 1}
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """`RunError` naming the first of `config`'s common counts that is out of
-  range (e.g. `--config.batch_size=0`), before anything is built."""
+  range (e.g. `--config.batch_size=0`), or validation fields that do not fit
+  together (`keep_best`, `eval_inception_weights`), before anything is
+  built. Configs from before a field existed pass."""
   for name, least in _AT_LEAST.items():
     if name in config and (not isinstance(config[name], int) or config[name] < least):
       raise RunError(f"--config.{name}={config[name]!r}: must be an integer >= {least}")
+  eval_every = config.get("eval_every", 0)
+  problem = keep_best_problem(config.get("keep_best", ""), eval_every)
+  if problem is not None:
+    raise RunError(problem)
+  weights = config.get("eval_inception_weights", "")
+  if weights and eval_every > 0:
+    if not storage.path(weights).is_file():
+      raise RunError(f"--config.eval_inception_weights={weights}: no such file")
+    if config.get("eval_examples", 2) < 2:
+      raise RunError(f"--config.eval_examples={config.eval_examples}: FID and KID "
+                     "(eval_inception_weights) need at least 2")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> int:

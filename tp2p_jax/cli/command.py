@@ -82,14 +82,37 @@ def _unknown_field(error: BaseException) -> str:
   return f"--config: no field {field!r} in the config{hint}"
 
 
+def define_checkpoint_flags(fv: flags.FlagValues) -> None:
+  """--checkpoint and its older spelling --step in `fv`: which checkpoint of
+  a run (read with `checkpoint_choice`)."""
+  flags.DEFINE_string("checkpoint", None, "Which checkpoint: latest (the default), best "
+                      "(the run's best/, kept by training with keep_best) or a step number.",
+                      flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step: --checkpoint=STEP.", flag_values=fv)
+
+
+def checkpoint_choice(fv: flags.FlagValues) -> int | str | None:
+  """--checkpoint (or --step) as the run loader's `step`: a step number,
+  "best" or None (the latest); `UsageError` for another value or both."""
+  if fv.checkpoint is not None and fv.step is not None:
+    raise UsageError(f"--checkpoint={fv.checkpoint} and --step={fv.step}: --step is the older "
+                     "spelling of --checkpoint=STEP; give one of them")
+  if fv.checkpoint is None:
+    return fv.step
+  if fv.checkpoint in ("best", "latest"):
+    return None if fv.checkpoint == "latest" else "best"
+  if fv.checkpoint.isdigit():
+    return int(fv.checkpoint)
+  raise UsageError(f"--checkpoint={fv.checkpoint}: expected best, latest or a step number")
+
+
 def define_generator_flags(fv: flags.FlagValues) -> None:
-  """--dtype, --step and --prepare in `fv`: which checkpoint of a run, in
-  which compute dtype, and how drawings are prepared for it (the commands
-  that run a trained generator on drawings: predict, serve)."""
+  """--dtype, --checkpoint (--step) and --prepare in `fv`: which checkpoint
+  of a run, in which compute dtype, and how drawings are prepared for it
+  (the commands that run a trained generator on drawings: predict, serve)."""
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Generator compute dtype (default: the run's).", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
-                       flag_values=fv)
+  define_checkpoint_flags(fv)
   flags.DEFINE_enum("prepare", None, ["hand_drawn", "pad"],
                     "hand_drawn: redraw any drawing/scan in the training line style "
                     "(default for sketch models); pad: only resize and pad on white "

@@ -72,8 +72,7 @@ def _define_flags() -> flags.FlagValues:
                       flag_values=fv)
   flags.DEFINE_enum("split", "validation", ["validation", "train"],
                     "Which pairs: the held-out ones, or the training ones.", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
-                       flag_values=fv)
+  command.define_checkpoint_flags(fv)
   flags.DEFINE_integer("num_examples", None, "Pairs evaluated (default: the whole "
                        "validation split; train: 256).", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("batch_size", 16, "Images per network call over all of this "
@@ -98,6 +97,7 @@ def _evaluate(fv: flags.FlagValues) -> int:
   from tp2p_jax.cli import checks, output_paths
   from tp2p_jax.core import storage
   from tp2p_jax.inference import evaluation
+  checkpoint = command.checkpoint_choice(fv)
   workdir = checks.run_dir(fv.workdir)
   # A missing one is for the run loader to name; a URL's writability shows
   # when the result is written.
@@ -118,7 +118,7 @@ def _evaluate(fv: flags.FlagValues) -> int:
                                "eval/ folder, which evaluate writes; keep the weights elsewhere")
   command.join_job(fv)
   result = evaluation.evaluate(
-      fv.workdir, split=fv.split, step=fv.step, num_examples=fv.num_examples,
+      fv.workdir, split=fv.split, step=checkpoint, num_examples=fv.num_examples,
       batch_size=fv.batch_size, inception_weights=fv.inception_weights,
       inception_size=fv.inception_size, dtype=fv.dtype, show_progress=True,
       test_mode=fv.test_mode, seed=fv.seed)

@@ -68,8 +68,7 @@ def _define_flags() -> flags.FlagValues:
                       flag_values=fv)
   flags.DEFINE_string("output", None, "Output file for the serialised program.",
                       flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
-                       flag_values=fv)
+  command.define_checkpoint_flags(fv)
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Generator compute dtype baked into the program (default: the run's; "
                     "float32 for --format=onnx).",
@@ -90,6 +89,7 @@ def _export(fv: flags.FlagValues) -> int:
   from tp2p_jax.inference import exporting, onnx_export
   from tp2p_jax.inference.run_loading import load_trained_run, with_test_mode
   # Before the run is loaded and the program traced; nothing is created.
+  checkpoint = command.checkpoint_choice(fv)
   checks.run_dir(fv.workdir)
   onnx = fv.format == "onnx"
   if onnx and fv.platforms:
@@ -115,12 +115,12 @@ def _export(fv: flags.FlagValues) -> int:
                              f"{output + sidecar}, written beside it,")
          for sidecar in (".styles.npz", ".json")], run=fv.workdir)
   if not onnx:
-    run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+    run = load_trained_run(fv.workdir, checkpoint, fv.dtype)
     run = with_test_mode(run, fv.test_mode)
     print(json.dumps(exporting.write_export(run, output, fv.platforms, fv.direction)))
     return 0
   # ONNX runtimes' bfloat16 convolutions are rare: float32 unless asked.
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype or "float32")
+  run = load_trained_run(fv.workdir, checkpoint, fv.dtype or "float32")
   run = with_test_mode(run, fv.test_mode)
   try:
     summary = onnx_export.write_onnx_export(run, output, fv.direction)

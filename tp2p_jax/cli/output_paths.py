@@ -13,8 +13,8 @@ by device and inode (hard links); `gs://` URLs as normalised strings (no
 `.`, `..`, doubled or trailing slashes).
 
 A run's own files are its `config.json`, `checkpoints/`,
-`checkpoints.damaged/`, `*.jsonl`, `tensorboard/`, `samples/`, `eval/`,
-`train.lock` and `class_embeddings.npz`, at its root and in each stage
+`checkpoints.damaged/`, `best/`, `best.damaged/`, `*.jsonl`, `tensorboard/`,
+`samples/`, `eval/`, `train.lock` and `class_embeddings.npz`, at its root and in each stage
 folder below it (a folder holding `config.json` or `checkpoints/`). Other
 names inside a run directory are free: `export --output=RUN/g.jaxexport`
 is fine.
@@ -41,7 +41,8 @@ from tp2p_jax.core import storage
 from tp2p_jax.inference.files import special_file_problem
 
 RUN_FILES = frozenset({"config.json", "checkpoints", "checkpoints.damaged", "tensorboard",
-                       "samples", "eval", "train.lock", "class_embeddings.npz"})
+                       "samples", "eval", "train.lock", "class_embeddings.npz", "best",
+                       "best.damaged"})
 
 
 @dataclasses.dataclass(frozen=True)

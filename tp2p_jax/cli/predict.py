@@ -481,9 +481,10 @@ def _predict(fv: flags.FlagValues) -> int:
 
   from tp2p_jax.inference import parallel
   from tp2p_jax.inference.run_loading import load_trained_run, with_test_mode
+  checkpoint = command.checkpoint_choice(fv)
   files = _check_before_loading(fv)
   command.join_job(fv)
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype, mesh=parallel.local_mesh())
+  run = load_trained_run(fv.workdir, checkpoint, fv.dtype, mesh=parallel.local_mesh())
   run = with_test_mode(run, fv.test_mode, fv.seed)
   # An empty --style= counts as not given.
   result = predict_files(run, files, fv.output, style=fv.style or None,

@@ -152,6 +152,7 @@ def _serve(fv: flags.FlagValues) -> int:
   from tp2p_jax.serving.connections import (ConnectionLimits, fit_to_file_limit,
                                             uvicorn_config)
   from tp2p_jax.serving.model import ServedModel
+  checkpoint = command.checkpoint_choice(fv)
   checks.run_dir(fv.workdir)
   read_run_config(fv.workdir)  # a missing or broken run is named before the port
   _check_port(fv.host, fv.port)
@@ -163,7 +164,7 @@ def _serve(fv: flags.FlagValues) -> int:
   connections = ConnectionLimits(fit_to_file_limit(fv.max_connections), fv.header_timeout_s,
                                  fv.keep_alive_timeout_s)
   start = time.perf_counter()
-  run = load_trained_run(fv.workdir, fv.step, fv.dtype)
+  run = load_trained_run(fv.workdir, checkpoint, fv.dtype)
   run = with_test_mode(run, fv.test_mode, fv.seed)
   model = ServedModel(run, fv.max_batch_size, fv.prepare)
   log.info("loaded %s step %d in %.1f s", run.workdir, run.step, time.perf_counter() - start)

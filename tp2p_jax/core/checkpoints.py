@@ -159,14 +159,22 @@ class Checkpointer:
     writer: this process trains into `directory` (and holds its run
       directory's lock): creates it and removes temporary folders of killed
       saves. Readers never touch a directory a trainer may be writing.
+    best: (metric, "min" | "max"): the `keep` checkpoints kept are the best
+      by `metrics[metric]` (given to `save`, stored in each step's folder
+      with it) instead of the newest.
   """
 
-  def __init__(self, directory: str, keep: int, writer: bool = False):
+  def __init__(self, directory: str, keep: int, writer: bool = False,
+               best: tuple[str, str] | None = None):
     self.directory = storage.text(directory)
+    metric, mode = best if best else (None, "max")
+    # A step saved without this metric (judged by another) ranks last.
+    worst = float("inf") if mode == "min" else float("-inf")
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=writer, cleanup_tmp_directories=writer,
+            best_fn=(lambda m: m.get(metric, worst)) if best else None, best_mode=mode,
             # Synchronous saves: a checkpoint reported as written is on disk,
             # whatever happens to the process next.
             enable_async_checkpointing=False),
@@ -178,8 +186,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_state: str, config: dict[str, Any]) -> None:
-    """Writes checkpoint `step` (replacing one of the same step).
+  def metrics(self, step: int) -> dict[str, float] | None:
+    """The metrics saved with checkpoint `step` (a `best` checkpointer's),
+    or None."""
+    return self._manager.metrics(step)
+
+  def save(self, step: int, state: Any, data_state: str, config: dict[str, Any],
+           metrics: dict[str, float] | None = None) -> None:
+    """Writes checkpoint `step` (replacing one of the same step), with
+    `metrics` (a `best` checkpointer's; stored in the step's folder, so they
+    are written or lost with it).
 
     Raises:
       CheckpointSaveError: the save failed; no partial files are left.
@@ -188,7 +204,7 @@ class Checkpointer:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(host_copy(state)),
           data=ocp.args.JsonSave({"iterator": data_state}),
-          config=ocp.args.JsonSave(config)), force=True)
+          config=ocp.args.JsonSave(config)), metrics=metrics, force=True)
       self._manager.wait_until_finished()
     except Exception as e:  # orbax and tensorstore wrap OSErrors in their own types
       self._remove_partial(step)

@@ -11,7 +11,10 @@ processes a SIGTERM to any of them stops all of them at the same step (the
 step after the one that noticed). A non-finite loss or norm (checked at every
 log step and before every save, and agreed by all processes) raises
 `NonFiniteLossError`; the last good checkpoint stays. A damaged checkpoint is moved aside and the newest one
-that restores resumes the run (`tp2p_jax.core.checkpoints`).
+that restores resumes the run (`tp2p_jax.core.checkpoints`). A stage with
+`validate` scores held-out examples every `eval_every` steps and at the
+last (metrics `eval/...`); with `keep_best` the best step so far is kept
+under `best/` (`tp2p_jax.core.best_checkpoint`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import compile_effort, multihost, run_log
+from tp2p_jax.core.best_checkpoint import BestCheckpoint
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointMismatchError,
                                        abstract_with_shardings)
 from tp2p_jax.core.run_dir import RunError
@@ -188,6 +192,17 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
     return LoopResult(state, start, False)
 
   jit = stage_jit(compiler_options)
+  validating = stage.validate is not None and stage.eval_every > 0
+  if stage.keep_best and not validating:
+    ckpt.close()
+    raise RunError(f"{stage.name}: keep_best={stage.keep_best!r} needs validation, which "
+                   + ("eval_every=0 turns off" if stage.validate is not None
+                      else "this method does not provide"))
+  try:
+    best = BestCheckpoint(workdir, stage.keep_best) if stage.keep_best else None
+  except BaseException:
+    ckpt.close()
+    raise
   writer = run_log.MetricsWriter(workdir, resume_step=start, enabled=is_main)
   agreement = multihost.Agreement(mesh)
   # The bar starts after the first step, so that its rate and ETA leave out
@@ -216,13 +231,18 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
         last = step == stage.total_steps
         stopping = agreement.any_process_lagged(stop.requested)
         save = last or stopping or step % stage.checkpoint_every == 0
-        if save or step % stage.log_every == 0:
+        evaluate = validating and (last or step % stage.eval_every == 0)
+        scores: dict[str, float] = {}
+        if save or evaluate or step % stage.log_every == 0:
           host = _host_metrics(metrics)
           _check_finite(stage.name, step, host, ckpt, agreement)
-          if last or step % stage.log_every == 0:
-            writer.write(step, host)
+          if evaluate:
+            # Before the save: a run killed between the two redoes both.
+            scores = _validate(stage, state, mesh, jit, step)
+          if last or evaluate or step % stage.log_every == 0:
+            writer.write(step, {**host, **scores})
             bar.set_postfix({k: f"{host[k]:.3g}" for k in list(host)[:3]}, refresh=False)
-        if save:
+        if save or (best is not None and scores):
           if ownership_lost is not None and agreement.any_process(ownership_lost()):
             raise WorkdirBusyError(
                 f"{workdir}: another process took over this run's lock; stopped at step "
@@ -232,7 +252,16 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
             before_first_save()
             before_first_save = None
           positions = multihost.all_process_texts(pipeline.iterator_state_to_json(iterator))
-          ckpt.save(step, state, pipeline.process_states_to_json(positions), config_dict)
+          data_state = pipeline.process_states_to_json(positions)
+          # The best first: a run killed before its checkpoint redoes this
+          # step and finds the same value, which does not replace it.
+          if best is not None and scores:
+            if best.metric not in scores:
+              raise RunError(f"{stage.name}: keep_best={best.metric!r}, and its validation "
+                             f"gives {', '.join(scores)}; choose one of those")
+            best.offer(step, scores, state, data_state, config_dict)
+          if save:
+            ckpt.save(step, state, data_state, config_dict)
         if (stage.samples is not None and stage.sample_every
             and (last or step % stage.sample_every == 0)):
           grid = stage.samples(state, jit)
@@ -248,7 +277,22 @@ def train_loop(stage: Stage, workdir: str, mesh: jax.sharding.Mesh, handoff: Any
       bar.close()
     writer.close()
     ckpt.close()
+    if best is not None:
+      best.close()
   return LoopResult(state, step, interrupted)
+
+
+def _validate(stage: Stage, state: Any, mesh: jax.sharding.Mesh, jit: Jit, step: int
+              ) -> dict[str, float]:
+  """The stage's held-out metrics of `state`, named `eval/...`, with a log
+  line giving their values and wall time (its program compiles once, at
+  the first validation: `jit` keeps it, and JAX's persistent cache serves it
+  to a restarted run)."""
+  t0 = time.perf_counter()
+  scores = {f"eval/{k}": float(v) for k, v in stage.validate(state, mesh, jit).items()}
+  log.info("%s: step %d eval in %.1f s: %s", stage.name, step, time.perf_counter() - t0,
+           " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+  return scores
 
 
 def run_stages(stages: list[Stage], workdir: str, mesh: jax.sharding.Mesh,

@@ -6,6 +6,7 @@ subdirectories, e.g. `style_encoder/`, with the same layout):
 
   config.json            the resolved config, `method` naming its method
   checkpoints/<step>/    whole train state, input position, config
+  best/<step>/           the best step by `keep_best`, in the same format
   metrics.jsonl          one JSON object per logged step
   tensorboard/           the same scalars
   samples/step_*.png     sample grids
@@ -23,6 +24,7 @@ import ml_collections
 from tp2p_jax.core import mesh as mesh_lib
 from tp2p_jax.core import storage
 from tp2p_jax.core.atomic_files import write_json_atomically
+from tp2p_jax.core.best_checkpoint import BEST_DIR
 from tp2p_jax.core.checkpoints import (Checkpointer, CheckpointError,
                                        CheckpointMismatchError, abstract_with_shardings)
 from tp2p_jax.core.workdir_lock import try_lock
@@ -44,13 +46,17 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # Fields a resumed run may change: when and how much to train, log and keep,
 # where the (same) data lives, where a fresh start would take its weights
 # from (`init_from`: used only before the first checkpoint), how hard XLA
-# optimises the programs (`fast_compile`) and what the backward pass
-# recomputes (`remat`: the same function and parameters). Any other difference means
+# optimises the programs (`fast_compile`), what the backward pass
+# recomputes (`remat`: the same function and parameters), and when and by
+# what the EMA generator is validated and its best step kept (not on how
+# many examples: earlier scores would not compare), and how the trained
+# generator runs at test time (`test_mode`). Any other difference means
 # another model or objective, which the checkpoints do not hold.
 RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "checkpoint_every",
                               "keep_checkpoints", "sample_every", "num_samples",
                               "worker_count", "data_dir", "init_from", "fast_compile",
-                              "remat"})
+                              "remat", "eval_every", "eval_inception_weights", "keep_best",
+                              "test_mode"})
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -195,11 +201,13 @@ def imported_fresh(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(imported.get("fresh", ())) if imported else ()
 
 
-def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
+def restore_run_state(workdir: str, abstract: Any, step: int | str | None = None,
                       mesh: jax.sharding.Mesh | None = None) -> tuple[Any, int]:
-  """Restores `<workdir>/checkpoints/<step>` (default: the newest that
-  restores) into the shapes and dtypes of `abstract` (e.g. `jax.eval_shape`
-  of the run's init), replicated on `mesh` (default: the first device).
+  """Restores `<workdir>/checkpoints/<step>` (default, or "latest": the
+  newest that restores; "best": the one in `<workdir>/best/`, kept by
+  `keep_best`) into the shapes and dtypes of `abstract` (e.g.
+  `jax.eval_shape` of the run's init), replicated on `mesh` (default: the
+  first device).
 
   A damaged newest checkpoint is skipped with a warning naming it and why;
   when no training run holds the directory, it is also moved aside
@@ -210,10 +218,23 @@ def restore_run_state(workdir: str, abstract: Any, step: int | None = None,
 
   Raises:
     RunError: one line naming the path: no (such) checkpoint, none that
-      restores, or checkpoints that do not fit `abstract` (the config).
+      restores, or checkpoints that do not fit `abstract` (the config); no
+      best checkpoint for "best".
   """
   mesh = mesh or mesh_lib.make_mesh(jax.devices()[:1])
-  ckpt = Checkpointer(storage.join(workdir, "checkpoints"), keep=10**9)
+  best = step == "best"
+  if best:
+    directory = storage.join(workdir, BEST_DIR)
+    if not any(p.name.isdigit() for p in storage.path(directory).glob("*")):
+      raise RunError(f"{workdir}: no best checkpoint ({BEST_DIR}/ is kept only by runs "
+                     "trained with keep_best): resume the run with --config.eval_every=N "
+                     "--config.keep_best=eval/lpips to get one, or use --checkpoint=latest")
+    step = None
+  elif step == "latest":
+    step = None
+  elif step is not None and not isinstance(step, int):
+    raise RunError(f"checkpoint {step!r}: expected 'best', 'latest' or a step number")
+  ckpt = Checkpointer(storage.join(workdir, BEST_DIR if best else "checkpoints"), keep=10**9)
   try:
     restored = ckpt.restore_newest(
         abstract_with_shardings(abstract, mesh_lib.replicated_like(mesh, abstract)), step)

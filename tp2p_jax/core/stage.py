@@ -55,6 +55,16 @@ class Stage:
       (also when a finished stage is skipped on restart): what the next
       stage's `init` receives (e.g. the frozen style encoder's variables);
       it may write summaries into `stage_dir`. None: hands on {}.
+    validate: `validate(state, mesh, jit) -> {name: value}` held-out
+      metrics of the state (names without the `eval/` prefix the loop adds),
+      every `eval_every` steps and at the last; called on every process
+      (each scores its share of fixed held-out examples on the mesh) and
+      returning the same values on each. It must not touch the training
+      RNG or iterator, so that a resumed run stays exact. None: no
+      validation.
+    eval_every: validation period in steps (0: off).
+    keep_best: an `eval/` metric (`tp2p_jax.core.best_checkpoint`) whose
+      best step is kept under `best/`; "" for none.
   """
   name: str
   directory: str
@@ -72,3 +82,6 @@ class Stage:
   sample_every: int = 0
   on_fresh_start: Callable[[Any, jax.sharding.Mesh], Any] | None = None
   finish: Callable[[Any, str, Jit], Any] | None = None
+  validate: Callable[[Any, jax.sharding.Mesh, Jit], dict[str, float]] | None = None
+  eval_every: int = 0
+  keep_best: str = ""

@@ -528,14 +528,17 @@ def make_eval_batches(source: Any, *, batch_size: int, image_size: int,
     raise ValueError(f"batch_size must be > 0, got {batch_size}")
   n = len(source) if num_examples is None else min(int(num_examples),
                                                    len(source))
-  prepare = PrepareRecord(image_size)
   for start in range(0, n, batch_size):
-    records: Sequence[dict[str, np.ndarray]] = [
-        prepare.map(source[i]) for i in range(start, min(start + batch_size,
-                                                         n))
-    ]
-    yield to_model_inputs(
-        {k: np.stack([r[k] for r in records]) for k in records[0]})
+    yield examples_at(source, range(start, min(start + batch_size, n)),
+                      image_size=image_size)
+
+
+def examples_at(source: Any, indices: Sequence[int], *, image_size: int) -> Batch:
+  """The records at `indices` (in that order, repeats allowed) as one
+  batch in `make_eval_batches`'s format."""
+  prepare = PrepareRecord(image_size)
+  records = [prepare.map(source[int(i)]) for i in indices]
+  return to_model_inputs({k: np.stack([r[k] for r in records]) for k in records[0]})
 
 
 def first_examples(source: Any, *, num_examples: int, image_size: int

@@ -2,6 +2,7 @@
 `python -m tp2p_jax.cli.evaluate`; the metrics are described there)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -62,15 +63,13 @@ def _inception_metrics(run, real: np.ndarray, fake: np.ndarray,
     if jax.process_index() == 0:
       write_npz_atomically(cache, {"features": real_features})
   fake_features = features(fake, "inception (generated)")
-  subset = min(1000, len(real))
-  kid_mean, kid_std = metrics.kid(real_features, fake_features, subset_size=subset)
-  return {"fid": metrics.fid_from_features(real_features, fake_features), "kid": kid_mean,
-          "kid_std": kid_std, "kid_subset_size": subset,
+  return {**metrics.fid_and_kid(real_features, fake_features),
           "inception_real_cache": os.fspath(cache)}
 
 
 def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
-             step: int | None = None, num_examples: int | None = None, batch_size: int = 16,
+             step: int | str | None = None, num_examples: int | None = None,
+             batch_size: int = 16,
              inception_weights: str | os.PathLike[str] | None = None,
              inception_size: int = 299, dtype: str | None = None,
              show_progress: bool = False, devices: Sequence[jax.Device] | None = None,
@@ -170,13 +169,12 @@ def evaluate(workdir: str | os.PathLike[str], *, split: str = "validation",
   result: dict[str, Any] = {"model": predictor.model_name, "step": run.step, "split": split,
                             "num_examples": n, "image_size": predictor.image_size,
                             "test_mode": predictor.test_mode}
-  result["l1"] = float(np.mean(fixed(metrics.l1, fake, real_b)))
+  # The same metrics and summaries as training's validation
+  # (`tp2p_jax.methods.validation`).
+  result.update(metrics.summarize_reconstruction({
+      name: fixed(functools.partial(metrics.reconstruction_metric, name), fake, real_b)
+      for name in metrics.reconstruction_metric_names(predictor.image_size)}))
   result["l1_untrained"] = float(np.mean(fixed(metrics.l1, fake_untrained, real_b)))
-  result["psnr"] = metrics.mean_psnr(fixed(metrics.psnr, fake, real_b))
-  if predictor.image_size >= 11:
-    result["ssim"] = float(np.mean(fixed(metrics.ssim, fake, real_b)))
-  if predictor.image_size >= 16:
-    result["lpips"] = float(np.mean(fixed(metrics.lpips, fake, real_b)))
 
   generated = 2 * n
   if predictor.style_dim is not None:

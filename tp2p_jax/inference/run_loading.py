@@ -3,7 +3,8 @@ method.
 
 `load_trained_run(workdir)` reads `<workdir>/config.json`, looks up the
 method it names and lets the method restore, from the latest checkpoint
-under `<workdir>/checkpoints/` (or a chosen step), what inference needs: a
+under `<workdir>/checkpoints/` (or a chosen step, or the best one in
+`<workdir>/best/`), what inference needs: a
 `Predictor` (the EMA generator per direction, and the frozen style encoder
 of style-conditioned models), run in the config's `test_mode` unless
 `with_test_mode` says otherwise. Optimiser states and discriminators are read
@@ -99,14 +100,15 @@ def names_no_dataset(config: ml_collections.ConfigDict) -> bool:
                           and not data.get("data_dir", ""))
 
 
-def load_trained_run(workdir: str | os.PathLike[str], step: int | None = None,
+def load_trained_run(workdir: str | os.PathLike[str], step: int | str | None = None,
                      dtype: str | None = None, mesh: Mesh | None = None) -> TrainedRun:
   """Restores a run's predictor.
 
   Args:
     workdir: a run directory written by `run_train.py` (a local path or a
       URL such as gs://BUCKET/RUN).
-    step: checkpoint step (default: the latest).
+    step: checkpoint step; "latest" (the default) or "best" (the run's
+      `best/`, kept by `keep_best`).
     dtype: generator compute dtype ("float32", "bfloat16"; default: the
       run's). Parameters stay float32.
     mesh: restore the weights replicated on this mesh (default: the first
@@ -114,7 +116,7 @@ def load_trained_run(workdir: str | os.PathLike[str], step: int | None = None,
 
   Raises:
     RunError: no config, an unknown method or one without a generator, no
-      checkpoint, or no checkpoint at `step`.
+      checkpoint, no checkpoint at `step`, or no best one.
   """
   workdir = storage.text(workdir)
   config = methods.read_run_config(workdir)

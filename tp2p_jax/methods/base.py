@@ -5,7 +5,8 @@ A method (`Method`) names a way of training (`config.method`): its stages,
 its parameter counts, and how a trained run becomes a `Predictor`. A stage
 (`tp2p_jax.core.stage.Stage`) is everything the trainer's loop needs for one
 resumable run directory: a jit-able state init, a pure train step, an input iterator, a
-sample writer, and what the stage hands the next one. The trainer owns the
+sample writer, optionally held-out validation (`tp2p_jax.methods.validation`), and what
+the stage hands the next one. The trainer owns the
 rest (mesh, shardings, checkpoints, resume, logging, SIGTERM, NaN checks),
 so a method never touches files or devices.
 """

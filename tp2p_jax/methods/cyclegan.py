@@ -3,7 +3,9 @@
 One stage in the workdir: two generators and two discriminators with the
 release's losses (`tp2p_jax.methods.cyclegan_step`), Adam at a constant rate
 then linearly to zero, history pools. Sample grids hold held-out rows
-real_a | fake_b | real_b | fake_a (EMA generators). A trained run translates
+real_a | fake_b | real_b | fake_a (EMA generators); validation
+(`eval_every`) scores G_AB on the held-out pairs of a source that has them
+(`tp2p_jax.methods.validation`). A trained run translates
 either way: its predictor has the directions "AtoB" (G_AB) and "BtoA" (G_BA).
 """
 from __future__ import annotations
@@ -20,10 +22,10 @@ import optax
 
 from tp2p_jax.core import optim, run_log
 from tp2p_jax.core.checkpoints import keep_only
-from tp2p_jax.core.run_dir import imported_fresh
+from tp2p_jax.core.run_dir import RunError, imported_fresh
 from tp2p_jax.data import pipeline
-from tp2p_jax.data.sources import unpaired_sources_from_config
-from tp2p_jax.methods import registry
+from tp2p_jax.data.sources import sources_from_config, unpaired_sources_from_config
+from tp2p_jax.methods import registry, test_mode, validation
 from tp2p_jax.core.stage import Jit, Stage
 from tp2p_jax.methods.base import Method, Predictor
 from tp2p_jax.methods.image_pool import create_image_pool
@@ -169,6 +171,16 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
                               captions=["real_a", "fake_b", "real_b", "fake_a"])
 
   d = config.data
+  validate = None
+  if config.get("eval_every", 0) > 0:
+    validate = validation.held_out_validation(
+        _paired_held_out(config), num_examples=config.eval_examples,
+        image_size=config.image_size, batch_size=config.batch_size,
+        generate=lambda state, real_a, real_b, seeds: test_mode.apply_generator(
+            parts.generator, {"params": generator_params(state, "AtoB", True)}, real_a, None,
+            config.get("test_mode", "eval"), seeds),
+        inception_weights=config.get("eval_inception_weights", ""),
+        keep_best=config.get("keep_best", ""))
   return [Stage(
       name="cyclegan", directory="", init=parts.init, train_step=parts.train_step,
       make_iterator=lambda: pipeline.make_dataset_iterator(
@@ -177,7 +189,19 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
       batch_size=config.batch_size, seed=config.seed, total_steps=config.total_steps,
       log_every=config.log_every, checkpoint_every=config.checkpoint_every,
       keep_checkpoints=config.keep_checkpoints, samples=samples,
-      sample_every=config.sample_every)]
+      sample_every=config.sample_every, validate=validate,
+      eval_every=config.get("eval_every", 0), keep_best=config.get("keep_best", ""))]
+
+
+def _paired_held_out(config: ml_collections.ConfigDict) -> Any:
+  """The held-out A/B pairs validation scores G_AB on (those of `evaluate`);
+  `RunError` for a data source of unpaired domains alone."""
+  try:
+    return sources_from_config(config.data, image_size=config.image_size,
+                               seed=config.seed)[1]
+  except ValueError as e:
+    raise RunError(f"--config.eval_every={config.eval_every}: validation scores A->B "
+                   f"against held-out pairs, and {e}; set --config.eval_every=0") from None
 
 
 def predictor(config: ml_collections.ConfigDict, restore: Callable[[Any], Any],

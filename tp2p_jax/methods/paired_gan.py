@@ -8,7 +8,9 @@ frozen variables the GAN stage receives and keeps in its state; pix2pix and
 pix2pixHD have the GAN stage alone (`style_variables = {}`). The GAN stage
 (`<workdir>/`) trains netG and netD with cGAN + lambda_l1 * L1 +
 lambda_perceptual * VGG16 features (+ pix2pixHD's feature matching); its
-sample grids hold held-out rows sketch | EMA output | target photo.
+sample grids hold held-out rows sketch | EMA output | target photo, and its
+validation (`eval_every`) scores the EMA generator on held-out pairs
+(`tp2p_jax.methods.validation`).
 """
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ from tp2p_jax.core.init_rng import param_key
 from tp2p_jax.core.run_dir import imported_fresh
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
-from tp2p_jax.methods import registry, warm_start
+from tp2p_jax.methods import registry, validation, warm_start
 from tp2p_jax.core.stage import Jit, Stage
-from tp2p_jax.methods.base import Method, Predictor
+from tp2p_jax.methods.base import Method, Predictor, encoder_outputs
 from tp2p_jax.methods.imported_weights import (ImportedWeights, check_rebuilds, fit,
                                                init_variables, variables_of)
 from tp2p_jax.methods.networks import (count_params, discriminator_from_config,
@@ -219,6 +221,19 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
     on_fresh_start = lambda state, mesh: warm_start.init_from_run(  # noqa: E731
         state, run_dir, mesh, state_shapes, subtree="global")
 
+  validate = None
+  if config.get("eval_every", 0) > 0:
+    encoder = gan.style_encoder
+    validate = validation.held_out_validation(
+        eval_source, num_examples=config.eval_examples, image_size=config.image_size,
+        batch_size=config.batch_size,
+        generate=make_generate(gan.generator, encoder, config.get("test_mode", "eval")),
+        classify=None if encoder is None else (
+            lambda state, images: encoder_outputs(encoder, state.style_variables,
+                                                  images)["cosine"]),
+        inception_weights=config.get("eval_inception_weights", ""),
+        keep_best=config.get("keep_best", ""))
+
   return Stage(
       name=config.generator, directory="", init=gan.init, train_step=gan.train_step,
       make_iterator=lambda: pipeline.make_dataset_iterator(
@@ -227,7 +242,8 @@ def gan_stage(config: ml_collections.ConfigDict, train_source: Any, eval_source:
       batch_size=config.batch_size, seed=config.seed, total_steps=config.total_steps,
       log_every=config.log_every, checkpoint_every=config.checkpoint_every,
       keep_checkpoints=config.keep_checkpoints, frozen=gan.frozen, samples=samples,
-      sample_every=config.sample_every, on_fresh_start=on_fresh_start)
+      sample_every=config.sample_every, on_fresh_start=on_fresh_start, validate=validate,
+      eval_every=config.get("eval_every", 0), keep_best=config.get("keep_best", ""))
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[Stage]:

@@ -31,6 +31,7 @@ from flax import struct
 from tp2p_jax import losses
 from tp2p_jax.core.ema import ema_update, tree_l2_norm
 from tp2p_jax.core.init_rng import param_key
+from tp2p_jax.methods import test_mode
 from tp2p_jax.methods.style_encoder import resize_to_encoder
 from tp2p_jax.models.layers import compute_dtype
 
@@ -259,21 +260,23 @@ def make_gan_train_step(generator: nn.Module, discriminator: nn.Module,
   return train_step
 
 
-def make_generate(generator: nn.Module, style_encoder: nn.Module | None
-                  ) -> Callable[..., jax.Array]:
-  """`generate(state, sketches, photos=None)`: EMA generator in eval mode on
-  sketches (B, H, W, C) in [-1, 1]; returns (B, H, W, 3) in [-1, 1]. A
-  style-conditioned generator is styled by the frozen encoder's embedding
-  of `photos` (required then); an unconditioned one ignores them."""
-  def generate(state: TrainState, sketches: jax.Array, photos: jax.Array | None = None
-               ) -> jax.Array:
+def make_generate(generator: nn.Module, style_encoder: nn.Module | None,
+                  mode: str = "eval") -> Callable[..., jax.Array]:
+  """`generate(state, sketches, photos=None, seeds=None)`: EMA generator in
+  test mode `mode` (`tp2p_jax.methods.test_mode`; "train" needs `seeds`
+  (B,) int32) on sketches (B, H, W, C) in [-1, 1]; returns (B, H, W, 3) in
+  [-1, 1]. A style-conditioned generator is styled by the frozen encoder's
+  embedding of `photos` (required then); an unconditioned one ignores them."""
+  def generate(state: TrainState, sketches: jax.Array, photos: jax.Array | None = None,
+               seeds: jax.Array | None = None) -> jax.Array:
     style = None
     if style_encoder is not None:
       if photos is None:
         raise ValueError("a style-conditioned generator needs the style photos")
       style = style_embedding(style_encoder, state.style_variables, photos)
-    return apply_generator(
-        generator,
-        {"params": state.ema["g"]["params"], "batch_stats": state.ema["g"]["batch_stats"]},
-        sketches, style, train=False)
+    variables = {"params": state.ema["g"]["params"],
+                 "batch_stats": state.ema["g"]["batch_stats"]}
+    if mode == "eval":
+      return apply_generator(generator, variables, sketches, style, train=False)
+    return test_mode.apply_generator(generator, variables, sketches, style, mode, seeds)
   return generate

@@ -30,6 +30,7 @@ from tp2p_jax.core import run_log
 from tp2p_jax.core.stage import Stage
 from tp2p_jax.data import pipeline
 from tp2p_jax.data.sources import sources_from_config
+from tp2p_jax.methods import validation
 from tp2p_jax.methods.base import Method, Predictor
 from tp2p_jax.methods.networks import count_params
 
@@ -66,6 +67,9 @@ def config(total_steps: int = 4) -> ml_collections.ConfigDict:
   c.total_steps = total_steps
   c.checkpoint_every = 2
   c.sample_every = 2
+  c.eval_every = 0  # held-out scores every N steps (tp2p_jax.methods.validation); 0: off
+  c.eval_examples = 4  # how many held-out pairs they score
+  c.keep_best = ""  # an eval/ metric whose best step is kept in best/ ("": none)
   # Any registered data source (tp2p_jax.data.sources.SOURCES) with pairs.
   c.data = ml_collections.ConfigDict({"source": "toycats", "num_train": 16, "num_eval": 4})
   return c
@@ -111,7 +115,16 @@ def _stages(config: ml_collections.ConfigDict) -> list[Stage]:
       frozen={"weight": np.float32(1.0)},
       samples=lambda state, jit: run_log.image_grid([batch["real_a"], np.asarray(
           module.apply({"params": state.ema}, batch["real_a"])), batch["real_b"]]),
-      sample_every=config.sample_every)]
+      sample_every=config.sample_every,
+      # Held-out scores of the averaged weights while training (optional).
+      validate=validation.held_out_validation(
+          held_out, num_examples=config.eval_examples, image_size=config.image_size,
+          batch_size=config.batch_size,
+          generate=lambda state, real_a, real_b, seeds: module.apply({"params": state.ema},
+                                                                     real_a),
+          keep_best=config.get("keep_best", ""),
+      ) if config.get("eval_every", 0) > 0 else None,
+      eval_every=config.get("eval_every", 0), keep_best=config.get("keep_best", ""))]
 
 
 def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:

@@ -224,3 +224,13 @@ def cached_statistics(
   except OSError as e:
     _log.warning("Could not write statistics cache %s: %s", path, e)
   return mu, sigma
+
+
+def fid_and_kid(real_features: np.ndarray, fake_features: np.ndarray) -> dict[str, float]:
+  """{"fid", "kid", "kid_std", "kid_subset_size"} of generated vs real
+  (N, D) Inception features: KID over subsets of min(1000, N) rows."""
+  subset = min(1000, len(real_features))
+  kid_mean, kid_std = kid(real_features, fake_features, subset_size=subset)
+  return {"fid": fid_from_features(real_features, fake_features), "kid": kid_mean,
+          "kid_std": kid_std, "kid_subset_size": subset}
+

@@ -15,7 +15,7 @@ aggregate (see there).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import math
 from typing import Any, NamedTuple
 
@@ -176,3 +176,33 @@ def lpips(
   """
   _check_pair(x, y)
   return lpips_lib.lpips_distance(x, y, variables)
+
+
+# The reconstruction metrics `evaluate` reports and training validates with,
+# in report order, with the least image side each needs (SSIM's 11x11
+# window; LPIPS-VGG's four poolings).
+_MIN_SIZE = {"l1": 1, "psnr": 1, "ssim": 11, "lpips": 16}
+
+
+def reconstruction_metric_names(image_size: int) -> tuple[str, ...]:
+  """The reconstruction metrics defined at side `image_size`: l1 and psnr
+  always, ssim from 11, lpips from 16."""
+  return tuple(name for name, least in _MIN_SIZE.items() if image_size >= least)
+
+
+def reconstruction_metric(name: str, x: jax.Array, y: jax.Array,
+                          lpips_variables: dict[str, Any] | None = None) -> jax.Array:
+  """Per-image metric `name` ("l1", "psnr", "ssim" or "lpips") of
+  (B, H, W, 3) batches in [-1, 1]; (B,) float32. Jit-able (`lpips_variables`
+  as an argument keeps LPIPS's weights out of the program's constants)."""
+  if name == "lpips":
+    return lpips(x, y, lpips_variables)
+  return {"l1": l1, "psnr": psnr, "ssim": ssim}[name](x, y)
+
+
+def summarize_reconstruction(per_image: Mapping[str, Any]) -> dict[str, float]:
+  """The reported value of each metric from its per-image values (N,):
+  the mean; PSNR's through `mean_psnr` (identical pairs capped)."""
+  return {name: mean_psnr(values) if name == "psnr" else float(np.mean(values))
+          for name, values in per_image.items()}
+

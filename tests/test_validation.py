@@ -111,6 +111,16 @@ def test_train_refuses_an_unknown_keep_best_metric_in_one_line(tmp_path, capsys)
   assert not (tmp_path / "run").exists()
 
 
+def test_train_refuses_an_unknown_test_mode_in_one_line(tmp_path, capsys):
+  from tp2p_jax.cli import train as train_cli
+  status = train_cli.main(["train", "--config=pix2pix:tiny", f"--workdir={tmp_path / 'run'}",
+                           "--config.test_mode=test"])
+  err = capsys.readouterr().err
+  assert status == 2 and err.splitlines() == [
+      "error: --config.test_mode='test': choose from eval, train"]
+  assert not (tmp_path / "run").exists()
+
+
 def test_cyclegan_validation_needs_held_out_pairs(tmp_path, capsys):
   from PIL import Image
 

@@ -17,6 +17,7 @@ import jax
 import ml_collections
 
 from tp2p_jax import methods
+from tp2p_jax.methods import test_mode
 from tp2p_jax.core import compile_effort, loop, mesh as mesh_lib, storage
 from tp2p_jax.core.best_checkpoint import keep_best_problem
 from tp2p_jax.core.run_dir import (RunError, check_workdir_usable, resolve_run_config,
@@ -45,6 +46,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for name, least in _AT_LEAST.items():
     if name in config and (not isinstance(config[name], int) or config[name] < least):
       raise RunError(f"--config.{name}={config[name]!r}: must be an integer >= {least}")
+  mode = config.get("test_mode", "eval")
+  if mode not in test_mode.TEST_MODES:
+    raise RunError(f"--config.test_mode={mode!r}: choose from {', '.join(test_mode.TEST_MODES)}")
   eval_every = config.get("eval_every", 0)
   problem = keep_best_problem(config.get("keep_best", ""), eval_every)
   if problem is not None:

@@ -19,6 +19,7 @@ import base64
 import concurrent.futures
 import contextlib
 import dataclasses
+import gc
 import io
 import json
 import pathlib
@@ -559,6 +560,25 @@ def test_a_full_server_pushes_out_the_longest_header_wait_and_never_a_request():
     await asyncio.gather(*state.tasks)
 
   asyncio.run(scenario())
+
+
+def test_the_start_up_heap_is_frozen_while_serving(model):
+  """Full garbage collections would walk the whole start-up heap (JAX, the
+  run) again and again under connection churn: from warm-up to shutdown
+  it is frozen, and released after."""
+  gc.unfreeze()  # whatever another server of this module froze
+  app = create_app(model)
+
+  async def serve() -> int:
+    async with app.router.lifespan_context(app):
+      deadline = time.monotonic() + 30
+      while not gc.get_freeze_count():
+        assert time.monotonic() < deadline, "nothing frozen after warm-up"
+        await asyncio.sleep(0.01)
+      return gc.get_freeze_count()
+
+  assert asyncio.run(serve()) > 10_000  # JAX alone is far more objects
+  assert gc.get_freeze_count() == 0
 
 
 # --- access -----------------------------------------------------------------------------

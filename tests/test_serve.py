@@ -946,6 +946,7 @@ def test_the_load_script_loses_nothing(run_dir):
     assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1
     assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0
     assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0
+    assert row["server_cpu_s_per_s"] >= 0 and hostile["server_cpu_s_per_s"] > 0
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"
   probe = report["memory_probe"]

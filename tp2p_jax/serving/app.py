@@ -191,10 +191,10 @@ def _warm_up_and_freeze(model: ServedModel) -> None:
   garbage collector's sight (`gc.freeze`) until the server stops.
 
   Python's full collections walk every tracked object, and after JAX and
-  the run are loaded that is some 300,000 of them: 200-300 ms on a shared
+  the run are loaded that is some 300,000 of them: 160-330 ms on a shared
   2-core machine, holding the event loop and the model thread. Clients
-  connecting and disconnecting by the thousand (a reconnecting flood)
-  promote enough objects to start one every second or two, and those
+  connecting and disconnecting by the hundred a second (a reconnecting
+  flood) promote enough objects to start one every few seconds, and those
   pauses were the slowest requests' latency. Frozen, the start-up heap is
   never walked again; collections see only what serving creates. A young
   collection first, so that little garbage is frozen with it (a full one
@@ -255,6 +255,8 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       workers.shutdown()
       with contextlib.suppress(Exception):
         await warming
+      # Process-wide: another server still running in this process (tests)
+      # is then merely unfrozen, and the start-up objects collectable again.
       gc.unfreeze()
 
   # FastAPI's own /docs and /redoc load their scripts from a CDN.

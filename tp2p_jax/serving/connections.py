@@ -68,9 +68,9 @@ def protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
   """Uvicorn's h11 protocol with `limits`' header deadline and connection cap."""
   # The connections in the order their header wait began, oldest first:
   # the one to push out is found at the front in O(1) amortised (scanning
-  # all 512 open connections cost about a millisecond per accepted one, and
-  # a reconnecting flood's thousand accepts a second then filled the event
-  # loop). Entries that have since started a request are dropped when they
+  # all 512 open connections cost about a millisecond per accepted one,
+  # and a reconnecting flood's 500-650 accepts a second spent that on the
+  # event loop). Entries that have since started a request are dropped when they
   # reach the front; each comes back at the end when its next wait begins.
   header_waits: collections.OrderedDict[H11Protocol, None] = collections.OrderedDict()
 

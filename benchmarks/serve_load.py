@@ -18,8 +18,9 @@ every malformed one 4xx; anything else counts as lost.
 
 Reported per (mode, clients): requests/s over the whole timed run, p50 and
 p99 latency of the valid requests, and from the server's /metrics the mean
-batch size and the mean time of a generator call. The clients run on the same machine as the server and
-take CPU from it. Progress goes to stderr; the last line of stdout is one
+batch size and the mean time of a generator call, and the server's CPU
+seconds per second during the timed run (Linux). The clients run on the
+same machine as the server and take CPU from it. Progress goes to stderr; the last line of stdout is one
 JSON object. Exit status 1 if anything was lost.
 
 Hostile load: with any of --slow_clients (connections sending their
@@ -30,7 +31,7 @@ client hangs up at once) or --large_clients (closed-loop uploads of a
 row is run a second time with those running alongside, and the row gets
 `hostile`: the normal clients' errors, error rate, p99 and its ratio to the
 unloaded run's (goal: 0 errors, ratio <= 2), what the hostile clients got,
-and the server's peak RSS during the run. --memory_probe sends one
+the server's CPU seconds per second and its peak RSS during the run. --memory_probe sends one
 1 x 16,777,216 PNG and one 4096 x 4096 PNG and reports the server's peak RSS
 growth for each (Linux: /proc/PID/status VmHWM, reset through clear_refs).
 Everything goes to a server this script starts on 127.0.0.1, and every
@@ -256,6 +257,14 @@ def _batch_counts(port: int) -> tuple[float, float, float]:
   return values["size", "count"], values["size", "sum"], values["seconds", "sum"]
 
 
+def _cpu_rate(server: "Server", cpu_before: float | None, seconds: float) -> float | None:
+  """The server's CPU seconds per second since `cpu_before` was read."""
+  cpu_after = server.cpu_s()
+  if cpu_before is None or cpu_after is None or seconds <= 0:
+    return None
+  return round((cpu_after - cpu_before) / seconds, 3)
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -284,6 +293,17 @@ class Server:
     except OSError:
       pass
     return None
+
+  def cpu_s(self) -> float | None:
+    """CPU seconds the server has used (user + system, all its threads);
+    None where /proc does not tell. Less at the mercy of other jobs on the
+    machine than latencies are."""
+    try:
+      with open(f"/proc/{self.process.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+      return None
 
   def reset_peak_rss(self) -> None:
     """Sets the peak (VmHWM) back to the current RSS (Linux >= 4.0)."""
@@ -515,7 +535,9 @@ def main(argv: list[str]) -> None:
         warm = Workload(styles, info["directions"], sketch_size, n, 0.0)
         drive(server.port, warm, n)  # connections and threads up before timing
         calls, rows, busy = _batch_counts(server.port)
+        cpu_before = server.cpu_s()
         row = drive(server.port, workload, n)
+        row["server_cpu_s_per_s"] = _cpu_rate(server, cpu_before, row["seconds"])
         calls_after, rows_after, busy_after = _batch_counts(server.port)
         n_calls = max(calls_after - calls, 1)
         row = {"mode": mode, "max_batch_size": batch, **row,
@@ -526,7 +548,14 @@ def main(argv: list[str]) -> None:
           hostile = Hostile(server.port, workload, large)
           server.reset_peak_rss()
           rss_before = server.rss_mb()
-          loaded = drive(server.port, workload, n, on_start=hostile.start)
+          cpu_at_start: list[float | None] = []
+
+          def start_hostile() -> None:
+            hostile.start()
+            cpu_at_start.append(server.cpu_s())  # the timed part only, as unloaded
+
+          loaded = drive(server.port, workload, n, on_start=start_hostile)
+          cpu_rate = _cpu_rate(server, cpu_at_start[0], loaded["seconds"])
           got = hostile.stop()
           errors = loaded["lost"]
           row["hostile"] = {
@@ -538,7 +567,8 @@ def main(argv: list[str]) -> None:
               "p99_ratio": (round(loaded["p99_ms"] / row["p99_ms"], 2)
                             if loaded["p99_ms"] and row["p99_ms"] else None),
               "seconds": loaded["seconds"], "failures": loaded["failures"], **got,
-              "server_rss_before_mb": rss_before, "server_peak_rss_mb": server.rss_mb("VmHWM"),
+              "server_cpu_s_per_s": cpu_rate, "server_rss_before_mb": rss_before,
+              "server_peak_rss_mb": server.rss_mb("VmHWM"),
               "server_log_tracebacks": server.log_text().count("Traceback")}
           row["lost"] += errors
         _log(json.dumps(row))

@@ -19,6 +19,7 @@ import base64
 import concurrent.futures
 import contextlib
 import dataclasses
+import gc
 import io
 import json
 import pathlib
@@ -38,6 +39,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 import uvicorn
+from uvicorn.server import ServerState
 
 from tests.subprocess_runs import private_copy, run_script
 from tp2p_jax.cli import predict as predict_cli, serve as serve_cli
@@ -473,6 +475,112 @@ def test_slow_clients_are_cut_off_and_cannot_crowd_out_others(model, caplog):
   assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
+class _Transport(asyncio.Transport):
+  """A connection's transport without a socket: records what the server
+  writes and whether it closed or cut the connection."""
+
+  def __init__(self) -> None:
+    super().__init__()
+    self.written = b""
+    self.closed = self.aborted = False
+
+  def get_extra_info(self, name: str, default: Any = None) -> Any:
+    return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(
+        name, default)
+
+  def is_closing(self) -> bool:
+    return self.closed or self.aborted
+
+  def write(self, data: bytes) -> None:  # type: ignore[override]
+    self.written += data
+
+  def close(self) -> None:
+    self.closed = True
+
+  def abort(self) -> None:
+    self.aborted = True
+
+  def pause_reading(self) -> None:
+    pass
+
+  def resume_reading(self) -> None:
+    pass
+
+
+def test_a_full_server_pushes_out_the_longest_header_wait_and_never_a_request():
+  """The connection cap on uvicorn's protocol, driven without sockets: at
+  max_connections=2 a new connection cuts off the connection that has
+  waited longest for its headers (counted from its previous answer, not
+  its opening), never one whose request is being read, and when every
+  other connection is mid-request it gets the raw 503 itself."""
+  async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+      return
+    while (await receive()).get("more_body"):
+      pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+  async def scenario() -> None:
+    config = uvicorn_config(app, ConnectionLimits(max_connections=2, header_timeout_s=60))
+    config.load()
+    state = ServerState()
+    opened = []
+
+    def connect() -> tuple[Any, _Transport]:
+      protocol = config.http_protocol_class(config=config, server_state=state, app_state={},
+                                            _loop=asyncio.get_running_loop())
+      transport = _Transport()
+      protocol.connection_made(transport)
+      opened.append(protocol)
+      return protocol, transport
+
+    answered, answered_t = connect()
+    waiting, waiting_t = connect()
+    waiting.data_received(b"GET / HT")
+    answered.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(100):
+      if b"\r\n\r\nok" in answered_t.written:
+        break
+      await asyncio.sleep(0)
+    assert answered_t.written.startswith(b"HTTP/1.1 200")
+    # `answered` opened first but waits for its next headers only since its answer.
+    _, third_t = connect()
+    assert waiting_t.aborted and not answered_t.is_closing()
+    answered.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12")
+    _, fourth_t = connect()
+    assert third_t.aborted and not answered_t.is_closing() and not fourth_t.is_closing()
+    opened[-1].data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+    _, busy_t = connect()
+    assert busy_t.closed and not answered_t.is_closing() and not fourth_t.is_closing()
+    assert busy_t.written.startswith(b"HTTP/1.1 503") and b"retry-after: 1\r\n" in busy_t.written
+    assert json.loads(busy_t.written.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "server_busy"
+    for protocol in opened:
+      protocol.connection_lost(None)
+    await asyncio.gather(*state.tasks)
+
+  asyncio.run(scenario())
+
+
+def test_the_start_up_heap_is_frozen_while_serving(model):
+  """Full garbage collections would walk the whole start-up heap (JAX, the
+  run) again and again under connection churn: from warm-up to shutdown
+  it is frozen, and released after."""
+  gc.unfreeze()  # whatever another server of this module froze
+  app = create_app(model)
+
+  async def serve() -> int:
+    async with app.router.lifespan_context(app):
+      deadline = time.monotonic() + 30
+      while not gc.get_freeze_count():
+        assert time.monotonic() < deadline, "nothing frozen after warm-up"
+        await asyncio.sleep(0.01)
+      return gc.get_freeze_count()
+
+  assert asyncio.run(serve()) > 10_000  # JAX alone is far more objects
+  assert gc.get_freeze_count() == 0
+
+
 # --- access -----------------------------------------------------------------------------
 
 def _ask(app: Any, requests: list[tuple[str, str, dict[str, str]]]) -> list[httpx.Response]:
@@ -838,6 +946,7 @@ def test_the_load_script_loses_nothing(run_dir):
     assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1
     assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0
     assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0
+    assert row["server_cpu_s_per_s"] >= 0 and hostile["server_cpu_s_per_s"] > 0
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"
   probe = report["memory_probe"]

@@ -294,3 +294,25 @@ def test_few_step_run_checkpoints_samples_and_predicts_both_ways(tmp_path):
   for direction in ("AtoB", "BtoA"):
     np.testing.assert_allclose(run.predictor.generate(x, direction=direction),
                                translate(parts.generator, final, x, direction), atol=1e-5)
+
+  # The commands take either direction; the one loader exports either
+  # generator. A style is refused in one line: CycleGAN takes none.
+  from PIL import Image
+
+  from tp2p_jax.cli import predict as predict_cli
+  from tp2p_jax.inference import exporting
+  sketches = tmp_path / "sketches"
+  sketches.mkdir()
+  Image.fromarray(np.full((40, 56, 3), 230, np.uint8)).save(sketches / "cat.png")
+  out_dir = tmp_path / "BtoA"
+  assert predict_cli.main(["predict", f"--workdir={straight}", f"--input={sketches}",
+                           f"--output={out_dir}", "--direction=BtoA"]) == 0
+  assert Image.open(out_dir / "cat.png").size == (56, 40)
+  assert predict_cli.main(["predict", f"--workdir={straight}", f"--input={sketches}",
+                           f"--output={tmp_path}", "--style=black"]) == 2
+  for direction in ("AtoB", "BtoA"):
+    path = str(tmp_path / f"{direction}.jaxexport")
+    assert exporting.write_export(run, path, direction=direction)["direction"] == direction
+    np.testing.assert_allclose(np.asarray(exporting.load_exported(path).call(x)),
+                               np.asarray(run.predictor.generate(x, direction=direction)),
+                               rtol=1e-5, atol=1e-5)

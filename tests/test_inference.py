@@ -381,39 +381,6 @@ def test_style_free_runs_predict_evaluate_and_export(pix2pix_run, sketches, tmp_
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_cyclegan_runs_predict_both_ways(sketches, tmp_path, capsys):
-  import jax
-  from tp2p_jax.experiments import cyclegan as cyclegan_config
-  from tp2p_jax import training
-  config = cyclegan_config.get_config("tiny")
-  config.batch_size = len(jax.devices())
-  config.total_steps = 2
-  workdir = tmp_path / "cyclegan"
-  assert training.train_and_evaluate(config, str(workdir)) == 0
-  for direction in ("AtoB", "BtoA"):
-    out_dir = tmp_path / direction
-    status, _, err = _cli(capsys, predict_cli, f"--workdir={workdir}", f"--input={sketches}",
-                          f"--output={out_dir}", f"--direction={direction}")
-    assert status == 1 and "broken.png" in err, err
-    for i, (h, w) in enumerate(SIZES):
-      assert Image.open(out_dir / f"cat{i}.png").size == (w, h)
-  status, _, err = _cli(capsys, predict_cli, f"--workdir={workdir}", f"--input={sketches}",
-                        f"--output={tmp_path}", "--style=black")
-  assert status == 2 and "takes no style input" in err
-  # One loader for every method: the CycleGAN run exports either generator.
-  from tp2p_jax.inference import exporting
-  run = run_loading.load_trained_run(str(workdir))
-  assert run.step == 2 and run.predictor.directions == ("AtoB", "BtoA")
-  x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-  for direction in ("AtoB", "BtoA"):
-    path = str(tmp_path / f"{direction}.jaxexport")
-    assert exporting.write_export(run, path, direction=direction)["direction"] == direction
-    np.testing.assert_allclose(np.asarray(exporting.load_exported(path).call(x)),
-                               np.asarray(run.predictor.generate(x, direction=direction)),
-                               rtol=1e-5, atol=1e-5)
-
-
 def test_paired_runs_refuse_the_reverse_direction(run_dir, sketches, tmp_path, capsys):
   status, _, err = _cli(capsys, predict_cli, f"--workdir={run_dir}", f"--input={sketches}",
                         f"--output={tmp_path}", "--style=black", "--direction=BtoA")

@@ -133,7 +133,7 @@ def test_overfits_one_fixed_batch(tiny_gan):
   mesh = parallel.make_mesh(jax.devices()[:1])
   state, step, _, _ = tiny_gan.on_mesh(mesh)
   batch = parallel.to_global_batch(tiny_gan.batch, mesh)
-  steps = 80
+  steps = 56
   history = []
   for _ in range(steps):
     state, metrics = step(state, batch)
@@ -144,8 +144,9 @@ def test_overfits_one_fixed_batch(tiny_gan):
   assert expected <= set(first)
   assert all(np.isfinite(v) for m in history for v in m.values())
   # Dropout stays on (train mode), so single steps jitter: the last ten
-  # steps' mean is compared (about 0.55 of the first step's L1 here, on an
-  # AVX2 machine; a generator that does not learn stays near 1.0).
+  # steps' mean is compared (about 0.6 of the first step's L1 after 48
+  # steps and 0.55 after 80, on AVX-512 and AVX2 machines; a generator that
+  # does not learn stays near 1.0).
   late = {k: float(np.mean([m[k] for m in history[-10:]])) for k in ("g_l1", "g_perceptual")}
   assert late["g_l1"] < 0.7 * first["g_l1"], (first["g_l1"], late["g_l1"])
   assert late["g_perceptual"] < first["g_perceptual"], (first["g_perceptual"], late)

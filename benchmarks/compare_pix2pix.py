@@ -244,13 +244,21 @@ def _train(key: str, config: ml_collections.ConfigDict, workdir: str) -> None:
                      f"the same command to resume")
 
 
+# Both networks are compared as they are trained, in eval mode (running
+# statistics, no dropout): the recorded comparison predates the test modes,
+# and pix2pix's default, train mode, would add its dropout's noise to one
+# side only.
+COMPARED_TEST_MODE = "eval"
+
+
 def _figure_columns(workdirs: Mapping[str, str], num_rows: int) -> list[np.ndarray]:
   """sketch, each model's EMA output, target on the first `num_rows`
   held-out pairs of the first run's data."""
   from tp2p_jax.data import pipeline
   from tp2p_jax.data.sources import sources_from_config
   from tp2p_jax.inference import run_loading
-  runs = {k: run_loading.load_trained_run(w) for k, w in workdirs.items()}
+  runs = {k: run_loading.with_test_mode(run_loading.load_trained_run(w), COMPARED_TEST_MODE)
+          for k, w in workdirs.items()}
   c = next(iter(runs.values())).config
   _, held_out = sources_from_config(c.data, image_size=c.image_size, seed=c.seed)
   batch = next(pipeline.make_eval_batches(held_out, batch_size=num_rows,
@@ -300,7 +308,8 @@ def compare(configs: Mapping[str, ml_collections.ConfigDict], workdirs: Mapping[
   timing: dict[str, Any] = {}
   for key, name in MODELS:
     _log(f"{key}: evaluating {workdirs[key]}")
-    result = evaluation.evaluate(workdirs[key], num_examples=num_examples)
+    result = evaluation.evaluate(workdirs[key], num_examples=num_examples,
+                                 test_mode=COMPARED_TEST_MODE)
     _log(f"{key}: timing the train step")
     bench = benchmark.run_benchmark(run_configs[key], steps=timing_steps, warmup=timing_warmup,
                                     infer_batches=1, devices=1)

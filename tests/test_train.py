@@ -133,7 +133,7 @@ def test_overfits_one_fixed_batch(tiny_gan):
   mesh = parallel.make_mesh(jax.devices()[:1])
   state, step, _, _ = tiny_gan.on_mesh(mesh)
   batch = parallel.to_global_batch(tiny_gan.batch, mesh)
-  steps = 56
+  steps = 48
   history = []
   for _ in range(steps):
     state, metrics = step(state, batch)

@@ -35,13 +35,14 @@ from jax.extend.random import define_prng_impl
 # and the golden ratio; `_WORD_SALT` separates a key's bit stream from its
 # fold-ins and splits.
 _M1, _M2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
-_GOLDEN = np.uint32(0x9E3779B9)
+GOLDEN = np.uint32(0x9E3779B9)
 _WORD_SALT, _FOLD_SALT, _SPLIT_SALT = (np.uint32(0x27D4EB2F), np.uint32(0x165667B1),
                                        np.uint32(0x5BD1E995))
 
 
-def _mix(x: jax.Array) -> jax.Array:
-  """lowbias32: a bijective avalanche of uint32 words."""
+def lowbias32(x: jax.Array) -> jax.Array:
+  """lowbias32: a bijective avalanche of uint32 words (also the test-time
+  dropout masks' hash, `tp2p_jax.methods.test_mode`)."""
   x = x ^ (x >> 16)
   x = x * _M1
   x = x ^ (x >> 15)
@@ -51,7 +52,7 @@ def _mix(x: jax.Array) -> jax.Array:
 
 def _hash(key: jax.Array, counter: jax.Array) -> jax.Array:
   """uint32 words from a (2,) uint32 key and uint32 counters (any shape)."""
-  return _mix(_mix(counter * _GOLDEN + key[0]) ^ key[1])
+  return lowbias32(lowbias32(counter * GOLDEN + key[0]) ^ key[1])
 
 
 def _seed(seed: jax.Array) -> jax.Array:

@@ -33,14 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from tp2p_jax.core.init_rng import GOLDEN, lowbias32
 from tp2p_jax.models.layers import BatchNorm, at_least_float32
 
 TEST_MODES = ("eval", "train")
 
-# lowbias32's multipliers (tp2p_jax.core.init_rng) and the golden ratio,
-# which spreads consecutive element indices before mixing.
-_M1, _M2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
-_GOLDEN = np.uint32(0x9E3779B9)
 # Keep-tests compare the hash's top 24 bits as a float in [0, 1): exact in
 # float32 on every runtime.
 _UNIT = np.float32(2.0 ** -24)
@@ -60,24 +57,16 @@ def image_seeds(seed: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
   return total.astype(np.uint32).view(np.int32)
 
 
-def _mix(x: jax.Array) -> jax.Array:
-  """lowbias32: a bijective avalanche of uint32 words."""
-  x = x ^ (x >> 16)
-  x = x * _M1
-  x = x ^ (x >> 15)
-  x = x * _M2
-  return x ^ (x >> 16)
-
-
 def keep_mask(seeds: jax.Array, site: int, shape: Sequence[int], keep_prob: float
               ) -> jax.Array:
   """Bernoulli(keep_prob) booleans (B, *shape) from each image's int32 seed
   (`seeds` (B,)) and a layer's `site` number: element i of image b is kept
-  where the top 24 bits of mix(mix(seeds[b] ^ site) + i * golden), over
-  2^24, are below keep_prob."""
-  base = _mix(lax.convert_element_type(seeds, jnp.uint32) ^ np.uint32(site))
+  where the top 24 bits of lowbias32(lowbias32(seeds[b] ^ site) + i *
+  GOLDEN), over 2^24, are below keep_prob."""
+  base = lowbias32(lax.convert_element_type(seeds, jnp.uint32) ^ np.uint32(site))
   index = lax.iota(jnp.uint32, int(np.prod(shape))).reshape(tuple(shape))
-  bits = _mix(index[None] * _GOLDEN + base.reshape((-1,) + (1,) * len(shape)))
+  # The golden ratio spreads consecutive element indices before mixing.
+  bits = lowbias32(index[None] * GOLDEN + base.reshape((-1,) + (1,) * len(shape)))
   return (bits >> 8).astype(jnp.float32) * _UNIT < np.float32(keep_prob)
 
 

@@ -2,10 +2,12 @@
 `python -m tp2p_jax.cli.export`; the file format is described there)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,12 +32,48 @@ def check_platforms(platforms: Sequence[str] | None) -> None:
                        f"{', '.join(PLATFORMS)}")
 
 
-def takes_seed(run: TrainedRun, direction: str = "AtoB") -> bool:
-  """Whether the run's export takes a `seed` input: in train mode, where
-  its generator draws dropout (`test_mode.draws_dropout`)."""
-  p = run.predictor
-  return p.test_mode == "train" and test_mode.draws_dropout(
-      p.generator, p.variables[direction], p.image_size, p.style_dim)
+# What the `seed` input of a train-mode export is (JSON summary, ONNX metadata).
+SEED_INPUT = ("(batch,) int32, each image's dropout seed: predict --seed=S gives its k-th "
+              "input S + k")
+
+
+@dataclasses.dataclass(frozen=True)
+class TestTimeGenerator:
+  """netG at test time as a function of arrays alone, what both export
+  formats trace: `call(images[, style][, seed])`.
+
+  Attributes:
+    call: images (B, S, S, 3) float32 in [-1, 1], style (B, E) for a
+      style-conditioned generator, seed (B,) int32 where `seeded`;
+      returns (B, S, S, 3) float32 in [-1, 1].
+    inputs: the arguments' shapes and dtypes, with the batch given.
+    seeded: whether it takes `seed`: in train mode, for a generator that
+      draws dropout (`test_mode.draws_dropout`).
+  """
+  call: Callable[..., jax.Array]
+  inputs: tuple[jax.ShapeDtypeStruct, ...]
+  seeded: bool
+
+
+def test_time_generator(generator: nn.Module, variables: Mapping[str, Any], image_size: int,
+                        style_dim: int | None, mode: str, batch: Any) -> TestTimeGenerator:
+  """`generator` with `variables` (baked in) in test mode `mode`
+  (`test_mode.apply_generator`) as a `TestTimeGenerator` for a batch of
+  `batch` (a symbolic dimension or an int)."""
+  seeded = mode == "train" and test_mode.draws_dropout(generator, variables, image_size,
+                                                       style_dim)
+
+  def call(images: jax.Array, *rest: jax.Array) -> jax.Array:
+    style = rest[0] if style_dim is not None else None
+    seeds = rest[-1] if seeded else jnp.zeros(images.shape[:1], jnp.int32)
+    return test_mode.apply_generator(generator, variables, images, style, mode, seeds)
+
+  inputs = [jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)]
+  if style_dim is not None:
+    inputs.append(jax.ShapeDtypeStruct((batch, style_dim), jnp.float32))
+  if seeded:
+    inputs.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
+  return TestTimeGenerator(call, tuple(inputs), seeded)
 
 
 def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
@@ -60,24 +98,12 @@ def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
   if direction not in predictor.directions:
     raise ValueError(f"this run's generator translates {'/'.join(predictor.directions)}, "
                      f"not {direction}")
-  variables = jax.tree.map(jnp.asarray, predictor.variables[direction])
-  seeded = takes_seed(run, direction)
-
-  def generate(images: jax.Array, *rest: jax.Array) -> jax.Array:
-    style = rest[0] if predictor.style_dim is not None else None
-    seeds = rest[-1] if seeded else jnp.zeros(images.shape[:1], jnp.int32)
-    return test_mode.apply_generator(predictor.generator, variables, images, style,
-                                     predictor.test_mode, seeds)
-
   (batch,) = jax.export.symbolic_shape("b")
-  s = predictor.image_size
-  args = [jax.ShapeDtypeStruct((batch, s, s, 3), jnp.float32)]
-  if predictor.style_dim is not None:
-    args.append(jax.ShapeDtypeStruct((batch, predictor.style_dim), jnp.float32))
-  if seeded:
-    args.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
+  generator = test_time_generator(
+      predictor.generator, jax.tree.map(jnp.asarray, predictor.variables[direction]),
+      predictor.image_size, predictor.style_dim, predictor.test_mode, batch)
   kwargs = {"platforms": tuple(platforms)} if platforms else {}
-  return jax.export.export(jax.jit(generate), **kwargs)(*args)
+  return jax.export.export(jax.jit(generator.call), **kwargs)(*generator.inputs)
 
 
 def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None = None,
@@ -97,21 +123,20 @@ def write_export(run: TrainedRun, output: str, platforms: Sequence[str] | None =
   exported = export_generator(run, platforms, direction)
   summary = {"model": predictor.model_name, "direction": direction, "step": run.step,
              "workdir": run.workdir, "image_size": predictor.image_size,
-             "style_dim": predictor.style_dim, **test_mode_summary(run, direction),
+             "style_dim": predictor.style_dim,
+             # The seed input is the one int32 argument (`test_time_generator`).
+             **test_mode_summary(predictor.test_mode,
+                                 any(a.dtype == jnp.int32 for a in exported.in_avals)),
              "inputs": [str(a) for a in exported.in_avals],
              "outputs": [str(a) for a in exported.out_avals],
              "platforms": list(exported.platforms)}
   return write_artifact(run, output, exported.serialize(), summary)
 
 
-def test_mode_summary(run: TrainedRun, direction: str = "AtoB") -> dict:
+def test_mode_summary(mode: str, seeded: bool) -> dict:
   """The JSON summary's account of the test mode: `test_mode`, and `seed`
-  (what the seed input is; None where there is none)."""
-  seed = None
-  if takes_seed(run, direction):
-    seed = ("(batch,) int32, each image's dropout seed: predict --seed=S gives its k-th "
-            "input S + k")
-  return {"test_mode": run.predictor.test_mode, "seed": seed}
+  (what the seed input is, `SEED_INPUT`; None where there is none)."""
+  return {"test_mode": mode, "seed": SEED_INPUT if seeded else None}
 
 
 def check_artifact_paths(output: str) -> None:

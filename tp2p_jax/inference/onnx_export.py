@@ -145,25 +145,17 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
   """
   _require_converter()
   from jax2onnx import to_onnx
-  variables = jax.tree.map(jnp.asarray, variables)
-  seeded = mode == "train" and test_mode.draws_dropout(generator, variables, image_size,
-                                                       style_dim)
-
-  def generate(images: jax.Array, *rest: jax.Array) -> jax.Array:
-    style = rest[0] if style_dim is not None else None
-    seeds = rest[-1] if seeded else jnp.zeros(images.shape[:1], jnp.int32)
-    with _flax_originals():
-      return test_mode.apply_generator(generator, variables, images, style, mode, seeds)
-
   (batch,) = jax.export.symbolic_shape(BATCH)
-  inputs = [jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)]
-  names = [IMAGES]
-  if style_dim is not None:
-    inputs.append(jax.ShapeDtypeStruct((batch, style_dim), jnp.float32))
-    names.append(STYLE)
-  if seeded:
-    inputs.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
-    names.append(SEED)
+  generator_call = exporting.test_time_generator(
+      generator, jax.tree.map(jnp.asarray, variables), image_size, style_dim, mode, batch)
+
+  def generate(*inputs: jax.Array) -> jax.Array:
+    with _flax_originals():
+      return generator_call.call(*inputs)
+
+  inputs = list(generator_call.inputs)
+  names = [IMAGES, *([STYLE] if style_dim is not None else []),
+           *([SEED] if generator_call.seeded else [])]
   try:
     with _quiet_converter():
       model = to_onnx(generate, inputs, model_name="tp2p_generator", opset=OPSET,
@@ -173,8 +165,7 @@ def generator_to_onnx(generator: nn.Module, variables: Mapping[str, Any], image_
     raise OnnxExportError(f"jax2onnx could not convert the generator: {type(e).__name__}"
                           f"{': ' + text[0] if text else ''}") from e
   style_shape = f"{STYLE}: ({BATCH}, {style_dim}) float32" if style_dim is not None else None
-  seed_shape = (f"{SEED}: ({BATCH},) int32, each image's dropout seed (predict --seed=S "
-                "gives its k-th input S + k)") if seeded else None
+  seed_shape = f"{SEED}: {exporting.SEED_INPUT}" if generator_call.seeded else None
   props = {
       "inputs": "; ".join(filter(None, [f"{IMAGES}: ({BATCH}, {image_size}, {image_size}, 3) "
                                         "float32 RGB in [-1, 1]", style_shape, seed_shape])),
@@ -231,11 +222,12 @@ def write_onnx_export(run: TrainedRun, output: str, direction: str = "AtoB") -> 
   inputs = [{"name": IMAGES, "shape": [BATCH, s, s, 3], "dtype": "float32"}]
   if e is not None:
     inputs.append({"name": STYLE, "shape": [BATCH, e], "dtype": "float32"})
-  if exporting.takes_seed(run, direction):
+  seeded = SEED in [i.name for i in model.graph.input]
+  if seeded:
     inputs.append({"name": SEED, "shape": [BATCH], "dtype": "int32"})
   summary = {"format": "onnx", "model": predictor.model_name, "direction": direction,
              "step": run.step, "workdir": run.workdir, "image_size": s, "style_dim": e,
-             **exporting.test_mode_summary(run, direction),
+             **exporting.test_mode_summary(predictor.test_mode, seeded),
              "opset": OPSET, "layout": "NHWC", "inputs": inputs,
              "outputs": [{"name": OUTPUT, "shape": [BATCH, s, s, 3], "dtype": "float32"}]}
   return exporting.write_artifact(run, output, model.SerializeToString(), summary)

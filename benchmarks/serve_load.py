@@ -28,7 +28,9 @@ headers a byte at a time), --slow_body_clients (complete headers, then the
 body a byte at a time), --leaving_clients (complete valid requests whose
 client hangs up at once) or --large_clients (closed-loop uploads of a
 --large_side square PNG, legal under the server's default limits), each
-row is run a second time with those running alongside, and the row gets
+row is run a second time with those running alongside (in a process of
+their own, so that they share the cores but not the normal clients'
+interpreter lock), and the row gets
 `hostile`: the normal clients' errors, error rate, p99 and its ratio to the
 unloaded run's (goal: 0 errors, ratio <= 2), what the hostile clients got,
 the server's CPU seconds per second and its peak RSS during the run. --memory_probe sends one
@@ -45,8 +47,11 @@ from __future__ import annotations
 
 import http.client
 import io
+import collections
+import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -102,6 +107,9 @@ _HOSTILE_DEADLINE = flags.DEFINE_float("hostile_deadline_s", 300.0, "Longest a h
 _HOSTILE_WARMUP = flags.DEFINE_float("hostile_warmup_s", 3.0, "How long the hostile "
                                      "clients run before the timed run starts.",
                                      lower_bound=0.0)
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "With hostile clients: timed runs of each "
+                               "row, unloaded and hostile alternating; percentiles are over "
+                               "all of a kind's requests.", lower_bound=1)
 _MEMORY_PROBE = flags.DEFINE_bool("memory_probe", False, "Report the server's peak RSS "
                                   "growth for a 1 x 16,777,216 and a 4096 x 4096 PNG.")
 _SERVER_FLAGS = flags.DEFINE_list("server_flags", [], "Extra flags for the server.")
@@ -235,8 +243,35 @@ def drive(port: int, workload: Workload, clients: int,
           "throughput_rps": round(workload.total / seconds, 2),
           "images_per_s": round(tally["ok"] / seconds, 2),
           "p50_ms": round(statistics.median(ms), 1) if ms else None,
-          "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1) if ms else None,
-          "failures": failures}
+          "p99_ms": _p99(ms), "failures": failures, "latencies_ms": ms}
+
+
+def _p99(ms: list[float]) -> float | None:
+  """The 99th percentile of sorted latencies (the nearest rank at or below)."""
+  return round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1) if ms else None
+
+
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  """`drive`'s results of several timed runs as one: counts summed,
+  latency percentiles over all their requests, each run's p99 listed."""
+  ms = sorted(x for run in runs for x in run["latencies_ms"])
+  seconds = sum(run["seconds"] for run in runs)
+  total = {key: sum(run[key] for run in runs)
+           for key in ("requests", "valid", "malformed", "ok", "refused", "lost")}
+  return {"clients": runs[0]["clients"], **total, "rounds": len(runs),
+          "seconds": round(seconds, 3),
+          "throughput_rps": round(total["requests"] / seconds, 2),
+          "images_per_s": round(total["ok"] / seconds, 2),
+          "p50_ms": round(statistics.median(ms), 1) if ms else None, "p99_ms": _p99(ms),
+          "p99_ms_rounds": [run["p99_ms"] for run in runs],
+          "failures": [f for run in runs for f in run["failures"]][:5]}
+
+
+def _per_second(runs: list[dict[str, Any]], key: str) -> float | None:
+  """CPU seconds per second over runs whose `key` holds CPU seconds."""
+  if any(run[key] is None for run in runs):
+    return None
+  return round(sum(run[key] for run in runs) / sum(run["seconds"] for run in runs), 3)
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -257,12 +292,24 @@ def _batch_counts(port: int) -> tuple[float, float, float]:
   return values["size", "count"], values["size", "sum"], values["seconds", "sum"]
 
 
-def _cpu_rate(server: "Server", cpu_before: float | None, seconds: float) -> float | None:
-  """The server's CPU seconds per second since `cpu_before` was read."""
-  cpu_after = server.cpu_s()
-  if cpu_before is None or cpu_after is None or seconds <= 0:
+def process_cpu_s(pid: int) -> float | None:
+  """CPU seconds process `pid` has used (user + system, all its threads);
+  None where /proc does not tell."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
     return None
-  return round((cpu_after - cpu_before) / seconds, 3)
+
+
+def _cpu_since(process: "Server | HostileProcess", cpu_before: float | None
+               ) -> float | None:
+  """A process's CPU seconds since `cpu_before` was read from it."""
+  cpu_after = process.cpu_s()
+  if cpu_before is None or cpu_after is None:
+    return None
+  return cpu_after - cpu_before
 
 
 def _free_port() -> int:
@@ -298,12 +345,7 @@ class Server:
     """CPU seconds the server has used (user + system, all its threads);
     None where /proc does not tell. Less at the mercy of other jobs on the
     machine than latencies are."""
-    try:
-      with open(f"/proc/{self.process.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-      return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-      return None
+    return process_cpu_s(self.process.pid)
 
   def reset_peak_rss(self) -> None:
     """Sets the peak (VmHWM) back to the current RSS (Linux >= 4.0)."""
@@ -358,14 +400,31 @@ class Server:
     self.log.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class HostileLoad:
+  """What the hostile clients send (the flags' values, given explicitly
+  because they run in a process of their own)."""
+  slow: int
+  slow_body: int
+  leaving: int
+  large: int
+  slow_interval_s: float
+  deadline_s: float
+  warmup_s: float
+
+
 class Hostile:
   """Slow, departing and large-upload clients running beside a timed run
-  until `stop` (or --hostile_deadline_s)."""
+  until `stop` (or the deadline), as threads of this process."""
 
-  def __init__(self, port: int, workload: Workload, large: bytes) -> None:
+  def __init__(self, port: int, load: HostileLoad, request: bytes, large_request: bytes
+               ) -> None:
+    """`request`: a valid request's multipart body; `large_request`: one
+    with the large upload."""
     self.port = port
-    self.workload = workload
-    self.large = large
+    self.load = load
+    self.request = request
+    self.large_request = large_request
     self.done = threading.Event()
     self.lock = threading.Lock()
     self.counts: dict[str, int] = {"slow_dropped_by_server": 0, "slow_refused": 0,
@@ -396,30 +455,30 @@ class Hostile:
             sent[i] = 0
           except OSError:
             self._count("slow_refused")
-      self.done.wait(_SLOW_INTERVAL.value)
+      self.done.wait(self.load.slow_interval_s)
     for sock in sockets:
       sock.close()
 
+  def _head(self, body: bytes) -> bytes:
+    return (f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            f"multipart/form-data; boundary={_BOUNDARY}\r\nContent-Length: {len(body)}"
+            "\r\n\r\n").encode()
+
   def _slow_body(self) -> None:
-    body, _ = self.workload.request(0)
+    body = self.request
     while not self.done.is_set():
       try:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-          sock.sendall(f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                       f"multipart/form-data; boundary={_BOUNDARY}\r\nContent-Length: "
-                       f"{len(body)}\r\n\r\n".encode())
+          sock.sendall(self._head(body))
           for i in range(len(body)):
-            if self.done.wait(_SLOW_INTERVAL.value):
+            if self.done.wait(self.load.slow_interval_s):
               break
             sock.sendall(body[i:i + 1])
       except OSError:
         self._count("slow_body_answers")  # cut off (408 or closed)
 
   def _leaving(self) -> None:
-    body, _ = self.workload.request(1)
-    request = (f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-               f"multipart/form-data; boundary={_BOUNDARY}\r\nContent-Length: {len(body)}"
-               "\r\n\r\n").encode() + body
+    request = self._head(self.request) + self.request
     while not self.done.is_set():
       try:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
@@ -431,11 +490,9 @@ class Hostile:
 
   def _large(self) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-    style = {"style": self.workload.styles[0]} if self.workload.styles else {}
-    body = _multipart({"sketch": self.large}, {**style, **self.workload.extra})
     while not self.done.is_set():
       try:
-        status, _, _ = _post(conn, body)
+        status, _, _ = _post(conn, self.large_request)
       except (OSError, http.client.HTTPException):
         conn.close()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -446,26 +503,28 @@ class Hostile:
         self.done.wait(1.0)  # as Retry-After says
 
   def start(self) -> None:
-    if _SLOW.value:
+    """Starts every client, then waits `warmup_s` with them running."""
+    if self.load.slow:
       sockets = []
-      for _ in range(_SLOW.value):
+      for _ in range(self.load.slow):
         try:
           sockets.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
         except OSError:
           self._count("slow_refused")
       self.threads.append(threading.Thread(target=self._slow_headers, args=(sockets,)))
-    self.threads += [threading.Thread(target=self._slow_body) for _ in range(_SLOW_BODY.value)]
-    self.threads += [threading.Thread(target=self._leaving) for _ in range(_LEAVING.value)]
-    self.threads += [threading.Thread(target=self._large) for _ in range(_LARGE.value)]
+    self.threads += [threading.Thread(target=self._slow_body)
+                     for _ in range(self.load.slow_body)]
+    self.threads += [threading.Thread(target=self._leaving) for _ in range(self.load.leaving)]
+    self.threads += [threading.Thread(target=self._large) for _ in range(self.load.large)]
     for t in self.threads:
       t.daemon = True
       t.start()
     # Bounded in time whatever happens to the timed run.
-    self.timer = threading.Timer(_HOSTILE_DEADLINE.value, self.done.set)
+    self.timer = threading.Timer(self.load.deadline_s, self.done.set)
     self.timer.daemon = True
     self.timer.start()
     # The server is under the hostile load before the timed run starts.
-    self.done.wait(_HOSTILE_WARMUP.value)
+    self.done.wait(self.load.warmup_s)
 
   def stop(self) -> dict[str, int]:
     self.done.set()
@@ -473,6 +532,49 @@ class Hostile:
     for t in self.threads:
       t.join(timeout=30)
     return dict(self.counts)
+
+
+def _hostile_main(port: int, load: HostileLoad, request: bytes, large_request: bytes,
+                  started: Any, stop: Any, results: Any) -> None:
+  """A hostile process: runs the clients from start to `stop` (an Event)."""
+  hostile = Hostile(port, load, request, large_request)
+  hostile.start()
+  started.set()
+  stop.wait(load.deadline_s)
+  results.put(hostile.stop())
+
+
+class HostileProcess:
+  """`Hostile` in a process of its own: its threads (a thousand sockets
+  written in a Python loop) do not take the interpreter lock from the
+  normal clients, whose latencies would otherwise include the load
+  generator's own contention. It still shares the machine's cores with the
+  server, as hostile clients on the same host would."""
+
+  def __init__(self, port: int, load: HostileLoad, request: bytes, large_request: bytes
+               ) -> None:
+    context = multiprocessing.get_context("spawn")
+    self.started, self.stop_event = context.Event(), context.Event()
+    self.results = context.Queue()
+    self.load = load
+    self.process = context.Process(target=_hostile_main, daemon=True, args=(
+        port, load, request, large_request, self.started, self.stop_event, self.results))
+
+  def start(self) -> None:
+    self.process.start()
+    if not self.started.wait(self.load.warmup_s + 120):
+      self.process.kill()
+      raise RuntimeError("the hostile clients did not start")
+
+  def cpu_s(self) -> float | None:
+    """CPU seconds the hostile clients have used."""
+    return process_cpu_s(self.process.pid)
+
+  def stop(self) -> dict[str, int]:
+    self.stop_event.set()
+    counts = self.results.get(timeout=120)
+    self.process.join(timeout=30)
+    return counts
 
 
 def _hostile_enabled() -> bool:
@@ -530,45 +632,74 @@ def main(argv: list[str]) -> None:
       styles = [s["name"] for s in info["styles"]]
       workload = Workload(styles, info["directions"], sketch_size, _REQUESTS.value,
                           _MALFORMED.value)
-      large = _flat_png(_LARGE_SIDE.value, _LARGE_SIDE.value) if _LARGE.value else b""
+      large_request = b""
+      if _LARGE.value:
+        style = {"style": styles[0]} if styles else {}
+        large_request = _multipart({"sketch": _flat_png(_LARGE_SIDE.value, _LARGE_SIDE.value)},
+                                   {**style, **workload.extra})
+      hostile_load = HostileLoad(_SLOW.value, _SLOW_BODY.value, _LEAVING.value, _LARGE.value,
+                                 _SLOW_INTERVAL.value, _HOSTILE_DEADLINE.value,
+                                 _HOSTILE_WARMUP.value)
       for n in clients:
         warm = Workload(styles, info["directions"], sketch_size, n, 0.0)
         drive(server.port, warm, n)  # connections and threads up before timing
-        calls, rows, busy = _batch_counts(server.port)
-        cpu_before = server.cpu_s()
-        row = drive(server.port, workload, n)
-        row["server_cpu_s_per_s"] = _cpu_rate(server, cpu_before, row["seconds"])
-        calls_after, rows_after, busy_after = _batch_counts(server.port)
-        n_calls = max(calls_after - calls, 1)
-        row = {"mode": mode, "max_batch_size": batch, **row,
-               "mean_batch": round((rows_after - rows) / n_calls, 2),
-               "model_ms_per_call": round(1000 * (busy_after - busy) / n_calls, 1),
-               "startup_s": round(server.startup_s, 1)}
-        if _hostile_enabled():
-          hostile = Hostile(server.port, workload, large)
+        unloaded: list[dict[str, Any]] = []
+        loaded: list[dict[str, Any]] = []
+        got: collections.Counter[str] = collections.Counter()
+        calls = rows = busy = 0.0
+        peak_rss: list[float] = []
+        rss_before = server.rss_mb()
+        for _ in range(_ROUNDS.value):
+          # Unloaded and hostile runs alternate, so that a change in the
+          # machine's own load between them weighs on both alike.
+          before = _batch_counts(server.port)
+          cpu_before = server.cpu_s()
+          run = drive(server.port, workload, n)
+          run["cpu_s"] = _cpu_since(server, cpu_before)
+          after = _batch_counts(server.port)
+          calls, rows, busy = (calls + after[0] - before[0], rows + after[1] - before[1],
+                               busy + after[2] - before[2])
+          unloaded.append(run)
+          if not _hostile_enabled():
+            continue
+          hostile = HostileProcess(server.port, hostile_load, workload.request(0)[0],
+                                   large_request)
           server.reset_peak_rss()
-          rss_before = server.rss_mb()
           cpu_at_start: list[float | None] = []
 
           def start_hostile() -> None:
-            hostile.start()
-            cpu_at_start.append(server.cpu_s())  # the timed part only, as unloaded
+            hostile.start()  # pylint: disable=cell-var-from-loop
+            # The timed part only, as unloaded.
+            cpu_at_start.extend([server.cpu_s(), hostile.cpu_s()])  # pylint: disable=cell-var-from-loop
 
-          loaded = drive(server.port, workload, n, on_start=start_hostile)
-          cpu_rate = _cpu_rate(server, cpu_at_start[0], loaded["seconds"])
-          got = hostile.stop()
-          errors = loaded["lost"]
+          run = drive(server.port, workload, n, on_start=start_hostile)
+          run["cpu_s"] = _cpu_since(server, cpu_at_start[0])
+          run["hostile_cpu_s"] = _cpu_since(hostile, cpu_at_start[1])
+          got.update(hostile.stop())
+          peak_rss.append(server.rss_mb("VmHWM") or 0.0)
+          loaded.append(run)
+        row = {"mode": mode, "max_batch_size": batch, **_pooled(unloaded),
+               "server_cpu_s_per_s": _per_second(unloaded, "cpu_s"),
+               "mean_batch": round(rows / max(calls, 1), 2),
+               "model_ms_per_call": round(1000 * busy / max(calls, 1), 1),
+               "startup_s": round(server.startup_s, 1)}
+        if loaded:
+          pooled = _pooled(loaded)
+          errors = pooled["lost"]
           row["hostile"] = {
               "slow_clients": _SLOW.value, "slow_body_clients": _SLOW_BODY.value,
               "leaving_clients": _LEAVING.value, "large_clients": _LARGE.value,
               "large_side": _LARGE_SIDE.value, "normal_errors": errors,
-              "normal_error_rate": round(errors / max(1, loaded["requests"]), 4),
-              "p50_ms": loaded["p50_ms"], "p99_ms": loaded["p99_ms"],
-              "p99_ratio": (round(loaded["p99_ms"] / row["p99_ms"], 2)
-                            if loaded["p99_ms"] and row["p99_ms"] else None),
-              "seconds": loaded["seconds"], "failures": loaded["failures"], **got,
-              "server_cpu_s_per_s": cpu_rate, "server_rss_before_mb": rss_before,
-              "server_peak_rss_mb": server.rss_mb("VmHWM"),
+              "normal_error_rate": round(errors / max(1, pooled["requests"]), 4),
+              "p50_ms": pooled["p50_ms"], "p99_ms": pooled["p99_ms"],
+              "p99_ratio": (round(pooled["p99_ms"] / row["p99_ms"], 2)
+                            if pooled["p99_ms"] and row["p99_ms"] else None),
+              "p99_ms_rounds": pooled["p99_ms_rounds"],
+              "seconds": pooled["seconds"], "failures": pooled["failures"], **got,
+              "server_cpu_s_per_s": _per_second(loaded, "cpu_s"),
+              "hostile_clients_cpu_s_per_s": _per_second(loaded, "hostile_cpu_s"),
+              "server_rss_before_mb": rss_before,
+              "server_peak_rss_mb": max(peak_rss) if peak_rss else None,
               "server_log_tracebacks": server.log_text().count("Traceback")}
           row["lost"] += errors
         _log(json.dumps(row))

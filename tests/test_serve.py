@@ -45,6 +45,7 @@ from tests.subprocess_runs import private_copy, run_script
 from tp2p_jax.cli import predict as predict_cli, serve as serve_cli
 from tp2p_jax.data.toycats import render_example
 from tp2p_jax.inference import run_loading
+from tp2p_jax.serving import app as app_module
 from tp2p_jax.serving.app import Limits, create_app
 from tp2p_jax.serving.batcher import DynamicBatcher
 from tp2p_jax.serving.connections import ConnectionLimits, uvicorn_config
@@ -428,6 +429,62 @@ def test_departed_clients_never_reach_the_model_and_a_full_queue_is_503(model, m
     assert _error_count(samples, "server_busy") == 1
     assert not any(k[0] == "tp2p_serve_errors_total" and dict(k[1])["code"].startswith("http_")
                    for k in samples)
+
+
+def test_a_client_gone_before_its_handler_starts_gets_no_image_work():
+  """A hang-up the server read with the upload ends the request before any
+  of its work starts (a stream of complete requests whose clients hang up
+  at once would otherwise queue decodes ahead of everyone else's)."""
+  started = []
+
+  async def gone() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+  async def work() -> bytes:
+    started.append(True)
+    return b"png"
+
+  with pytest.raises(app_module._ClientGone):  # pylint: disable=protected-access
+    asyncio.run(app_module._unless_client_leaves(gone, work))  # pylint: disable=protected-access
+  assert started == []
+
+  async def waiting() -> dict[str, Any]:
+    await asyncio.sleep(60)
+    return {"type": "http.disconnect"}
+
+  assert asyncio.run(app_module._unless_client_leaves(waiting, work)) == b"png"  # pylint: disable=protected-access
+  assert started == [True]
+
+
+def test_small_requests_are_not_held_up_by_large_images(model, monkeypatch):
+  """max_decodes=1: while a sketch above the decode side is being decoded
+  (held here), a small sketch is still decoded, generated and encoded on
+  its own threads; the large one finishes once let go."""
+  entered, release = threading.Event(), threading.Event()
+  real = app_module.decode_image
+
+  def held_decode(upload: Any, field: str, limits: ImageLimits) -> Any:
+    if threading.current_thread().name.startswith("images"):  # the large images' threads
+      entered.set()
+      assert release.wait(60)
+    return real(upload, field, limits)
+
+  monkeypatch.setattr(app_module, "decode_image", held_decode)
+  app = create_app(model, batch_timeout_ms=0, limits=dataclasses.replace(LIMITS, max_decodes=1))
+  with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      large = pool.submit(client.post, "/v1/generate", data={"style": "black"},
+                          files={"sketch": encode_png(_sketch(300, 300))})
+      assert entered.wait(60), "the large sketch was never decoded on its own threads"
+      with httpx.Client(base_url=url, timeout=60) as other:
+        small = other.post("/v1/generate", files={"sketch": encode_png(_sketch(40, 40))},
+                           data={"style": "black"})
+      assert small.status_code == 200 and not large.done()
+      assert Image.open(io.BytesIO(small.content)).size == (40, 40)
+      release.set()
+      answer = large.result()
+    assert answer.status_code == 200
+    assert Image.open(io.BytesIO(answer.content)).size == (300, 300)
 
 
 def test_a_client_leaving_mid_upload_is_counted_as_gone(client, server):
@@ -941,12 +998,13 @@ def test_the_load_script_loses_nothing(run_dir):
     assert row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
     assert 1 <= row["mean_batch"] <= 2 and row["model_ms_per_call"] > 0
     hostile = row["hostile"]
-    assert hostile["normal_errors"] == 0 and hostile["failures"] == []
+    assert hostile["normal_errors"] == 0 and hostile["failures"] == [], hostile
     # Slow connections were cut off at the header deadline (and came back).
-    assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1
-    assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0
-    assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0
-    assert row["server_cpu_s_per_s"] >= 0 and hostile["server_cpu_s_per_s"] > 0
+    assert hostile["slow_dropped_by_server"] >= 40 and hostile["slow_body_answers"] >= 1, hostile
+    assert hostile["leaving_sent"] > 0 and hostile["large_ok"] > 0, hostile
+    assert hostile["large_other"] == 0 and hostile["server_log_tracebacks"] == 0, hostile
+    assert row["server_cpu_s_per_s"] >= 0 and hostile["server_cpu_s_per_s"] > 0, row
+    assert hostile["hostile_clients_cpu_s_per_s"] > 0 and hostile["p99_ms_rounds"], hostile
   assert report["lost"] == 0 and report["speedup_batched_over_unbatched"] == {}
   assert report["image_size"] == 32 and report["model"] == "transpix2pix"
   probe = report["memory_probe"]

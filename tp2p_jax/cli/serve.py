@@ -32,7 +32,8 @@ other web origins may call the API only if --allowed_origins lists them.
 
 What a request may cost is bounded by the flags, not by the upload: images
 are checked from their header (--max_pixels, --max_side, --max_aspect),
-decoded into a bounded size, at most --max_decodes at a time; outputs are
+decoded into a bounded size, at most --max_decodes large ones at a time (and
+as many small ones on threads of their own); outputs are
 at most --max_output_pixels; at most --max_queued requests are worked on
 (then 503 with Retry-After); work for a client that has gone away is
 dropped before the model; headers must arrive within --header_timeout_s and
@@ -91,8 +92,9 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_integer("max_output_pixels", 2048 * 2048, "Largest output (width x height); "
                        "the output of a larger sketch is scaled down to it, aspect kept.",
                        lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("max_decodes", 2, "Images decoded, prepared or PNG-encoded at a "
-                       "time.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("max_decodes", 2, "Images above the decode side decoded, prepared "
+                       "or PNG-encoded at a time; as many threads again take the smaller "
+                       "images and outputs.", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("max_queued", 32, "Generation requests worked on at once (decoding, "
                        "waiting for or in the model, encoding); more are answered 503 with "
                        "Retry-After.", lower_bound=1, flag_values=fv)

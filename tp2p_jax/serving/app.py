@@ -18,10 +18,13 @@ decided before any model work; 503 "server_busy" (with Retry-After) when
 
 What a request may cost is bounded by `Limits`, not by what it sends:
 images are decoded into at most `decode_side` on their longer side, at most
-`max_decodes` at a time (decoding and PNG encoding share those threads),
-outputs are encoded at most `max_output_pixels`, and a request whose client
-has gone away is dropped at the next step (before the model if it has not
-reached it). `docs/serving.md` adds up the worst case.
+`max_decodes` at a time (decoding and PNG encoding share those threads;
+images and outputs within `decode_side` have as many threads of their own,
+so that small requests never wait behind large ones), outputs are encoded
+at most `max_output_pixels`, and a request whose client has gone away is
+dropped at the next step (before any image work if it left during its
+upload, before the model if it has not reached it). `docs/serving.md` adds
+up the worst case.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ from tp2p_jax.serving.errors import RequestError
 from tp2p_jax.serving.metrics import (CLIENT_GONE_STATUS, CONTENT_TYPE, ERROR_CODE_STATE,
                                       MetricsMiddleware, ServerMetrics)
 from tp2p_jax.serving.model import Job, ServedModel
-from tp2p_jax.serving.uploads import ImageLimits, decode_image
+from tp2p_jax.serving.uploads import ImageLimits, decode_image, needs_shrinking
 
 T = TypeVar("T")
 
@@ -77,7 +80,10 @@ class Limits:
     max_output_pixels: the output PNG is at the sketch's size unless that
       is more pixels than this; then at the largest size of the same aspect
       within it.
-    max_decodes: images decoded, prepared or PNG-encoded at a time (threads).
+    max_decodes: images above `decode_side` decoded, prepared or PNG-encoded
+      at a time (threads); as many threads again take the images and
+      outputs within `decode_side` (each side at most), so that a large
+      upload never holds up a small one.
     max_queued: generation requests past their upload at once (waiting for
       a decode, decoding, in the batcher, in the model, encoding); one more
       is answered 503 "server_busy" with Retry-After.
@@ -116,11 +122,11 @@ class _ClientGone(Exception):
 
 
 class _ImageWorkers:
-  """The threads that decode, prepare and encode images: at most `count` at
-  a time, and work not yet started is dropped when its request is."""
+  """Threads that decode, prepare and encode images: at most `count` at a
+  time, and work not yet started is dropped when its request is."""
 
-  def __init__(self, count: int) -> None:
-    self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="images")
+  def __init__(self, count: int, name: str) -> None:
+    self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix=name)
 
   async def run(self, fn: Callable[[], T]) -> T:
     work = self._pool.submit(fn)
@@ -145,11 +151,18 @@ async def _until_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) ->
 
 
 async def _unless_client_leaves(receive: Callable[[], Awaitable[dict[str, Any]]],
-                                work: Awaitable[T]) -> T:
-  """`work`'s result, or `_ClientGone` as soon as the client leaves (the work
-  is then cancelled: what has not started never will)."""
-  task = asyncio.ensure_future(work)
+                                work: Callable[[], Awaitable[T]]) -> T:
+  """`work()`'s result, or `_ClientGone` as soon as the client leaves (the
+  work is then cancelled: what has not started never will). A client that
+  left during its upload (its hang-up already read) is found before `work`
+  starts."""
   watch = asyncio.ensure_future(_until_disconnect(receive))
+  # One loop turn: the watch's first step returns at once if the server has
+  # already seen the client go.
+  await asyncio.sleep(0)
+  if watch.done():
+    raise _ClientGone()
+  task = asyncio.ensure_future(work())
   try:
     await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -240,7 +253,10 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
   batcher: DynamicBatcher[Job, np.ndarray] = DynamicBatcher(
       model.run_batch, model.batch_size, batch_timeout_ms / 1000.0, metrics.observe_batch)
   image_limits = limits.images(model)
-  workers = _ImageWorkers(limits.max_decodes)
+  # Large images and outputs (above the decode side) on their own threads.
+  workers = _ImageWorkers(limits.max_decodes, "images")
+  small_workers = _ImageWorkers(limits.max_decodes, "small-images")
+  small_output_pixels = image_limits.decode_side ** 2
   in_flight = [0]
   files = _static_files()
 
@@ -253,6 +269,7 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
     finally:
       await batcher.stop()
       workers.shutdown()
+      small_workers.shutdown()
       with contextlib.suppress(Exception):
         await warming
       # Process-wide: another server still running in this process (tests)
@@ -343,14 +360,26 @@ def create_app(model: ServedModel, *, batch_timeout_ms: float = 5.0,
       return model.make_job(image.pixels, style=style, style_photo=photo,
                             style_mix=style_mix, direction=direction, sketch_size=image.size)
 
+    def decode_and_prepare_if_small() -> Job | None:
+      # The header says whether an upload is shrunk on decoding (the costly
+      # part of a large image); the small ones are decoded right here.
+      if any(needs_shrinking(f, name, image_limits) for f, name in
+             ((sketch_file, "sketch"), (photo_file, "style_image")) if f is not None):
+        return None
+      return decode_and_prepare()
+
     async def work() -> bytes:
-      job = await workers.run(decode_and_prepare)
+      job = await small_workers.run(decode_and_prepare_if_small)
+      if job is None:
+        job = await workers.run(decode_and_prepare)
       output = await batcher.submit(job)
-      return await workers.run(lambda: model.finish(job, output, limits.max_output_pixels))
+      h, w = model.output_size(job, limits.max_output_pixels)
+      lane = small_workers if h * w <= small_output_pixels else workers
+      return await lane.run(lambda: model.finish(job, output, limits.max_output_pixels))
 
     in_flight[0] += 1
     try:
-      png = await _unless_client_leaves(request.receive, work())
+      png = await _unless_client_leaves(request.receive, work)
     finally:
       in_flight[0] -= 1
     return Response(png, media_type="image/png")

@@ -294,6 +294,16 @@ class ServedModel:
     return results
 
   @staticmethod
+  def output_size(job: Job, max_pixels: int | None = None) -> tuple[int, int]:
+    """The (height, width) of `finish`'s PNG: the upload's, or the largest
+    of the same aspect within `max_pixels`."""
+    h, w = job.sketch.size
+    if max_pixels is not None and h * w > max_pixels:
+      scale = (max_pixels / (h * w)) ** 0.5
+      h, w = max(1, int(h * scale)), max(1, int(w * scale))
+    return h, w
+
+  @staticmethod
   def finish(job: Job, output: np.ndarray, max_pixels: int | None = None) -> bytes:
     """A job's output (S, S, 3) in [-1, 1] -> PNG bytes at the upload's size
     (`sketch_io.restore_size`'s pixels), or, where that is above
@@ -302,10 +312,7 @@ class ServedModel:
     whose CPU and memory the server bounds."""
     top, left, bh, bw = job.sketch.box
     crop = Image.fromarray(float_to_uint8(np.asarray(output[top:top + bh, left:left + bw])))
-    h, w = job.sketch.size
-    if max_pixels is not None and h * w > max_pixels:
-      scale = (max_pixels / (h * w)) ** 0.5
-      h, w = max(1, int(h * scale)), max(1, int(w * scale))
+    h, w = ServedModel.output_size(job, max_pixels)
     if (h, w) != (bh, bw):
       # Straight into PIL's raster and on to the encoder: one full-size copy.
       crop = crop.resize((w, h), Image.Resampling.LANCZOS)

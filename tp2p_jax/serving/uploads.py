@@ -140,6 +140,33 @@ def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
   return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+def _check_not_empty(source: BinaryIO, field: str) -> None:
+  start = source.tell()
+  if not source.read(1):
+    raise RequestError(400, "empty_upload", f"{field}: the uploaded file is empty")
+  source.seek(start)
+
+
+def needs_shrinking(upload: BinaryIO, field: str, limits: ImageLimits) -> bool:
+  """Whether `decode_image` would shrink the upload (its longer side is
+  above `limits.decode_side`), from its header alone; the stream is left
+  where it stood. The server decodes such images apart from small ones.
+
+  Raises:
+    RequestError: as `decode_image` for an empty upload, one that is not an
+      image, or a size above the limits.
+  """
+  start = upload.tell()
+  try:
+    _check_not_empty(upload, field)
+    with _open_header(upload, field, limits.max_pixels) as image:
+      width, height = image.size
+  finally:
+    upload.seek(start)
+  check_size(width, height, field, limits)
+  return max(width, height) > limits.decode_side
+
+
 def decode_image(upload: bytes | BinaryIO, field: str, limits: ImageLimits) -> DecodedImage:
   """An uploaded image file -> uint8 RGB at most `limits.decode_side` on its
   longer side, upright per EXIF. An upload that is already that small
@@ -157,10 +184,7 @@ def decode_image(upload: bytes | BinaryIO, field: str, limits: ImageLimits) -> D
       413 "too_many_pixels".
   """
   source = io.BytesIO(upload) if isinstance(upload, (bytes, bytearray)) else upload
-  start = source.tell()
-  if not source.read(1):
-    raise RequestError(400, "empty_upload", f"{field}: the uploaded file is empty")
-  source.seek(start)
+  _check_not_empty(source, field)
   with _open_header(source, field, limits.max_pixels) as image:
     width, height = image.size
     check_size(width, height, field, limits)

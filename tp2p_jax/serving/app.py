@@ -81,9 +81,10 @@ class Limits:
       is more pixels than this; then at the largest size of the same aspect
       within it.
     max_decodes: images above `decode_side` decoded, prepared or PNG-encoded
-      at a time (threads); as many threads again take the images and
-      outputs within `decode_side` (each side at most), so that a large
-      upload never holds up a small one.
+      at a time (threads); as many threads again take the images whose
+      longer side is within `decode_side` and the outputs of at most
+      `decode_side`^2 pixels, so that a large upload never holds up a
+      small one.
     max_queued: generation requests past their upload at once (waiting for
       a decode, decoding, in the batcher, in the model, encoding); one more
       is answered 503 "server_busy" with Retry-After.
@@ -157,12 +158,15 @@ async def _unless_client_leaves(receive: Callable[[], Awaitable[dict[str, Any]]]
   left during its upload (its hang-up already read) is found before `work`
   starts."""
   watch = asyncio.ensure_future(_until_disconnect(receive))
-  # One loop turn: the watch's first step returns at once if the server has
-  # already seen the client go.
-  await asyncio.sleep(0)
-  if watch.done():
-    raise _ClientGone()
-  task = asyncio.ensure_future(work())
+
+  async def unless_gone() -> T:
+    # The watch's first step ran just before this one (tasks start in the
+    # order they were made) and has ended if the server saw the client go.
+    if watch.done():
+      raise _ClientGone()
+    return await work()
+
+  task = asyncio.ensure_future(unless_gone())
   try:
     await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():

@@ -21,9 +21,8 @@ import logging
 import resource
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tp2p_jax.serving.errors import RequestError
 
@@ -64,17 +63,21 @@ def _busy_response() -> bytes:
   return b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + body
 
 
-def protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
-  """Uvicorn's h11 protocol with `limits`' header deadline and connection cap."""
+def protocol_class(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+  """Uvicorn's httptools protocol with `limits`' header deadline and
+  connection cap. httptools parses in C: a slow client's every byte, and
+  every connection a reconnecting flood opens, cost the event loop (and
+  the interpreter lock the image threads need) a fraction of what h11's
+  pure-Python parser does."""
   # The connections in the order their header wait began, oldest first:
   # the one to push out is found at the front in O(1) amortised (scanning
   # all 512 open connections cost about a millisecond per accepted one,
   # and a reconnecting flood's 500-650 accepts a second spent that on the
   # event loop). Entries that have since started a request are dropped when they
   # reach the front; each comes back at the end when its next wait begins.
-  header_waits: collections.OrderedDict[H11Protocol, None] = collections.OrderedDict()
+  header_waits: collections.OrderedDict[HttpToolsProtocol, None] = collections.OrderedDict()
 
-  class LimitedH11Protocol(H11Protocol):
+  class LimitedProtocol(HttpToolsProtocol):
     """One client connection (see the module's docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -82,7 +85,9 @@ def protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
       self._header_timer: asyncio.TimerHandle | None = None
 
     def _waiting_for_headers(self) -> bool:
-      return (self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+      # A request's cycle starts when its headers are complete; until then
+      # the connection holds the previous (answered) one, or none.
+      return (not self.transport.is_closing()
               and (self.cycle is None or self.cycle.response_complete))
 
     def _arm_header_deadline(self) -> None:
@@ -132,7 +137,7 @@ def protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
       header_waits.pop(self, None)
       super().connection_lost(exc)
 
-  return LimitedH11Protocol
+  return LimitedProtocol
 
 
 def fit_to_file_limit(max_connections: int) -> int:

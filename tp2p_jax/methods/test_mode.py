@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from tp2p_jax.core.init_rng import GOLDEN, lowbias32
-from tp2p_jax.models.layers import BatchNorm, at_least_float32
+from tp2p_jax.models.layers import BatchNorm, at_least_float32, batch_moments, normalize
 
 TEST_MODES = ("eval", "train")
 
@@ -110,11 +110,8 @@ class _PerImage:
     scale = module.get_variable("params", "scale")
     bias = module.get_variable("params", "bias")
     xf = x.astype(at_least_float32(x.dtype))
-    axes = tuple(range(1, x.ndim - 1))
-    mean = jnp.mean(xf, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=axes, keepdims=True)
-    inv = lax.rsqrt(var + module.epsilon) * scale.astype(xf.dtype)
-    return ((xf - mean) * inv + bias.astype(xf.dtype)).astype(module.dtype)
+    mean, var = batch_moments(xf, tuple(range(1, x.ndim - 1)), keepdims=True)
+    return normalize(xf, mean, var, scale, bias, module.epsilon, module.dtype)
 
   def _dropout(self, module: nn.Dropout, args: tuple, kwargs: dict) -> jax.Array:
     inputs = args[0]

@@ -144,6 +144,23 @@ def same_pads(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((kernel // 2, kernel // 2 - 1), (kernel // 2 - 1, kernel // 2))
 
 
+def batch_moments(x: jax.Array, axes: tuple[int, ...], keepdims: bool = False
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Mean and biased variance of `x` over `axes`, in two passes (mean, then
+  mean squared deviation; see `BatchNorm`)."""
+  mean = jnp.mean(x, axis=axes, keepdims=keepdims)
+  var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=keepdims)
+  return mean, var
+
+
+def normalize(x: jax.Array, mean: jax.Array, var: jax.Array, scale: jax.Array,
+              bias: jax.Array, epsilon: float, dtype: Dtype) -> jax.Array:
+  """(x - mean) / sqrt(var + epsilon) * scale + bias in `x`'s dtype, cast to
+  `dtype`: `BatchNorm`'s normalisation, whichever statistics it is given."""
+  inv = jax.lax.rsqrt(var + epsilon) * scale.astype(x.dtype)
+  return ((x - mean) * inv + bias.astype(x.dtype)).astype(dtype)
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over every axis but the last, with PyTorch's statistics.
 
@@ -183,9 +200,7 @@ class BatchNorm(nn.Module):
     running_var = self.variable("batch_stats", "var", jnp.ones, (features,), stat_dtype)
     xf = x.astype(at_least_float32(x.dtype))
     if train:
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(xf, axis=axes)
-      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+      mean, var = batch_moments(xf, tuple(range(x.ndim - 1)))
       if not self.is_initializing():
         n = math.prod(x.shape[:-1])
         unbiased = var * (n / (n - 1)) if n > 1 else jnp.zeros_like(var)
@@ -195,8 +210,7 @@ class BatchNorm(nn.Module):
                              + self.momentum * unbiased).astype(stat_dtype)
     else:
       mean, var = running_mean.value, running_var.value
-    inv = jax.lax.rsqrt(var + self.epsilon) * scale.astype(xf.dtype)
-    return ((xf - mean) * inv + bias.astype(xf.dtype)).astype(self.dtype)
+    return normalize(xf, mean, var, scale, bias, self.epsilon, self.dtype)
 
 
 class Norm(nn.Module):

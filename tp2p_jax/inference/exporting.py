@@ -82,7 +82,7 @@ def export_generator(run: TrainedRun, platforms: Sequence[str] | None = None,
   with a symbolic batch size: `generate(images[, style][, seed])`, images
   (B, S, S, 3) float32 in [-1, 1], style (B, E) for style-conditioned
   generators and seed (B,) int32, each image's dropout seed, in train mode
-  for generators with dropout (`takes_seed`).
+  for generators with dropout (`TestTimeGenerator.seeded`).
 
   Args:
     run: a loaded run.

@@ -47,7 +47,6 @@ import jax.numpy as jnp
 
 from tp2p_jax.inference import exporting
 from tp2p_jax.inference.run_loading import TrainedRun
-from tp2p_jax.methods import test_mode
 
 # The ONNX graph's input and output names.
 IMAGES = "images"
